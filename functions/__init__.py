@@ -1,0 +1,1 @@
+"""Thin Azure Functions adapters: trigger in, one core call, nothing else."""

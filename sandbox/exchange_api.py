@@ -1,0 +1,208 @@
+"""The Exchange admin API as the sandbox serves it: InvokeCommand with paging, and $batch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sandbox.faults import Dice, Knobs, Stats
+from sandbox.tenant import CmdletError, Tenant, UnknownCmdlet
+
+MAX_PAGE_SIZE = 1000
+NUL_BODY = b"\x00" * 32
+
+
+@dataclass
+class Reply:
+    """An HTTP answer; `drop` closes the connection instead of answering."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+@dataclass
+class _Continuation:
+    records: Iterator[dict[str, Any]]
+    body: Any
+    select: tuple[str, ...]
+    warnings: list[str]
+    expires: float
+    page_size: int
+
+
+class ExchangeApi:
+    """Serves InvokeCommand and $batch for one tenant."""
+
+    def __init__(self, tenant: Tenant, knobs: Knobs, stats: Stats, dice: Dice) -> None:
+        self.tenant = tenant
+        self.knobs = knobs
+        self.stats = stats
+        self.dice = dice
+        self._continuations: dict[str, _Continuation] = {}
+        self._lock = threading.Lock()
+
+    def invoke(self, origin: str, base: str, query: dict[str, list[str]], headers: Any, body: Any) -> Reply:
+        skiptoken = query.get("$skiptoken", [""])[0]
+        if skiptoken:
+            return self._next_page(origin, base, skiptoken, body)
+        cmdlet, params = _cmdlet_input(body)
+        if cmdlet is None:
+            return Reply.json(400, _error(400, "System.ArgumentException", "The request body has no CmdletInput."))
+        select = _select(query)
+        self.stats.count("commands", cmdlet)
+        try:
+            records, warnings = self.tenant.run(cmdlet, params)
+        except UnknownCmdlet:
+            return _nul_403()
+        except CmdletError as exc:
+            return Reply.json(exc.status, _error(exc.status, exc.exception_type, exc.message),
+                              {"X-ExceptionType": exc.exception_type})
+        if not cmdlet.startswith("Get-") and self.dice.roll(self.knobs.fault_empty_error_rate):
+            self.stats.count("faults", "empty_error")
+            return Reply.json(500, {"error": {"code": "InternalServerError", "message": "", "details": []}})
+        page_size = _page_size(headers.get("Prefer", ""))
+        return self._page(origin, base, iter(records), body, select, warnings, page_size)
+
+    def batch(self, base: str, headers: Any, body: Any) -> Reply:
+        if "application/json" not in headers.get("Accept", ""):
+            # What ORADAZ found: without Accept: application/json, a multipart/mixed answer.
+            return Reply(200, b"--batchresponse_1\r\nContent-Type: application/http\r\n\r\n--batchresponse_1--",
+                         {"Content-Type": "multipart/mixed; boundary=batchresponse_1"})
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            return Reply.json(400, _error(400, "System.ArgumentException", "A $batch needs a non-empty 'requests' array."))
+        if len(requests) > self.knobs.batch_limit:
+            return Reply.json(400, _error(400, "System.ArgumentException",
+                                          f"The batch holds {len(requests)} requests; the limit is {self.knobs.batch_limit}."))
+        return Reply.json(200, {"responses": [self._item(base, item) for item in requests]})
+
+    def _item(self, base: str, item: Any) -> dict[str, Any]:
+        item = item if isinstance(item, dict) else {}
+        item_id = str(item.get("id", ""))
+        url = urlsplit(str(item.get("url", "")))
+        if item.get("method", "POST") != "POST" or not url.path.endswith(base + "/InvokeCommand"):
+            return {"id": item_id, "status": 400,
+                    "body": _error(400, "System.ArgumentException", f"Unsupported batch item URL {url.path!r}.")}
+        cmdlet, params = _cmdlet_input(item.get("body"))
+        if cmdlet is None:
+            return {"id": item_id, "status": 400, "body": _error(400, "System.ArgumentException", "No CmdletInput.")}
+        self.stats.count("commands", cmdlet)
+        write = not cmdlet.startswith("Get-")
+        if write and self.dice.roll(self.knobs.fault_item_429_rate):
+            self.stats.count("faults", "item_429")
+            return {"id": item_id, "status": 429, "headers": {"Retry-After": str(self.knobs.retry_after)},
+                    "body": _error(429, "Microsoft.Exchange.Throttling", "Too many requests; try again later.")}
+        try:
+            records, warnings = self.tenant.run(cmdlet, params)
+        except UnknownCmdlet:
+            return {"id": item_id, "status": 403, "body": None}
+        except CmdletError as exc:
+            return {"id": item_id, "status": exc.status, "headers": {"X-ExceptionType": exc.exception_type},
+                    "body": _error(exc.status, exc.exception_type, exc.message)}
+        if write and self.dice.roll(self.knobs.fault_empty_error_rate):
+            self.stats.count("faults", "empty_error")
+            return {"id": item_id, "status": 500, "body": {"error": {"code": "InternalServerError", "message": ""}}}
+        select = _select(parse_qs(url.query))
+        value = [_project(r, select) for r in itertools.islice(records, MAX_PAGE_SIZE)]
+        return {"id": item_id, "status": 200, "body": _page_body(base, value, warnings)}
+
+    def _page(
+        self, origin: str, base: str, records: Iterator[dict[str, Any]], body: Any, select: tuple[str, ...],
+        warnings: list[str], page_size: int,
+    ) -> Reply:
+        value = [_project(r, select) for r in itertools.islice(records, page_size)]
+        payload = _page_body(base, value, warnings)
+        following = next(records, None)
+        if following is not None:
+            token = secrets.token_urlsafe(12)
+            with self._lock:
+                self._continuations[token] = _Continuation(
+                    itertools.chain([following], records), body, select, warnings,
+                    time.monotonic() + self.knobs.nextlink_ttl, page_size,
+                )
+            selected = f"$select={','.join(select)}&" if select else ""
+            payload["@odata.nextLink"] = f"{origin}{base}/InvokeCommand?{selected}$skiptoken={token}"
+        return Reply.json(200, payload)
+
+    def _next_page(self, origin: str, base: str, token: str, body: Any) -> Reply:
+        with self._lock:
+            state = self._continuations.pop(token, None)
+        if state is None or state.expires < time.monotonic():
+            return Reply.json(400, _error(400, "System.ArgumentException",
+                                          "The continuation token is unknown or has expired."))
+        if body != state.body:
+            return Reply.json(400, _error(400, "System.ArgumentException",
+                                          "A continuation must be POSTed with the same body as the first page."))
+        return self._page(origin, base, state.records, body, state.select, [], state.page_size)
+
+
+def _cmdlet_input(body: Any) -> tuple[str | None, dict[str, Any]]:
+    cmdlet_input = body.get("CmdletInput") if isinstance(body, dict) else None
+    if not isinstance(cmdlet_input, dict) or not isinstance(cmdlet_input.get("CmdletName"), str):
+        return None, {}
+    params = cmdlet_input.get("Parameters") or {}
+    return cmdlet_input["CmdletName"], params if isinstance(params, dict) else {}
+
+
+def _select(query: dict[str, list[str]]) -> tuple[str, ...]:
+    raw = query.get("$select", [""])[0]
+    return tuple(p for p in raw.split(",") if p)
+
+
+def _page_size(prefer: str) -> int:
+    for part in prefer.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "odata.maxpagesize" and value.isdigit():
+            return max(1, min(int(value), MAX_PAGE_SIZE))
+    return MAX_PAGE_SIZE
+
+
+def _project(record: dict[str, Any], select: tuple[str, ...]) -> dict[str, Any]:
+    keys = select or tuple(record)
+    out: dict[str, Any] = {}
+    for key in keys:
+        if key in record:
+            value = record[key]
+            if key in ("ExchangeGuid", "Guid"):
+                out[f"{key}@odata.type"] = "#Guid"
+            elif isinstance(value, list):
+                out[f"{key}@odata.type"] = "#Collection(String)"
+            out[key] = value
+    return out
+
+
+def _page_body(base: str, value: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:
+    return {
+        "@odata.context": f"https://outlook.office.com{base}/$metadata#Collection(Exchange.GenericHashTable)",
+        "adminapi.warnings@odata.type": "#Collection(String)",
+        "@adminapi.warnings": warnings,
+        "value": value,
+    }
+
+
+def _error(status: int, exception_type: str, message: str) -> dict[str, Any]:
+    code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}.get(status, "InternalServerError")
+    error_id = "Ex" + secrets.token_hex(3).upper()
+    return {"error": {
+        "code": code, "message": "Error executing cmdlet",
+        "details": [{"code": "Context", "target": "", "message": f"{error_id}|{exception_type}|{message}"}],
+        "innererror": {"message": message, "type": exception_type},
+    }}
+
+
+def _nul_403() -> Reply:
+    # Measured on the real service: an unknown cmdlet gets a 403 whose "gzip" body is NUL bytes.
+    return Reply(403, NUL_BODY, {"Content-Encoding": "gzip", "Content-Type": "application/json"})

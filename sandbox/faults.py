@@ -1,0 +1,147 @@
+"""The sandbox's knobs (latency, limits, fault rates) and what it counts while serving."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from sandbox.tokens import DEFAULT_ROLES
+
+
+@dataclass
+class Knobs:
+    """Everything a test or benchmark may turn; all durations in seconds, rates in 0..1."""
+
+    latency: float = 0.0
+    concurrency_limit: int = 0          # Exchange requests in flight per tenant; 0 = unlimited
+    requests_per_second: float = 0.0   # Exchange request rate; 0 = unlimited
+    retry_after: float = 1.0            # what a throttling answer asks for
+    fault_503_rate: float = 0.0         # 503 without Retry-After, nothing done
+    fault_429_rate: float = 0.0         # 429 with Retry-After, nothing done
+    fault_item_429_rate: float = 0.0    # a $batch item answered 429 with Retry-After, nothing done
+    fault_empty_error_rate: float = 0.0  # a write is applied, then answered with an empty error
+    fault_hang_rate: float = 0.0        # answer only after `hang_seconds`
+    hang_seconds: float = 30.0
+    fault_drop_rate: float = 0.0        # close the connection without an answer (after applying)
+    token_fault_rate: float = 0.0       # the identity endpoint fails
+    token_lifetime: float = 3600.0
+    nextlink_ttl: float = 300.0
+    batch_limit: int = 20
+    conversion_lag: float = 0.0
+    seed: int = 7
+    roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
+
+    def update(self, values: dict[str, Any]) -> None:
+        names = {f.name for f in fields(self)}
+        for key, value in values.items():
+            if key not in names:
+                raise ValueError(f"unknown knob {key!r}; known: {', '.join(sorted(names))}")
+            setattr(self, key, value)
+
+
+class Stats:
+    """Counts of what was served, for tests and benchmarks; thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.commands: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+        self.throttled = 0
+        self.retry_after_violations: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._blocked_until: dict[str, float] = {}
+
+    def count(self, counter: str, key: Any, amount: int = 1) -> None:
+        with self.lock:
+            getattr(self, counter)[key] += amount
+
+    def remember_retry_after(self, request_id: str, seconds: float) -> None:
+        """A throttled call must not come back (same client-request-id) before `seconds` pass."""
+        if request_id:
+            with self.lock:
+                self._blocked_until[request_id] = time.monotonic() + seconds
+
+    def check_retry_after(self, request_id: str) -> None:
+        if not request_id:
+            return
+        with self.lock:
+            until = self._blocked_until.get(request_id)
+            # 5 ms of slack for clock granularity between two processes on one machine.
+            if until is not None and time.monotonic() < until - 0.005:
+                self.retry_after_violations.append(
+                    {"clientRequestId": request_id, "earlyBySeconds": round(until - time.monotonic(), 4)}
+                )
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "requestsTotal": sum(self.requests.values()),
+                "commands": dict(self.commands),
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+                "faults": dict(self.faults),
+                "tokens": dict(self.tokens),
+                "throttled": self.throttled,
+                "retryAfterViolations": list(self.retry_after_violations),
+                "maxInFlight": self.max_in_flight,
+            }
+
+
+class Limiter:
+    """Decides, per request, whether the tenant's concurrency or rate limit refuses it."""
+
+    def __init__(self, knobs: Knobs, stats: Stats) -> None:
+        self.knobs = knobs
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._tokens = 0.0
+        self._refilled = time.monotonic()
+
+    def enter(self) -> float | None:
+        """Admit a request (None) or return the Retry-After to refuse it with."""
+        with self._lock:
+            limit = self.knobs.concurrency_limit
+            if limit and self.stats.in_flight >= limit:
+                return self.knobs.retry_after
+            rate = self.knobs.requests_per_second
+            if rate:
+                now = time.monotonic()
+                self._tokens = min(rate, self._tokens + (now - self._refilled) * rate)
+                self._refilled = now
+                if self._tokens < 1:
+                    return max(self.knobs.retry_after, (1 - self._tokens) / rate)
+                self._tokens -= 1
+            with self.stats.lock:
+                self.stats.in_flight += 1
+                self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            return None
+
+    def leave(self) -> None:
+        with self.stats.lock:
+            self.stats.in_flight -= 1
+
+
+class Dice:
+    """Seeded fault decisions, so that a fault test is repeatable."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def roll(self, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        with self._lock:
+            return self._rng.random() < rate
+
+
+def knobs_json(knobs: Knobs) -> dict[str, Any]:
+    return asdict(knobs)

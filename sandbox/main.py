@@ -1,0 +1,60 @@
+"""Run the sandbox tenant on loopback: `exoprov sandbox` or `python -m sandbox`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from sandbox.server import Sandbox, SandboxServer
+from shared.settings import is_loopback_host
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="exoprov sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    parser.add_argument("--seed", default="default", help="seed name in sandbox/seeds, or a JSON file")
+    parser.add_argument("--knobs", default="{}", help="JSON object of knobs (latency, faults, limits)")
+    parser.add_argument("--lifetime", type=float, default=0, help="stop after this many seconds (0: never)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line (url, pid, env) when ready")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not is_loopback_host(args.host):
+        print(f"exoprov sandbox: refusing to listen on {args.host}; use a loopback address", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        knobs: dict[str, Any] = json.loads(args.knobs)
+        sandbox = Sandbox(args.seed, knobs)
+    except (OSError, ValueError) as exc:
+        print(f"exoprov sandbox: {exc}", file=sys.stderr)
+        return 2
+    server = SandboxServer(args.host, args.port, sandbox)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    env = server.environment()
+    if args.json:
+        print(json.dumps({"url": server.url, "pid": os.getpid(), "env": env}), flush=True)
+    else:
+        print(f"sandbox tenant {sandbox.tenant.id} listening on {server.url} (Ctrl-C stops it)")
+        print("point exoprov at it with:")
+        for name, value in env.items():
+            print(f"  export {name}={value}")
+        sys.stdout.flush()
+    stop.wait(args.lifetime or None)
+    server.shutdown()
+    server.server_close()
+    return 0

@@ -1,0 +1,552 @@
+"""The sandbox tenant's state and the Exchange cmdlets over it, following rules B1-B23.
+
+Entra objects (users, contacts, groups) are the source; what Exchange shows is derived from them
+the way reference/exchange-behaviour.md describes: a synced user is always a `User` (B1), a mailbox
+exists only once an Exchange plan is licensed (B2), addresses follow `mail` (B3-B5), and so on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.opath import FilterError, Predicate, compile_filter
+
+Answer = tuple[Iterable[dict[str, Any]], list[str]]
+
+EXCHANGE_PLANS = {"EXCHANGE_S_STANDARD", "EXCHANGE_S_ENTERPRISE", "EXCHANGE_S_DESKLESS"}
+NOT_FOUND = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
+TASK_ERROR = "Microsoft.Exchange.Management.Tasks.RecipientTaskException"
+BIND_ERROR = "System.Management.Automation.ParameterBindingException"
+NO_CHANGE = "The command completed successfully but no settings of '{}' have been modified."
+WRITE_SCOPE = (
+    "The operation on mailbox \"{id}\" failed because it's out of the current user's write scope. "
+    "The action '{cmdlet}', '{param}', can't be performed on the object '{id}' because the object is "
+    "being synchronized from your on-premises organization. This action should be performed on the "
+    "object in your on-premises organization."
+)
+DUAL_WRITE = (
+    "Error executing request. An Azure Active Directory call was made to keep object in sync between "
+    "Azure Active Directory and Exchange Online. However, it failed. Detailed error message: Unable to "
+    "update the specified properties for on-premises mastered Directory Sync objects or objects "
+    "currently undergoing migration. DualWrite (Graph) RequestId: {rid} The issue may be transient and "
+    "please retry a couple of minutes later. If issue persists, please see exception members for more "
+    "information."
+)
+TYPE_TO_DETAILS = {
+    "Regular": "UserMailbox", "Shared": "SharedMailbox", "Room": "RoomMailbox",
+    "Equipment": "EquipmentMailbox", "Workspace": "WorkspaceMailbox", "Desk": "DeskMailbox",
+}
+EXCHANGE_ATTRIBUTES = {
+    "EmailAddresses", "WindowsEmailAddress", "Alias", "DisplayName", "HiddenFromAddressListsEnabled",
+    "PrimarySmtpAddress", *(f"CustomAttribute{i}" for i in range(1, 16)),
+}
+ALWAYS_WRITABLE = {"ProhibitSendQuota", "ProhibitSendReceiveQuota", "IssueWarningQuota"}  # B7
+CAS_PARAMETERS = {"ImapEnabled", "PopEnabled", "SmtpClientAuthenticationDisabled"}  # B7
+MAILBOX_FILTERABLE = (
+    "IsDirSynced", "RecipientTypeDetails", "UserPrincipalName", "PrimarySmtpAddress", "Alias",
+    "DisplayName", "ExternalDirectoryObjectId", "Name", "WindowsEmailAddress",
+    *(f"CustomAttribute{i}" for i in range(1, 16)),
+)  # B10: IsExchangeCloudManaged is deliberately absent
+
+
+class CmdletError(Exception):
+    """A cmdlet failure as Exchange reports it: HTTP status, exception type, message."""
+
+    def __init__(self, status: int, exception_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exception_type = exception_type
+        self.message = message
+
+
+@dataclass(slots=True)
+class License:
+    sku_id: str
+    disabled_plans: list[str] = field(default_factory=list)
+    inherited: bool = False
+
+
+@dataclass(slots=True)
+class Mailbox:
+    guid: str
+    recipient_type: str
+    addresses: list[str]
+    cloud_managed: bool = False
+    ready_at: float = 0.0
+    pending_type: str | None = None
+    pending_at: float = 0.0
+    custom: dict[str, Any] = field(default_factory=dict)
+    size_gb: float = 0.1
+    archive: bool = False
+    hold: bool = False
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    upn: str
+    display_name: str
+    mail: str | None = None
+    alias: str | None = None
+    target_address: str | None = None
+    dir_synced: bool = True
+    usage_location: str | None = None
+    account_enabled: bool = True
+    guest: bool = False
+    licenses: dict[str, License] = field(default_factory=dict)
+    visible_at: float = 0.0
+    mailbox: Mailbox | None = None
+
+    def primary_smtp(self) -> str:
+        """B3/B4: the `mail` value when set, else the UPN."""
+        return self.mail or self.upn
+
+
+@dataclass(slots=True)
+class Contact:
+    id: str
+    name: str
+    mail: str | None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    name: str
+    mail: str | None
+    security_enabled: bool
+
+
+class Tenant:
+    """All objects of one tenant plus what the sandbox saw happen to them; thread-safe."""
+
+    def __init__(self, seed: dict[str, Any], clock: Callable[[], float] = time.time) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        info = seed.get("tenant", {})
+        self.id = info.get("id", "6f1c7c4e-0000-4000-8000-00000000c0de")
+        self.domain = info.get("domain", "contoso.onmicrosoft.com")
+        self.default_cloud_managed = bool(info.get("tenantDefaultCloudManaged", False))
+        self.skus: list[dict[str, Any]] = seed.get("skus", [])
+        self.users: dict[str, User] = {}
+        self.contacts: dict[str, Contact] = {}
+        self.groups: dict[str, Group] = {}
+        self.writes: Counter[str] = Counter()
+        self.hazards: list[str] = []
+        self._index: dict[str, Any] | None = None
+        for spec in seed.get("users", []):
+            self.add_user(spec)
+        for spec in seed.get("contacts", []):
+            contact = Contact(spec.get("id") or _guid(), spec["name"], spec.get("mail"))
+            self.contacts[contact.id] = contact
+        for spec in seed.get("groups", []):
+            group = Group(spec.get("id") or _guid(), spec["name"], spec.get("mail"),
+                          bool(spec.get("securityEnabled", False)))
+            self.groups[group.id] = group
+        if "generate" in seed:
+            self._generate(seed["generate"])
+
+    # -- building ------------------------------------------------------------------------------
+
+    def add_user(self, spec: dict[str, Any]) -> User:
+        """Add a user from a seed entry; a `mailboxType` gives it an existing mailbox."""
+        upn = spec["upn"]
+        user = User(
+            id=spec.get("id") or _guid(),
+            upn=upn,
+            display_name=spec.get("displayName") or upn.split("@")[0],
+            mail=spec.get("mail"),
+            alias=spec.get("mailNickname"),
+            target_address=spec.get("targetAddress"),
+            dir_synced=bool(spec.get("dirSynced", True)),
+            usage_location=spec.get("usageLocation"),
+            account_enabled=bool(spec.get("accountEnabled", True)),
+            guest=bool(spec.get("guest", False)),
+            visible_at=self.clock() + float(spec.get("syncDelaySeconds", 0)),
+        )
+        for sku in spec.get("licenses", []):
+            sku_id = self.sku_id(sku) or sku
+            user.licenses[sku_id] = License(sku_id, inherited=bool(spec.get("licenseInherited", False)))
+        kind = spec.get("mailboxType")
+        if kind:
+            details = {**TYPE_TO_DETAILS, "User": "UserMailbox"}.get(kind, kind)
+            user.mailbox = self._new_mailbox(user, details)
+            user.mailbox.cloud_managed = bool(spec.get("cloudManaged", False))
+        self.users[user.id] = user
+        self._index = None
+        return user
+
+    def _new_mailbox(self, user: User, recipient_type: str, ready_at: float = 0.0) -> Mailbox:
+        alias = user.alias or user.upn.split("@")[0]
+        addresses = [f"SMTP:{user.primary_smtp()}", f"smtp:{alias}@{self.domain}", f"SIP:{user.upn.lower()}"]
+        return Mailbox(_guid(), recipient_type, addresses, cloud_managed=self.default_cloud_managed,
+                       ready_at=ready_at)
+
+    def _generate(self, spec: dict[str, Any]) -> None:
+        """A synthetic tenant: `mailboxes` dir-synced mailboxes, `candidates` of them not cloud-managed."""
+        count = int(spec.get("mailboxes", 1000))
+        candidates = int(spec.get("candidates", count // 10))
+        rng = random.Random(int(spec.get("seed", 1)))
+        chosen = set(rng.sample(range(count), min(candidates, count)))
+        kinds = ["User"] * 17 + ["Shared", "Room", "Equipment"]
+        domain = spec.get("domain", "contoso.com")
+        for i in range(count):
+            kind = kinds[i % len(kinds)]
+            self.add_user({
+                "upn": f"user{i:06d}@{domain}", "mail": f"user{i:06d}@{domain}",
+                "mailboxType": kind, "cloudManaged": i not in chosen,
+                "licenses": [] if kind != "User" else ["EXCHANGESTANDARD"],
+            })
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def sku_id(self, part_or_id: str) -> str | None:
+        for sku in self.skus:
+            if part_or_id.lower() in (sku["skuId"].lower(), sku["skuPartNumber"].lower()):
+                return str(sku["skuId"])
+        return None
+
+    def visible_users(self) -> Iterable[User]:
+        now = self.clock()
+        return (u for u in self.users.values() if u.visible_at <= now)
+
+    def mailbox_users(self) -> Iterable[User]:
+        now = self.clock()
+        for user in [u for u in self.users.values() if u.visible_at <= now]:
+            if user.mailbox is not None and user.mailbox.ready_at <= now:
+                self._settle_conversion(user.mailbox, now)
+                yield user
+
+    def resolve(self, identity: str) -> Any:
+        """Find an object by id, UPN, any address, alias or name (case-insensitive), as Exchange does."""
+        with self.lock:
+            if self._index is None:
+                self._index = self._build_index()
+            found = self._index.get(str(identity).lower())
+        if isinstance(found, User) and found.visible_at > self.clock():
+            return None
+        return found
+
+    def _build_index(self) -> dict[str, Any]:
+        index: dict[str, Any] = {}
+        for group in self.groups.values():
+            for key in (group.id, group.name, group.mail):
+                if key:
+                    index[key.lower()] = group
+        for contact in self.contacts.values():
+            for key in (contact.id, contact.name, contact.mail):
+                if key:
+                    index[key.lower()] = contact
+        for user in self.users.values():
+            keys = [user.id, user.upn, user.mail, user.alias, user.display_name]
+            if user.mailbox:
+                keys += [a.split(":", 1)[1] for a in user.mailbox.addresses] + [user.mailbox.guid]
+            for key in keys:
+                if key:
+                    index[key.lower()] = user
+        return index
+
+    def reindex(self) -> None:
+        with self.lock:
+            self._index = None
+
+    # -- on-premises changes (the sandbox's stand-in for AD + a sync cycle) --------------------
+
+    def sync_mail_change(self, upn: str, mail: str) -> None:
+        """B5: a new `mail` from AD becomes the primary address; the old primary stays as smtp:."""
+        with self.lock:
+            user = next(u for u in self.users.values() if u.upn.lower() == upn.lower())
+            user.mail = mail
+            if user.mailbox:
+                box = user.mailbox
+                demoted = ["smtp:" + a.split(":", 1)[1] if a.startswith("SMTP:") else a for a in box.addresses]
+                demoted = [a for a in demoted if a.lower() != f"smtp:{mail.lower()}"]
+                box.addresses = [f"SMTP:{mail}", *demoted]
+            self._index = None
+
+    # -- cmdlets -------------------------------------------------------------------------------
+
+    def run(self, cmdlet: str, params: dict[str, Any]) -> Answer:
+        """Run one cmdlet; return (objects, warnings) or raise CmdletError. Listings are lazy."""
+        handler = getattr(self, "_cmd_" + cmdlet.replace("-", "_").lower(), None)
+        if handler is None:
+            raise UnknownCmdlet(cmdlet)
+        with self.lock:
+            if not cmdlet.startswith("Get-") and "Identity" in params:
+                found = self.resolve(params["Identity"])
+                self.writes[getattr(found, "id", str(params["Identity"]))] += 1
+            result: Answer = handler(dict(params))
+            return result
+
+    def _cmd_get_organizationconfig(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-OrganizationConfig", set())
+        return [{"Name": self.domain, "Identity": self.domain,
+                 "BlockExchangeProvisioningFromOnPremEnabled": self.default_cloud_managed}], []
+
+    def _cmd_get_mailbox(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-Mailbox", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
+        if "Identity" in params:
+            records: Iterable[dict[str, Any]] = [mailbox_record(self._mailbox_user(params))]
+        else:
+            records = (mailbox_record(u) for u in self.mailbox_users())
+        return _filtered(records, params.get("Filter"), MAILBOX_FILTERABLE), []
+
+    def _cmd_set_mailbox(self, params: dict[str, Any]) -> Answer:
+        allowed = {"Identity", "IsExchangeCloudManaged", "Type"} | EXCHANGE_ATTRIBUTES | ALWAYS_WRITABLE
+        _only(params, "Set-Mailbox", allowed)
+        user = self._mailbox_user(params)
+        box = user.mailbox
+        assert box is not None
+        identity = str(params.pop("Identity"))
+        changes = dict(params)
+        if "IsExchangeCloudManaged" in changes:
+            if len(changes) > 1:
+                raise CmdletError(400, BIND_ERROR, "Parameter set cannot be resolved using the specified named parameters.")
+            value = changes["IsExchangeCloudManaged"]
+            if not isinstance(value, bool):
+                raise CmdletError(400, BIND_ERROR, "Cannot process argument transformation on parameter "
+                                  f"'IsExchangeCloudManaged'. Cannot convert value \"{value}\" to type \"System.Boolean\".")
+            if box.cloud_managed == value:
+                return [], [NO_CHANGE.format(identity)]
+            box.cloud_managed = value  # B8
+            return [], []
+        if "Type" in changes:
+            return self._convert(user, identity, str(changes.pop("Type")))
+        for name in changes:
+            if name in EXCHANGE_ATTRIBUTES and user.dir_synced and not box.cloud_managed:
+                raise CmdletError(400, TASK_ERROR, WRITE_SCOPE.format(id=identity, cmdlet="Set-Mailbox", param=name))
+        before = dict(box.custom)
+        box.custom.update(changes)
+        return [], [] if before != box.custom else [NO_CHANGE.format(identity)]
+
+    def _convert(self, user: User, identity: str, kind: str) -> Answer:
+        """B13: convert at any time; the new type shows after the conversion lag."""
+        target = TYPE_TO_DETAILS.get(kind.capitalize())
+        if target is None:
+            raise CmdletError(400, BIND_ERROR, f"Cannot process argument transformation on parameter 'Type'. "
+                              f"Cannot convert value \"{kind}\" to type \"ConvertibleMailboxSubType\".")
+        box = user.mailbox
+        assert box is not None
+        if box.recipient_type == target and box.pending_type is None:
+            return [], [NO_CHANGE.format(identity)]
+        box.pending_type = target
+        box.pending_at = self.clock() + self.conversion_lag
+        return [], []
+
+    conversion_lag = 0.0
+
+    def _settle_conversion(self, box: Mailbox, now: float) -> None:
+        if box.pending_type and box.pending_at <= now:
+            box.recipient_type, box.pending_type = box.pending_type, None
+
+    def _cmd_set_casmailbox(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Set-CASMailbox", {"Identity"} | CAS_PARAMETERS)
+        user = self._mailbox_user(params)
+        assert user.mailbox is not None
+        params.pop("Identity")
+        user.mailbox.custom.update(params)  # B7: protocol settings were always writable in the cloud
+        return [], []
+
+    def _cmd_get_user(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-User", {"Identity", "Filter", "ResultSize"})
+        users = list(self.visible_users())
+        if "Identity" in params:
+            found = self.resolve(params["Identity"])
+            if not isinstance(found, User):
+                raise _not_found(params["Identity"])
+            users = [found]
+        records = [self._user_record(u) for u in users]
+        return _filtered(records, params.get("Filter"), ("IsDirSynced", "UserPrincipalName", "RecipientTypeDetails")), []
+
+    def _user_record(self, user: User) -> dict[str, Any]:
+        now = self.clock()
+        if user.mailbox and user.mailbox.ready_at <= now:
+            self._settle_conversion(user.mailbox, now)
+            kind = user.mailbox.recipient_type
+        elif _is_mail_user(user):
+            kind = "GuestMailUser" if user.guest else "MailUser"
+        else:
+            kind = "User"  # B1: every synced user is a User, mail and license or not
+        return {"Name": user.display_name, "UserPrincipalName": user.upn,
+                "ExternalDirectoryObjectId": user.id, "IsDirSynced": user.dir_synced,
+                "RecipientTypeDetails": kind, "WindowsEmailAddress": user.mail or ""}
+
+    def _cmd_get_mailuser(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-MailUser", {"Identity", "Filter", "ResultSize"})
+        users = [u for u in self.visible_users() if _is_mail_user(u) and u.mailbox is None]
+        if "Identity" in params:
+            found = self.resolve(params["Identity"])
+            if found not in users:
+                raise _not_found(params["Identity"])
+            users = [found]
+        return [mail_user_record(u) for u in users], []
+
+    def _cmd_set_mailuser(self, params: dict[str, Any]) -> Answer:
+        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        _only(params, "Set-MailUser", {"Identity", "Alias", "ExchangeGuid"} | custom)  # B18: no IsExchangeCloudManaged
+        identity = str(params.pop("Identity"))
+        found = self.resolve(identity)
+        if not isinstance(found, User) or not _is_mail_user(found):
+            raise _not_found(identity)
+        if set(params) & custom and found.dir_synced:
+            raise CmdletError(500, TASK_ERROR, DUAL_WRITE.format(rid=_guid()))  # B18
+        if "Alias" in params:
+            found.alias = str(params["Alias"])  # B18: the cloud alias sticks, a full sync does not reset it
+            self._index = None
+        return [], []
+
+    def _cmd_get_mailcontact(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-MailContact", {"Identity", "Filter", "ResultSize"})
+        contacts = [c for c in self.contacts.values() if c.mail]  # B20: no mail, no recipient
+        if "Identity" in params:
+            found = self.resolve(params["Identity"])
+            if found not in contacts:
+                raise _not_found(params["Identity"])
+            contacts = [found]
+        return [contact_record(c) for c in contacts], []
+
+    def _cmd_set_mailcontact(self, params: dict[str, Any]) -> Answer:
+        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        _only(params, "Set-MailContact", {"Identity", "HiddenFromAddressListsEnabled", "DisplayName"} | custom)
+        identity = str(params.pop("Identity"))
+        found = self.resolve(identity)
+        if not isinstance(found, Contact) or not found.mail:
+            raise _not_found(identity)
+        if set(params) & (custom | {"DisplayName"}):
+            name = sorted(set(params) & (custom | {"DisplayName"}))[0]
+            raise CmdletError(400, TASK_ERROR, WRITE_SCOPE.format(id=identity, cmdlet="Set-MailContact", param=name))
+        return [], []  # B21: some edits "succeed" without error and are not written
+
+    def _cmd_get_distributiongroup(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-DistributionGroup", {"Identity", "Filter", "ResultSize"})
+        groups = [g for g in self.groups.values() if g.mail]  # B22: no mail, no recipient
+        if "Identity" in params:
+            found = self.resolve(params["Identity"])
+            if found not in groups:
+                raise _not_found(params["Identity"])
+            groups = [found]
+        return [group_record(g) for g in groups], []
+
+    def _cmd_set_distributiongroup(self, params: dict[str, Any]) -> Answer:
+        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        _only(params, "Set-DistributionGroup", {"Identity", "DisplayName", "HiddenFromAddressListsEnabled"} | custom)
+        identity = str(params.pop("Identity"))
+        if not isinstance(self.resolve(identity), Group):
+            raise _not_found(identity)
+        name = sorted(params)[0] if params else "Identity"
+        raise CmdletError(400, TASK_ERROR, WRITE_SCOPE.format(id=identity, cmdlet="Set-DistributionGroup", param=name))  # B23
+
+    def _cmd_get_recipient(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-Recipient", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
+        records = [mailbox_record(u) for u in self.mailbox_users()]
+        records += [mail_user_record(u) for u in self.visible_users() if _is_mail_user(u) and u.mailbox is None]
+        records += [contact_record(c) for c in self.contacts.values() if c.mail]
+        records += [group_record(g) for g in self.groups.values() if g.mail]
+        if "Identity" in params:
+            wanted = str(params["Identity"]).lower()
+            records = [r for r in records if wanted in _record_keys(r)]
+            if not records:
+                raise _not_found(params["Identity"])
+        return _filtered(iter(records), params.get("Filter"), MAILBOX_FILTERABLE), []
+
+    def _mailbox_user(self, params: dict[str, Any]) -> User:
+        if "Identity" not in params:
+            raise CmdletError(400, BIND_ERROR, "Cannot process command because of one or more missing mandatory parameters: Identity.")
+        found = self.resolve(params["Identity"])
+        now = self.clock()
+        if not isinstance(found, User) or found.mailbox is None or found.mailbox.ready_at > now:
+            raise _not_found(params["Identity"])
+        self._settle_conversion(found.mailbox, now)
+        return found
+
+
+class UnknownCmdlet(Exception):
+    """The cmdlet does not exist; Exchange answers this with a 403 and a NUL-filled gzip body."""
+
+
+def mailbox_record(user: User) -> dict[str, Any]:
+    box = user.mailbox
+    assert box is not None
+    primary = next(a.split(":", 1)[1] for a in box.addresses if a.startswith("SMTP:"))
+    alias = user.alias or user.upn.split("@")[0]
+    record = {
+        "Identity": alias, "Name": alias, "Alias": alias, "DisplayName": user.display_name,
+        "UserPrincipalName": user.upn, "PrimarySmtpAddress": primary, "WindowsEmailAddress": primary,
+        "EmailAddresses": list(box.addresses), "RecipientType": "UserMailbox",
+        "RecipientTypeDetails": box.recipient_type, "IsDirSynced": user.dir_synced,
+        "IsExchangeCloudManaged": box.cloud_managed, "ExternalDirectoryObjectId": user.id,
+        "ExchangeGuid": box.guid, "Guid": box.guid,
+        "ArchiveStatus": "Active" if box.archive else "None", "LitigationHoldEnabled": box.hold,
+        "HiddenFromAddressListsEnabled": bool(box.custom.get("HiddenFromAddressListsEnabled", False)),
+    }
+    for i in range(1, 16):
+        record[f"CustomAttribute{i}"] = box.custom.get(f"CustomAttribute{i}", "")
+    return record
+
+
+def mail_user_record(user: User) -> dict[str, Any]:
+    return {
+        "Name": user.display_name, "Alias": user.alias, "UserPrincipalName": user.upn,
+        "PrimarySmtpAddress": user.mail, "ExternalEmailAddress": f"SMTP:{user.target_address}" if user.target_address else "",
+        "RecipientTypeDetails": "GuestMailUser" if user.guest else "MailUser",
+        "IsDirSynced": user.dir_synced, "ExternalDirectoryObjectId": user.id,
+        "HiddenFromAddressListsEnabled": user.guest,  # B19: guests are hidden by default
+    }
+
+
+def contact_record(contact: Contact) -> dict[str, Any]:
+    return {"Name": contact.name, "PrimarySmtpAddress": contact.mail, "RecipientTypeDetails": "MailContact",
+            "IsDirSynced": True, "ExternalDirectoryObjectId": contact.id}
+
+
+def group_record(group: Group) -> dict[str, Any]:
+    # B22: any synced group with mail becomes a universal distribution group, whatever its AD scope.
+    kind = "MailUniversalSecurityGroup" if group.security_enabled else "MailUniversalDistributionGroup"
+    return {"Name": group.name, "PrimarySmtpAddress": group.mail, "RecipientTypeDetails": kind,
+            "GroupType": "Universal" + (", SecurityEnabled" if group.security_enabled else ""),
+            "IsDirSynced": True, "ExternalDirectoryObjectId": group.id}
+
+
+def _is_mail_user(user: User) -> bool:
+    """B17: alias, mail and targetAddress together make a MailUser; guests always are one (B19)."""
+    return user.guest or bool(user.alias and user.mail and user.target_address)
+
+
+def _record_keys(record: dict[str, Any]) -> set[str]:
+    keys = {str(record.get(k, "")).lower() for k in ("Name", "Alias", "UserPrincipalName",
+                                                      "PrimarySmtpAddress", "ExternalDirectoryObjectId")}
+    return keys - {""}
+
+
+def _filtered(records: Iterable[dict[str, Any]], text: Any, filterable: Iterable[str]) -> Iterable[dict[str, Any]]:
+    if not text:
+        return records
+    try:
+        predicate: Predicate = compile_filter(str(text), tuple(filterable))
+    except FilterError as exc:
+        raise CmdletError(400, BIND_ERROR, f"Cannot bind parameter 'Filter' to the target. Exception "
+                          f"setting \"Filter\": \"{exc}\"") from exc
+    return (r for r in records if predicate(r))
+
+
+def _only(params: dict[str, Any], cmdlet: str, allowed: set[str]) -> None:
+    for name in params:
+        if name not in allowed:
+            raise CmdletError(400, BIND_ERROR, f"A parameter cannot be found that matches parameter name '{name}'.")
+
+
+def _not_found(identity: Any) -> CmdletError:
+    return CmdletError(404, NOT_FOUND, f"The operation couldn't be performed because object '{identity}' "
+                       "couldn't be found on 'AM6PR01A001DC01.EURPR01A001.prod.outlook.com'.")
+
+
+def _guid() -> str:
+    return str(uuid.uuid4())

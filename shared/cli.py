@@ -1,0 +1,142 @@
+"""The `exoprov` command: sweep, doctor and sandbox (DESIGN.md contract 4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from shared import logs
+from shared.errors import ExoprovError
+
+EXIT_OK, EXIT_FAILED, EXIT_BRAKE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exoprov",
+        description="Exchange Online provisioning and cloud-management enforcement for hybrid-identity tenants.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every call to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep = commands.add_parser("sweep", help="make dir-synced mailboxes cloud-managed (one run now)")
+    mode = sweep.add_mutually_exclusive_group()
+    mode.add_argument("--apply", action="store_const", const="apply", dest="mode",
+                      help="change mailboxes (default: ENFORCE_MODE, which defaults to report)")
+    mode.add_argument("--report", action="store_const", const="report", dest="mode",
+                      help="change nothing, only report what would change")
+    sweep.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    commands.add_parser("doctor", help="check settings, identity, permissions and reachability")
+
+    # Its options belong to sandbox.main; they are passed through untouched.
+    commands.add_parser("sandbox", help="run the sandbox tenant on loopback (--help for its options)",
+                        add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        return _sandbox(argv[1:])
+    args = build_parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    try:
+        if args.command == "sweep":
+            return _sweep(args.mode, args.json)
+        if args.command == "doctor":
+            from shared.doctor import run_doctor
+
+            return run_doctor(sys.stdout)
+    except ExoprovError as exc:
+        print(f"exoprov {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"exoprov {args.command}: interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.command)
+
+
+def _sweep(mode: str | None, as_json: bool) -> int:
+    from shared.enforcement import Report, sweep
+    from shared.settings import Settings
+    from shared.wiring import Clients
+
+    settings = Settings.from_env()
+    clients = Clients.from_settings(settings)
+    apply = (mode or settings.enforce_mode) == "apply"
+    with logs.correlation_scope():
+        report: Report = sweep(clients.exchange(), settings, apply=apply, progress=_Progress(sys.stderr))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_report(report.to_json()))
+    if report.brake_engaged:
+        return EXIT_BRAKE
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _sandbox(argv: list[str]) -> int:
+    try:
+        from sandbox.main import main as sandbox_main
+    except ImportError:
+        print("exoprov sandbox: the sandbox package is not installed here (it ships with the source "
+              "checkout, not with the deployed app)", file=sys.stderr)
+        return EXIT_FAILED
+    return sandbox_main(argv)
+
+
+class _Progress:
+    """Prints a progress line at most every few seconds, so long runs show they are alive."""
+
+    def __init__(self, stream: TextIO, every: float = 2.0) -> None:
+        self._stream = stream
+        self._every = every
+        self._started = self._last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self._every:
+            return
+        if done == total and now - self._started < self._every:
+            return  # short runs need no progress line
+        self._last = now
+        percent = 100 * done // max(total, 1)
+        self._stream.write(f"progress: {done}/{total} mailboxes ({percent}%), {now - self._started:.0f} s\n")
+        self._stream.flush()
+
+
+def format_report(report: dict[str, object]) -> str:
+    """A readable table of a sweep report."""
+    tenant_default = report["tenantDefaultCloudManaged"]
+    rows = [
+        ("scanned", report["scanned"]),
+        ("dir-synced", report["dirSynced"]),
+        ("already cloud-managed", report["alreadyCloudManaged"]),
+        ("out of scope (type)", report["outOfScope"]),
+        ("excluded", report["excluded"]),
+        ("candidates", report["candidates"]),
+        ("changed", report["changed"]),
+        ("failed", report["failed"]),
+        ("not attempted", report["notAttempted"]),
+        ("brake engaged", f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"),
+        ("tenant default", {True: "on", False: "off", None: "unknown"}[tenant_default]),  # type: ignore[index]
+        ("complete", "yes" if report["complete"] else "no"),
+    ]
+    lines = [f"exoprov sweep ({report['mode']} mode) in {report['durationSeconds']} s"]
+    lines += [f"  {name:<24}{value}" for name, value in rows]
+    for note in report["notes"]:  # type: ignore[attr-defined]
+        lines.append(f"  note: {note}")
+    failures = report["failures"]
+    if failures:
+        lines.append("  failures:")
+        lines += [f"    {f['identity']}: {f['error']}" for f in failures]  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""The cloud-management sweep: list (streamed) -> plan (pure) -> apply (bounded, verified) -> report.
+
+B10: `IsExchangeCloudManaged` cannot be filtered on server-side, so the listing filters on
+`IsDirSynced` only and the plan filters the rest client-side (B11's `Where` clause).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import (
+    BadRequestError,
+    ExoprovError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    ThrottledError,
+    TransientError,
+)
+from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
+from shared.settings import Settings
+
+log = logging.getLogger("exoprov.enforcement")
+
+LIST_SELECT = (
+    "ExternalDirectoryObjectId", "UserPrincipalName", "PrimarySmtpAddress",
+    "RecipientTypeDetails", "IsDirSynced", "IsExchangeCloudManaged",
+)
+DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
+TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
+MAX_WRITE_ATTEMPTS = 3
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """The few properties of a listed mailbox that the plan needs (kept small: tenants are large)."""
+
+    identity: str
+    upn: str
+    smtp: str
+    recipient_type: str
+    dir_synced: bool
+    cloud_managed: bool
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Mailbox:
+        upn = str(record.get("UserPrincipalName") or "")
+        return cls(
+            identity=str(record.get("ExternalDirectoryObjectId") or upn),
+            upn=upn,
+            smtp=str(record.get("PrimarySmtpAddress") or ""),
+            recipient_type=str(record.get("RecipientTypeDetails") or ""),
+            dir_synced=record.get("IsDirSynced") is True,
+            cloud_managed=record.get("IsExchangeCloudManaged") is True,
+        )
+
+    @property
+    def label(self) -> str:
+        return self.upn or self.identity
+
+    def matches(self, exclude: frozenset[str]) -> bool:
+        return any(key.lower() in exclude for key in (self.identity, self.upn, self.smtp) if key)
+
+
+@dataclass
+class Plan:
+    """What a listing means: counts of every kind, and the mailboxes that should be flipped."""
+
+    scanned: int = 0
+    dir_synced: int = 0
+    already_cloud_managed: int = 0
+    out_of_scope: int = 0
+    excluded: int = 0
+    candidates: list[Mailbox] = field(default_factory=list)
+
+    def add(self, mailbox: Mailbox, types: frozenset[str], exclude: frozenset[str]) -> None:
+        """Classify one mailbox; pure apart from the counters, so the same input gives the same plan."""
+        self.scanned += 1
+        if not mailbox.dir_synced:
+            return  # B9: cloud-only mailboxes are cloud-managed by nature
+        self.dir_synced += 1
+        if mailbox.recipient_type not in types:
+            self.out_of_scope += 1
+        elif mailbox.cloud_managed:
+            self.already_cloud_managed += 1
+        elif mailbox.matches(exclude):
+            self.excluded += 1
+        else:
+            self.candidates.append(mailbox)
+
+
+def make_plan(records: Iterable[dict[str, Any]], types: frozenset[str], exclude: frozenset[str]) -> Plan:
+    """Build the plan from listed records."""
+    plan = Plan()
+    for record in records:
+        plan.add(Mailbox.from_record(record), types, exclude)
+    return plan
+
+
+@dataclass
+class Report:
+    """The outcome of one sweep, in the shape of DESIGN.md contract 4."""
+
+    mode: str
+    scanned: int = 0
+    dir_synced: int = 0
+    already_cloud_managed: int = 0
+    out_of_scope: int = 0
+    candidates: int = 0
+    changed: int = 0
+    excluded: int = 0
+    failed: int = 0
+    not_attempted: int = 0
+    brake_engaged: bool = False
+    max_changes: int = 0
+    complete: bool = True
+    tenant_default_cloud_managed: bool | None = None
+    duration_seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "scanned": self.scanned,
+            "dirSynced": self.dir_synced,
+            "alreadyCloudManaged": self.already_cloud_managed,
+            "outOfScope": self.out_of_scope,
+            "candidates": self.candidates,
+            "changed": self.changed,
+            "excluded": self.excluded,
+            "failed": self.failed,
+            "notAttempted": self.not_attempted,
+            "brakeEngaged": self.brake_engaged,
+            "maxChanges": self.max_changes,
+            "complete": self.complete,
+            "tenantDefaultCloudManaged": self.tenant_default_cloud_managed,
+            "durationSeconds": round(self.duration_seconds, 3),
+            "failures": self.failures,
+            "notes": self.notes,
+        }
+
+
+def sweep(
+    exchange: ExchangeClient,
+    settings: Settings,
+    *,
+    apply: bool,
+    progress: Progress | None = None,
+) -> Report:
+    """One sweep: plan from a fresh listing, then (in apply mode, under the brake) flip the candidates."""
+    started = time.monotonic()
+    deadline = started + settings.enforce_time_budget_seconds
+    report = Report(mode="apply" if apply else "report", max_changes=settings.enforce_max_changes)
+    report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
+    if report.tenant_default_cloud_managed:
+        report.notes.append(
+            "the tenant default is on: newly licensed synced mailboxes are cloud-managed already"
+        )
+    try:
+        plan = list_and_plan(exchange, settings, deadline)
+    except (ThrottledError, TransientError) as exc:
+        if time.monotonic() < deadline:
+            raise
+        report.complete = False
+        report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
+        report.duration_seconds = time.monotonic() - started
+        return report
+    _copy_counts(plan, report)
+    limit = settings.enforce_max_changes
+    if limit and len(plan.candidates) > limit:
+        report.brake_engaged = True
+        report.notes.append(
+            f"{len(plan.candidates)} mailboxes would change, more than ENFORCE_MAX_CHANGES={limit}; "
+            "nothing was changed. Review the report, then raise the limit or exclude mailboxes"
+        )
+    elif apply and plan.candidates:
+        _Applier(exchange, settings, report, deadline, progress).run(plan.candidates)
+    report.duration_seconds = time.monotonic() - started
+    log.info("sweep finished: %s", report.to_json())
+    return report
+
+
+def read_tenant_default(exchange: ExchangeClient, deadline: float | None = None) -> bool | None:
+    """Whether the tenant-wide cloud-management default is on; None when the tenant does not say."""
+    command = Command("Get-OrganizationConfig", {}, (TENANT_DEFAULT_PROPERTY,))
+    try:
+        result = exchange.invoke(command, deadline=deadline)
+    except (BadRequestError, NotFoundError):
+        return None
+    if not result.value or TENANT_DEFAULT_PROPERTY not in result.value[0]:
+        return None
+    return result.value[0][TENANT_DEFAULT_PROPERTY] is True
+
+
+def list_and_plan(exchange: ExchangeClient, settings: Settings, deadline: float | None = None) -> Plan:
+    """Stream the dir-synced mailboxes page by page into a plan, keeping only what the plan needs."""
+    command = Command(
+        "Get-Mailbox",
+        {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"},
+        LIST_SELECT,
+    )
+    plan = Plan()
+    types, exclude = settings.enforce_recipient_types, settings.enforce_exclude
+    for page in exchange.pages(command, deadline=deadline):
+        for record in page:
+            plan.add(Mailbox.from_record(record), types, exclude)
+    return plan
+
+
+def _copy_counts(plan: Plan, report: Report) -> None:
+    report.scanned = plan.scanned
+    report.dir_synced = plan.dir_synced
+    report.already_cloud_managed = plan.already_cloud_managed
+    report.out_of_scope = plan.out_of_scope
+    report.excluded = plan.excluded
+    report.candidates = len(plan.candidates)
+
+
+class _Applier:
+    """Flips candidates in $batches of 10 with at most `enforce_concurrency` batches in flight."""
+
+    def __init__(
+        self,
+        exchange: ExchangeClient,
+        settings: Settings,
+        report: Report,
+        deadline: float,
+        progress: Progress | None,
+    ) -> None:
+        self._exchange = exchange
+        self._settings = settings
+        self._report = report
+        self._deadline = deadline
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._stop_reason = ""
+        self._done = 0
+
+    def run(self, candidates: list[Mailbox]) -> None:
+        chunks = [candidates[i:i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
+        in_flight: set[Future[None]] = set()
+        with ThreadPoolExecutor(self._settings.enforce_concurrency, "exoprov-sweep") as pool:
+            for index, chunk in enumerate(chunks):
+                while len(in_flight) >= self._settings.enforce_concurrency:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    self._reraise(finished)
+                if self._should_stop():
+                    self._skip(sum(len(rest) for rest in chunks[index:]))
+                    break
+                # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
+                in_flight.add(pool.submit(contextvars.copy_context().run, self._flip, chunk))
+            finished, _ = wait(in_flight)
+            self._reraise(finished)
+        if self._stop_reason:
+            self._report.complete = False
+            self._report.notes.append(self._stop_reason)
+
+    def _should_stop(self) -> bool:
+        with self._lock:
+            if not self._stop_reason and time.monotonic() >= self._deadline:
+                self._stop_reason = (
+                    "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
+                )
+            return bool(self._stop_reason)
+
+    def _skip(self, count: int) -> None:
+        with self._lock:
+            self._report.not_attempted += count
+
+    def _flip(self, chunk: list[Mailbox]) -> None:
+        """Write one chunk, settle unclear items by reading back, and retry what provably did not apply."""
+        pending = list(chunk)
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            if self._should_stop():
+                self._skip(len(pending))
+                return
+            unclear, pending = self._write(pending, last=attempt == MAX_WRITE_ATTEMPTS)
+            if unclear:
+                pending += self._settle(unclear)
+            if not pending:
+                return
+        for mailbox in pending:
+            self._fail(mailbox, "the write did not apply after %d attempts" % MAX_WRITE_ATTEMPTS)
+
+    def _write(self, chunk: list[Mailbox], *, last: bool) -> tuple[list[Mailbox], list[Mailbox]]:
+        """Send one $batch; return (outcome unclear, safe to retry)."""
+        commands = [
+            Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": True})
+            for m in chunk
+        ]
+        try:
+            outcomes = self._exchange.batch(commands, deadline=self._deadline)
+        except OutcomeUnknownError:
+            return list(chunk), []
+        except PermissionDeniedError as exc:
+            self._stop(f"stopped: {exc}")
+            for mailbox in chunk:
+                self._fail(mailbox, str(exc))
+            return [], []
+        except ExoprovError as exc:
+            for mailbox in chunk:
+                self._fail(mailbox, str(exc))
+            return [], []
+        unclear, retry = [], []
+        for mailbox, outcome in zip(chunk, outcomes):
+            error = outcome.error
+            if error is None:
+                self._succeed(mailbox)
+            elif isinstance(error, OutcomeUnknownError):
+                unclear.append(mailbox)
+            elif isinstance(error, ThrottledError) and not last:
+                retry.append(mailbox)
+            else:
+                self._fail(mailbox, str(error))
+        return unclear, retry
+
+    def _settle(self, unclear: list[Mailbox]) -> list[Mailbox]:
+        """Read unclear mailboxes back; count the flipped ones, return those that provably did not flip."""
+        commands = [
+            Command("Get-Mailbox", {"Identity": m.identity}, ("IsExchangeCloudManaged",))
+            for m in unclear
+        ]
+        try:
+            outcomes = self._exchange.batch(commands, deadline=self._deadline)
+        except ExoprovError as exc:
+            for mailbox in unclear:
+                self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {exc}")
+            return []
+        not_applied = []
+        for mailbox, outcome in zip(unclear, outcomes):
+            if outcome.error is not None:
+                self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {outcome.error}")
+            elif outcome.result and outcome.result.value and \
+                    outcome.result.value[0].get("IsExchangeCloudManaged") is True:
+                self._succeed(mailbox)
+            else:
+                log.info("read-back shows %s not cloud-managed; writing again", mailbox.label)
+                not_applied.append(mailbox)
+        return not_applied
+
+    def _succeed(self, mailbox: Mailbox) -> None:
+        with self._lock:
+            self._report.changed += 1
+            self._done += 1
+            done = self._done
+        self._tick(done)
+
+    def _fail(self, mailbox: Mailbox, message: str) -> None:
+        log.warning("could not make %s cloud-managed: %s", mailbox.label, message)
+        with self._lock:
+            self._report.failed += 1
+            self._report.failures.append({"identity": mailbox.label, "error": message})
+            self._done += 1
+            done = self._done
+        self._tick(done)
+
+    def _stop(self, reason: str) -> None:
+        with self._lock:
+            self._stop_reason = self._stop_reason or reason
+
+    def _tick(self, done: int) -> None:
+        if self._progress:
+            self._progress(done, self._report.candidates)
+
+    @staticmethod
+    def _reraise(finished: set[Future[None]]) -> None:
+        for future in finished:
+            future.result()

@@ -1,0 +1,150 @@
+"""Every error exoprov raises, in one tree.
+
+The root splits on the one question every caller asks: will the same call succeed later?
+
+    ExoprovError
+    ├── ConfigurationError          a setting is missing or malformed; fix the environment
+    ├── TransientError              the same call may succeed later; retry with backoff
+    │   ├── ThrottledError          429 / "concurrent requests per tenant" (carries retry_after)
+    │   ├── ServiceUnavailableError 5xx or a network failure before the request was processed
+    │   ├── OutcomeUnknownError     a write may or may not have happened; settle it by reading back
+    │   └── DualWriteError          Exchange could not write through to Entra ("DualWrite")
+    └── PermanentError              retrying the same call cannot help
+        ├── AuthenticationError     no token could be acquired for a resource
+        ├── PermissionDeniedError   401/403: the identity lacks a role, consent or RBAC scope
+        │   └── UnknownCmdletError  403 with an empty body: cmdlet unknown or outside RBAC
+        ├── NotFoundError           the object does not exist (yet: replication lags)
+        ├── BadRequestError         the service refused a parameter or the request shape
+        └── WriteScopeError         the object is mastered on-premises (B7, B18, B21, B23)
+
+Catch `TransientError` to decide on retrying, `PermanentError` to end a unit of work, and
+`ExoprovError` at a runtime boundary (CLI, function, worker) so that nothing escapes unexplained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExoprovError(Exception):
+    """Base of every exoprov error; `str()` is a sentence a person can act on."""
+
+    code = "internal_error"
+
+
+class ConfigurationError(ExoprovError):
+    """A setting is missing or malformed; the message names it and the accepted form."""
+
+    code = "configuration_error"
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass
+class CallContext:
+    """What a person needs to find a failed call again: service, operation, target, correlation id."""
+
+    service: str
+    operation: str
+    target: str = ""
+    correlation_id: str = ""
+    status: int | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.service} {self.operation}"]
+        if self.target:
+            parts.append(f"on {self.target!r}")
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.correlation_id:
+            parts.append(f"client-request-id {self.correlation_id}")
+        return ", ".join(parts)
+
+
+class ServiceError(ExoprovError):
+    """An error reported by (or on the way to) Exchange Online or Microsoft Graph."""
+
+    def __init__(self, message: str, context: CallContext | None = None) -> None:
+        self.detail = message
+        self.context = context
+        super().__init__(f"{message} ({context.describe()})" if context else message)
+
+
+class TransientError(ServiceError):
+    """The same call may succeed later."""
+
+    code = "transient_error"
+
+
+class ThrottledError(TransientError):
+    """The service asked us to slow down; `retry_after` is its wish in seconds, when it gave one."""
+
+    code = "throttled"
+
+    def __init__(
+        self, message: str, context: CallContext | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, context)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailableError(TransientError):
+    """A 5xx answer or a network failure that left nothing half done."""
+
+    code = "service_unavailable"
+
+
+class OutcomeUnknownError(TransientError):
+    """A write was sent but its outcome is unclear (timeout, empty error); read the object back."""
+
+    code = "outcome_unknown"
+
+
+class DualWriteError(TransientError):
+    """Exchange's write-through to Entra failed; Microsoft says it may pass "a couple of minutes later"."""
+
+    code = "dual_write"
+
+
+class PermanentError(ServiceError):
+    """Retrying the same call cannot help."""
+
+    code = "permanent_error"
+
+
+class AuthenticationError(PermanentError):
+    """No token could be acquired; the message says which credential was tried."""
+
+    code = "authentication_failed"
+
+
+class PermissionDeniedError(PermanentError):
+    """The identity lacks an app role, admin consent or RBAC scope for this call."""
+
+    code = "permission_denied"
+
+
+class UnknownCmdletError(PermissionDeniedError):
+    """Exchange answered 403 with an empty (NUL-filled) body: unknown cmdlet, or one outside RBAC."""
+
+    code = "permission_denied"
+
+
+class NotFoundError(PermanentError):
+    """The object does not exist, or has not replicated yet."""
+
+    code = "not_found"
+
+
+class BadRequestError(PermanentError):
+    """The service refused a parameter or the request shape."""
+
+    code = "bad_request"
+
+
+class WriteScopeError(PermanentError):
+    """The object's attributes are mastered on-premises, so the cloud write was refused."""
+
+    code = "write_scope"

@@ -1,0 +1,278 @@
+"""Exchange Online admin API client: InvokeCommand, paging by POST to nextLink, $batch, error mapping.
+
+The wire protocol is the one the ExchangeOnlineManagement module uses (reference/exchange-admin-api.md
+section 1): tenant GUID in the path, an app anchor mailbox, `Prefer: odata.maxpagesize`, `$select`,
+continuation by POSTing the same body to `@odata.nextLink`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from urllib3 import HTTPHeaderDict
+
+from shared.errors import (
+    BadRequestError,
+    CallContext,
+    DualWriteError,
+    ExoprovError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermanentError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+    ThrottledError,
+    UnknownCmdletError,
+    WriteScopeError,
+)
+from shared.http import CONCURRENCY_TEXT, Response, ServiceClient, parse_retry_after
+
+APP_ANCHOR = "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@%s"
+MAX_PAGE_SIZE = 1000
+BATCH_LIMIT = 10  # what CIPP and ORADAZ use; the service maximum is unconfirmed
+ROLE = "Exchange.ManageAsApp"
+WRITE_SCOPE_MARKERS = (
+    "write scope", "synchronized from your on-premises organization", "on-premises mastered",
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One cmdlet call: name, parameters and the properties to return."""
+
+    cmdlet: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    select: tuple[str, ...] = ()
+
+    @property
+    def write(self) -> bool:
+        """Anything but a Get- changes state, so its replay must be deliberate."""
+        return not self.cmdlet.startswith("Get-")
+
+    @property
+    def target(self) -> str:
+        return str(self.parameters.get("Identity", ""))
+
+    def body(self) -> dict[str, Any]:
+        return {"CmdletInput": {"CmdletName": self.cmdlet, "Parameters": self.parameters}}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a cmdlet returned: its objects (annotations dropped) and its warnings."""
+
+    value: list[dict[str, Any]]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One item of a $batch: the command and either its result or the error it ended with."""
+
+    command: Command
+    result: Result | None = None
+    error: ExoprovError | None = None
+
+
+class ExchangeClient:
+    """Runs cmdlets in one tenant over the admin API, mapping every failure into shared.errors."""
+
+    def __init__(self, http: ServiceClient, tenant_id: str) -> None:
+        self._http = http
+        self.tenant_id = tenant_id
+        self._root = f"{http.base_url}/adminapi/beta/{tenant_id}"
+        self._headers = {
+            "X-AnchorMailbox": APP_ANCHOR % tenant_id,
+            "X-ResponseFormat": "json",
+        }
+
+    def invoke(self, command: Command, *, deadline: float | None = None) -> Result:
+        """Run one cmdlet and return every object it yields, all pages read."""
+        value: list[dict[str, Any]] = []
+        warnings: list[str] = []
+        for page in self._pages(command, MAX_PAGE_SIZE, deadline):
+            value.extend(page.value)
+            warnings.extend(page.warnings)
+        return Result(value, warnings)
+
+    def pages(
+        self, command: Command, *, page_size: int = MAX_PAGE_SIZE, deadline: float | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the objects page by page; the caller must not dawdle, continuation links expire."""
+        for page in self._pages(command, page_size, deadline):
+            yield page.value
+
+    def batch(self, commands: Sequence[Command], *, deadline: float | None = None) -> list[Outcome]:
+        """Run up to BATCH_LIMIT cmdlets in one $batch; each item ends in a result or an error."""
+        if not 0 < len(commands) <= BATCH_LIMIT:
+            raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} commands, not {len(commands)}")
+        requests = [
+            {
+                "id": str(index),
+                "method": "POST",
+                "url": self._invoke_url(command.select),
+                "headers": {"Content-Type": "application/json", **self._headers,
+                            "X-CmdletName": command.cmdlet},
+                "body": command.body(),
+            }
+            for index, command in enumerate(commands)
+        ]
+        response = self._http.request(
+            "POST", f"{self._root}/$batch",
+            body={"requests": requests},
+            headers={**self._headers, "Prefer": "odata.continue-on-error"},
+            write=any(command.write for command in commands),
+            operation=f"$batch {commands[0].cmdlet} x{len(commands)}",
+            deadline=deadline,
+        )
+        payload = response.json()
+        if response.status != 200 or not isinstance(payload, dict):
+            raise map_error(response, write=any(c.write for c in commands))
+        by_id = {str(item.get("id")): item for item in payload.get("responses", []) if isinstance(item, dict)}
+        outcomes = []
+        for index, command in enumerate(commands):
+            item = by_id.get(str(index))
+            context = CallContext("exchange", command.cmdlet, command.target,
+                                  response.context.correlation_id)
+            if item is None:
+                error = OutcomeUnknownError("the $batch answer has no item for this command", context)
+                outcomes.append(Outcome(command, error=error))
+                continue
+            status = int(item.get("status", 0))
+            context.status = status
+            body = item.get("body")
+            if status == 200:
+                outcomes.append(Outcome(command, result=_result(body)))
+                continue
+            item_response = Response(status, _headers(item.get("headers")),
+                                     _encode(body), context)
+            error = map_error(item_response, write=command.write)
+            if isinstance(error, ThrottledError):
+                self._http.hold(error.retry_after or 1.0)
+            outcomes.append(Outcome(command, error=error))
+        return outcomes
+
+    def _pages(self, command: Command, page_size: int, deadline: float | None) -> Iterator[Result]:
+        url: str | None = self._invoke_url(command.select)
+        headers = {
+            **self._headers,
+            "X-CmdletName": command.cmdlet,
+            "Prefer": f"odata.maxpagesize={min(page_size, MAX_PAGE_SIZE)}",
+        }
+        page_number = 0
+        while url:
+            page_number += 1
+            response = self._http.request(
+                "POST", url, body=command.body(), headers=headers, write=command.write,
+                operation=f"InvokeCommand {command.cmdlet}" + (f" page {page_number}" if page_number > 1 else ""),
+                target=command.target, deadline=deadline,
+            )
+            payload = response.json()
+            if response.status != 200 or not isinstance(payload, dict):
+                raise map_error(response, write=command.write)
+            yield _result(payload)
+            next_link = payload.get("@odata.nextLink")
+            url = next_link if isinstance(next_link, str) and next_link else None
+
+    def _invoke_url(self, select: Sequence[str]) -> str:
+        url = f"{self._root}/InvokeCommand"
+        if select:
+            url += "?$select=" + quote(",".join(select), safe=",")
+        return url
+
+
+def map_error(response: Response, *, write: bool) -> ExoprovError:
+    """Turn a failed Exchange answer into the exception a caller can act on."""
+    context = response.context
+    status = response.status
+    payload = response.json()
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    exception_type, text = _details(error)
+    text = text or str(error.get("message") or "").strip()
+    exception_type = exception_type or response.headers.get("X-ExceptionType", "")
+    diagnostics = response.headers.get("x-ms-diagnostics", "")
+    if status == 401:
+        return PermissionDeniedError(
+            f"Exchange refused the token ({diagnostics or text or 'no reason given'}). The identity "
+            f"needs the {ROLE} application role on Office 365 Exchange Online, with admin consent",
+            context,
+        )
+    if status == 403 and not response.body.strip(b"\x00 \r\n\t"):
+        return UnknownCmdletError(
+            f"Exchange answered 403 with an empty body to {context.operation}: the cmdlet does not "
+            "exist, or the identity's Exchange role does not include it (assign Exchange "
+            "Administrator, or a role group with Mail Recipients)",
+            context,
+        )
+    if status == 403:
+        return PermissionDeniedError(
+            f"Exchange denied {context.operation}: {diagnostics or text or 'no reason given'}. Check the "
+            "identity's Exchange role (Exchange Administrator) and its management scope",
+            context,
+        )
+    if CONCURRENCY_TEXT in text or status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), 300.0)
+        return ThrottledError(text or "throttled", context, retry_after)
+    if status == 404 or "ManagementObjectNotFoundException" in exception_type \
+            or "couldn't be found" in text:
+        return NotFoundError(text or "not found", context)
+    # Microsoft's DualWrite text says "may be transient", but when it names on-premises mastered
+    # objects no retry can help: the attribute belongs to AD. Only other DualWrite failures are retried.
+    if any(marker in text for marker in WRITE_SCOPE_MARKERS):
+        return WriteScopeError(text, context)
+    if "DualWrite" in text:
+        return DualWriteError(text, context)
+    if not text or status >= 500:
+        # An error with no message has been seen on writes that did apply: settle by reading back.
+        message = text or f"HTTP {status} with no error message"
+        if write:
+            return OutcomeUnknownError(message, context)
+        return ServiceUnavailableError(message, context)
+    if status == 400:
+        return BadRequestError(text, context)
+    return PermanentError(text, context)
+
+
+def _details(error: dict[str, Any]) -> tuple[str, str]:
+    """The exception type and text from `error.details[].message` ("id|ExceptionType|text")."""
+    for detail in error.get("details") or []:
+        message = str(detail.get("message", "")) if isinstance(detail, dict) else ""
+        if not message.strip():
+            continue
+        parts = message.split("|", 2)
+        if len(parts) == 3:
+            return parts[1], parts[2].strip()
+        return "", message.strip()
+    return "", ""
+
+
+def _result(payload: Any) -> Result:
+    payload = payload if isinstance(payload, dict) else {}
+    value = payload.get("value") or []
+    warnings = payload.get("@adminapi.warnings") or []
+    return Result(
+        [_clean(item) for item in value if isinstance(item, dict)],
+        [str(w) for w in warnings],
+    )
+
+
+def _clean(item: dict[str, Any]) -> dict[str, Any]:
+    """Drop the OData annotations (`Prop@odata.type`) that ride along with every value."""
+    return {key: value for key, value in item.items() if "@" not in key}
+
+
+def _headers(raw: Any) -> Mapping[str, str]:
+    headers = HTTPHeaderDict()
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            headers[str(key)] = str(value)
+    return headers
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body).encode() if body is not None else b""

@@ -1,0 +1,297 @@
+"""One request policy for Graph and Exchange: timeouts, Retry-After, backoff, one 401 refresh, logs.
+
+Why a hand-written loop rather than urllib3's Retry: the policy needs to read the *body* (Exchange
+signals concurrency throttling in text, whatever the status), refresh the token on a 401, share a
+Retry-After across threads, and refuse to replay a write whose outcome is unknown. urllib3 still does
+the pooling, timeouts and connection handling underneath.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from shared.auth import TokenProvider, claims_challenge
+from shared.errors import (
+    CallContext,
+    OutcomeUnknownError,
+    ServiceUnavailableError,
+    ThrottledError,
+)
+from shared.logs import correlation_id
+
+log = logging.getLogger("exoprov.http")
+
+CONCURRENCY_TEXT = "maximum number of concurrent requests"
+RETRYABLE_READ_STATUSES = frozenset({500, 502, 503, 504})
+BACKOFF_CAP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Response:
+    """A finished HTTP exchange: status, headers and the raw (decompressed when possible) body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    context: CallContext
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is empty or not JSON (e.g. the NUL-filled 403)."""
+        text = self.body.strip(b"\x00 \r\n\t")
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+
+@dataclass
+class Policy:
+    """The tunable parts of the policy; defaults suit production, tests shorten the waits."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_attempts: int = 6
+    max_retry_after: float = 300.0
+    backoff_base: float = 1.0
+    pool_size: int = 8
+
+
+def parse_retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, decimal seconds or HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), cap)
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    """Undo gzip/deflate, keeping the raw bytes when they are not really compressed (the NUL 403)."""
+    if not body or not encoding or encoding.lower() not in ("gzip", "deflate"):
+        return body
+    try:
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS if encoding.lower() == "gzip" else zlib.MAX_WBITS)
+    except zlib.error:
+        return body
+
+
+@dataclass
+class ServiceClient:
+    """Sends requests to one service's base URL with a token for one resource, under the policy."""
+
+    service: str
+    base_url: str
+    resource: str
+    endpoint_setting: str
+    tokens: TokenProvider
+    policy: Policy = field(default_factory=Policy)
+
+    def __post_init__(self) -> None:
+        self._pool = urllib3.PoolManager(
+            maxsize=self.policy.pool_size,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=self.policy.connect_timeout, read=self.policy.read_timeout),
+        )
+        # Shared by every thread: once the service says "wait", nobody calls it before then.
+        self._not_before = 0.0
+        self._gate = threading.Lock()
+        self.calls = 0
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        write: bool,
+        operation: str,
+        target: str = "",
+        deadline: float | None = None,
+    ) -> Response:
+        """Send one logical call, retrying what is safe to retry; raise transient errors when spent.
+
+        `write` marks calls that change state: they are replayed only when the service said it did
+        not run them (throttling, a refused connection); anything ambiguous raises OutcomeUnknownError.
+        """
+        if not url.startswith(self.base_url + "/"):
+            # A token for this resource must never travel anywhere but this service's endpoint.
+            raise ValueError(f"{url!r} is outside {self.endpoint_setting}={self.base_url}")
+        payload = json.dumps(body).encode() if body is not None else None
+        context = CallContext(self.service, operation, target, str(uuid.uuid4()))
+        refreshed = refresh_now = False
+        claims: str | None = None
+        last_error = ""
+        last_retry_after: float | None = None
+        for attempt in range(1, self.policy.max_attempts + 1):
+            self._wait_for_gate(context, deadline)
+            token = self.tokens.get(self.resource, refresh=refresh_now, claims=claims)
+            refresh_now, claims = False, None
+            started = time.monotonic()
+            try:
+                response = self._send(method, url, payload, headers, token.value, context)
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                # Never reached the service: safe to try again, write or not.
+                last_error = f"cannot reach {self.base_url}: {_reason(exc)}"
+                self._log(method, operation, "no connection", started, attempt, context)
+                self._backoff(attempt, context, deadline, last_error)
+                continue
+            except (ReadTimeoutError, ProtocolError, HTTPError) as exc:
+                self._log(method, operation, type(exc).__name__, started, attempt, context)
+                last_error = f"no complete answer from {self.base_url}: {_reason(exc)}"
+                if write:
+                    raise OutcomeUnknownError(last_error, context) from exc
+                self._backoff(attempt, context, deadline, last_error)
+                continue
+            context.status = response.status
+            self._log(method, operation, str(response.status), started, attempt, context)
+            if response.status == 401 and not refreshed:
+                # One fresh token per call: a revoked or rotated token is normal, a loop is not.
+                refreshed = refresh_now = True
+                claims = claims_challenge(response.headers.get("WWW-Authenticate")) or None
+                continue
+            retry_after = parse_retry_after(
+                response.headers.get("Retry-After"), self.policy.max_retry_after
+            )
+            if _is_throttle(response, retry_after):
+                last_error = "throttled by the service"
+                last_retry_after = retry_after
+                self._throttle(retry_after, attempt, context, deadline)
+                continue
+            if response.status in RETRYABLE_READ_STATUSES and not write:
+                last_error = f"the service answered HTTP {response.status}"
+                self._backoff(attempt, context, deadline, last_error)
+                continue
+            return response
+        if last_error.startswith("throttled"):
+            raise ThrottledError(
+                f"still throttled after {self.policy.max_attempts} attempts", context, last_retry_after
+            )
+        raise ServiceUnavailableError(
+            f"{last_error} after {self.policy.max_attempts} attempts; check {self.endpoint_setting} "
+            "and the service health", context,
+        )
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing to this service for `seconds` (a Retry-After found inside a $batch item)."""
+        with self._gate:
+            self._not_before = max(self._not_before, time.monotonic() + min(seconds, self.policy.max_retry_after))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        payload: bytes | None,
+        headers: Mapping[str, str] | None,
+        token: str,
+        context: CallContext,
+    ) -> Response:
+        all_headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip",
+            "client-request-id": context.correlation_id,
+            "return-client-request-id": "true",
+            **(headers or {}),
+        }
+        if payload is not None:
+            all_headers["Content-Type"] = "application/json"
+        raw = self._pool.request(
+            method, url, body=payload, headers=all_headers,
+            preload_content=False, decode_content=False, redirect=False,
+        )
+        try:
+            data = raw.read(decode_content=False)
+        finally:
+            raw.release_conn()
+        body = decompress(data, raw.headers.get("Content-Encoding"))
+        return Response(raw.status, raw.headers, body, context)
+
+    def _wait_for_gate(self, context: CallContext, deadline: float | None) -> None:
+        with self._gate:
+            wait = self._not_before - time.monotonic()
+        if wait <= 0:
+            return
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise ThrottledError("the service asked us to wait beyond the time budget", context, wait)
+        time.sleep(wait)
+
+    def _throttle(
+        self, retry_after: float | None, attempt: int, context: CallContext, deadline: float | None
+    ) -> None:
+        wait = retry_after if retry_after is not None else self._backoff_seconds(attempt)
+        with self._gate:
+            self._not_before = max(self._not_before, time.monotonic() + wait)
+        log.info(
+            "%s throttled, waiting %.2f s (cid %s, corr %s)",
+            self.service, wait, context.correlation_id, correlation_id(),
+        )
+        if attempt < self.policy.max_attempts:
+            self._wait_for_gate(context, deadline)
+
+    def _backoff(self, attempt: int, context: CallContext, deadline: float | None, why: str) -> None:
+        if attempt >= self.policy.max_attempts:
+            return
+        wait = self._backoff_seconds(attempt)
+        if deadline is not None and time.monotonic() + wait > deadline:
+            raise ServiceUnavailableError(f"{why}; no time left in the budget to retry", context)
+        time.sleep(wait)
+
+    def _backoff_seconds(self, attempt: int) -> float:
+        # Full jitter: spreads retries of many threads instead of moving the storm.
+        return random.uniform(0, min(BACKOFF_CAP_SECONDS, self.policy.backoff_base * 2 ** (attempt - 1)))
+
+    def _log(
+        self, method: str, operation: str, outcome: str, started: float, attempt: int, context: CallContext
+    ) -> None:
+        self.calls += 1
+        log.info(
+            "%s %s %s%s -> %s in %.0f ms (attempt %d, cid %s, corr %s)",
+            self.service, method, operation, f" [{context.target}]" if context.target else "",
+            outcome, (time.monotonic() - started) * 1000, attempt, context.correlation_id,
+            correlation_id(),
+        )
+
+
+def _is_throttle(response: Response, retry_after: float | None) -> bool:
+    if response.status == 429:
+        return True
+    if response.status == 503 and retry_after is not None:
+        return True
+    # Exchange reports its per-tenant concurrency limit in text, not always with a 429.
+    return response.status >= 400 and CONCURRENCY_TEXT in response.body[:4096].decode("utf-8", "replace")
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    return text.split(": ", 1)[-1] if "Failed to establish" in text else text

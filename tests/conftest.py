@@ -1,0 +1,115 @@
+"""Fixtures: one sandbox tenant process per session, reset for every test, and settings pointing at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+
+from shared.settings import Settings
+from shared.wiring import Clients
+
+ROOT = Path(__file__).resolve().parent.parent
+# Every setting the app reads; tests start from none of them so the developer's shell cannot leak in.
+APP_SETTINGS = [
+    "AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_SECRET", "CLOUD", "GRAPH_ENDPOINT", "EXCHANGE_ENDPOINT",
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+    *[name for name in os.environ if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_"))],
+]
+
+
+class SandboxHandle:
+    """Controls the sandbox process over its /_sandbox endpoints."""
+
+    def __init__(self, url: str, env: dict[str, str], pid: int) -> None:
+        self.url = url
+        self.env = env
+        self.pid = pid
+        self._http = urllib3.PoolManager()
+
+    def _call(self, method: str, name: str, body: Any = None) -> Any:
+        response = self._http.request(method, f"{self.url}/_sandbox/{name}",
+                                      body=json.dumps(body) if body is not None else None,
+                                      headers={"Content-Type": "application/json"})
+        assert response.status == 200, response.data
+        return json.loads(response.data)
+
+    def reset(self, seed: str | dict[str, Any] = "default", **knobs: Any) -> None:
+        self._call("POST", "reset", {"seed": seed, "knobs": knobs})
+
+    def knobs(self, **knobs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "knobs", knobs)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "stats")
+        return result
+
+    def mailboxes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "mailboxes")
+        return result
+
+    def sync_mail(self, upn: str, mail: str) -> None:
+        self._call("POST", "sync-mail", {"upn": upn, "mail": mail})
+
+    def rotate_keys(self) -> None:
+        self._call("POST", "rotate-keys", {})
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[SandboxHandle]:
+    """The sandbox on a free loopback port; stopped by its own pid, and by its lifetime if we die."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--json", "--lifetime", "3000"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        yield SandboxHandle(ready["url"], ready["env"], ready["pid"])
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.fixture
+def sandbox(sandbox_process: SandboxHandle) -> SandboxHandle:
+    """The sandbox reset to the default seed with no latency and no faults."""
+    sandbox_process.reset()
+    return sandbox_process
+
+
+@pytest.fixture
+def env(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings that point at the sandbox, with short waits; tests add their own on top."""
+    for name in APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    values = {**sandbox.env, "HTTP_BACKOFF_SECONDS": "0.05", "HTTP_READ_TIMEOUT_SECONDS": "5"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Clients:
+    return Clients.from_settings(settings)
