@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves its constructor untyped
 log = logging.getLogger("exoprov.functions")
 
 

@@ -68,8 +68,9 @@ class ExchangeApi:
         except UnknownCmdlet:
             return _nul_403()
         except CmdletError as exc:
-            return Reply.json(exc.status, _error(exc.status, exc.exception_type, exc.message),
-                              {"X-ExceptionType": exc.exception_type})
+            return Reply.json(
+                exc.status, _error(exc.status, exc.exception_type, exc.message), {"X-ExceptionType": exc.exception_type}
+            )
         if not cmdlet.startswith("Get-") and self.dice.roll(self.knobs.fault_empty_error_rate):
             self.stats.count("faults", "empty_error")
             return Reply.json(500, {"error": {"code": "InternalServerError", "message": "", "details": []}})
@@ -79,14 +80,25 @@ class ExchangeApi:
     def batch(self, base: str, headers: Any, body: Any) -> Reply:
         if "application/json" not in headers.get("Accept", ""):
             # What ORADAZ found: without Accept: application/json, a multipart/mixed answer.
-            return Reply(200, b"--batchresponse_1\r\nContent-Type: application/http\r\n\r\n--batchresponse_1--",
-                         {"Content-Type": "multipart/mixed; boundary=batchresponse_1"})
+            return Reply(
+                200,
+                b"--batchresponse_1\r\nContent-Type: application/http\r\n\r\n--batchresponse_1--",
+                {"Content-Type": "multipart/mixed; boundary=batchresponse_1"},
+            )
         requests = body.get("requests") if isinstance(body, dict) else None
         if not isinstance(requests, list) or not requests:
-            return Reply.json(400, _error(400, "System.ArgumentException", "A $batch needs a non-empty 'requests' array."))
+            return Reply.json(
+                400, _error(400, "System.ArgumentException", "A $batch needs a non-empty 'requests' array.")
+            )
         if len(requests) > self.knobs.batch_limit:
-            return Reply.json(400, _error(400, "System.ArgumentException",
-                                          f"The batch holds {len(requests)} requests; the limit is {self.knobs.batch_limit}."))
+            return Reply.json(
+                400,
+                _error(
+                    400,
+                    "System.ArgumentException",
+                    f"The batch holds {len(requests)} requests; the limit is {self.knobs.batch_limit}.",
+                ),
+            )
         return Reply.json(200, {"responses": [self._item(base, item) for item in requests]})
 
     def _item(self, base: str, item: Any) -> dict[str, Any]:
@@ -94,8 +106,11 @@ class ExchangeApi:
         item_id = str(item.get("id", ""))
         url = urlsplit(str(item.get("url", "")))
         if item.get("method", "POST") != "POST" or not url.path.endswith(base + "/InvokeCommand"):
-            return {"id": item_id, "status": 400,
-                    "body": _error(400, "System.ArgumentException", f"Unsupported batch item URL {url.path!r}.")}
+            return {
+                "id": item_id,
+                "status": 400,
+                "body": _error(400, "System.ArgumentException", f"Unsupported batch item URL {url.path!r}."),
+            }
         cmdlet, params = _cmdlet_input(item.get("body"))
         if cmdlet is None:
             return {"id": item_id, "status": 400, "body": _error(400, "System.ArgumentException", "No CmdletInput.")}
@@ -103,15 +118,23 @@ class ExchangeApi:
         write = not cmdlet.startswith("Get-")
         if write and self.dice.roll(self.knobs.fault_item_429_rate):
             self.stats.count("faults", "item_429")
-            return {"id": item_id, "status": 429, "headers": {"Retry-After": str(self.knobs.retry_after)},
-                    "body": _error(429, "Microsoft.Exchange.Throttling", "Too many requests; try again later.")}
+            return {
+                "id": item_id,
+                "status": 429,
+                "headers": {"Retry-After": str(self.knobs.retry_after)},
+                "body": _error(429, "Microsoft.Exchange.Throttling", "Too many requests; try again later."),
+            }
         try:
             records, warnings = self.tenant.run(cmdlet, params)
         except UnknownCmdlet:
             return {"id": item_id, "status": 403, "body": None}
         except CmdletError as exc:
-            return {"id": item_id, "status": exc.status, "headers": {"X-ExceptionType": exc.exception_type},
-                    "body": _error(exc.status, exc.exception_type, exc.message)}
+            return {
+                "id": item_id,
+                "status": exc.status,
+                "headers": {"X-ExceptionType": exc.exception_type},
+                "body": _error(exc.status, exc.exception_type, exc.message),
+            }
         if write and self.dice.roll(self.knobs.fault_empty_error_rate):
             self.stats.count("faults", "empty_error")
             return {"id": item_id, "status": 500, "body": {"error": {"code": "InternalServerError", "message": ""}}}
@@ -120,8 +143,14 @@ class ExchangeApi:
         return {"id": item_id, "status": 200, "body": _page_body(base, value, warnings)}
 
     def _page(
-        self, origin: str, base: str, records: Iterator[dict[str, Any]], body: Any, select: tuple[str, ...],
-        warnings: list[str], page_size: int,
+        self,
+        origin: str,
+        base: str,
+        records: Iterator[dict[str, Any]],
+        body: Any,
+        select: tuple[str, ...],
+        warnings: list[str],
+        page_size: int,
     ) -> Reply:
         value = [_project(r, select) for r in itertools.islice(records, page_size)]
         payload = _page_body(base, value, warnings)
@@ -130,8 +159,12 @@ class ExchangeApi:
             token = secrets.token_urlsafe(12)
             with self._lock:
                 self._continuations[token] = _Continuation(
-                    itertools.chain([following], records), body, select, warnings,
-                    time.monotonic() + self.knobs.nextlink_ttl, page_size,
+                    itertools.chain([following], records),
+                    body,
+                    select,
+                    warnings,
+                    time.monotonic() + self.knobs.nextlink_ttl,
+                    page_size,
                 )
             selected = f"$select={','.join(select)}&" if select else ""
             payload["@odata.nextLink"] = f"{origin}{base}/InvokeCommand?{selected}$skiptoken={token}"
@@ -141,11 +174,18 @@ class ExchangeApi:
         with self._lock:
             state = self._continuations.pop(token, None)
         if state is None or state.expires < time.monotonic():
-            return Reply.json(400, _error(400, "System.ArgumentException",
-                                          "The continuation token is unknown or has expired."))
+            return Reply.json(
+                400, _error(400, "System.ArgumentException", "The continuation token is unknown or has expired.")
+            )
         if body != state.body:
-            return Reply.json(400, _error(400, "System.ArgumentException",
-                                          "A continuation must be POSTed with the same body as the first page."))
+            return Reply.json(
+                400,
+                _error(
+                    400,
+                    "System.ArgumentException",
+                    "A continuation must be POSTed with the same body as the first page.",
+                ),
+            )
         return self._page(origin, base, state.records, body, state.select, [], state.page_size)
 
 
@@ -194,13 +234,18 @@ def _page_body(base: str, value: list[dict[str, Any]], warnings: list[str]) -> d
 
 
 def _error(status: int, exception_type: str, message: str) -> dict[str, Any]:
-    code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}.get(status, "InternalServerError")
+    code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}.get(
+        status, "InternalServerError"
+    )
     error_id = "Ex" + secrets.token_hex(3).upper()
-    return {"error": {
-        "code": code, "message": "Error executing cmdlet",
-        "details": [{"code": "Context", "target": "", "message": f"{error_id}|{exception_type}|{message}"}],
-        "innererror": {"message": message, "type": exception_type},
-    }}
+    return {
+        "error": {
+            "code": code,
+            "message": "Error executing cmdlet",
+            "details": [{"code": "Context", "target": "", "message": f"{error_id}|{exception_type}|{message}"}],
+            "innererror": {"message": message, "type": exception_type},
+        }
+    }
 
 
 def _nul_403() -> Reply:

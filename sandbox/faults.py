@@ -17,17 +17,17 @@ class Knobs:
     """Everything a test or benchmark may turn; all durations in seconds, rates in 0..1."""
 
     latency: float = 0.0
-    concurrency_limit: int = 0          # Exchange requests in flight per tenant; 0 = unlimited
-    requests_per_second: float = 0.0   # Exchange request rate; 0 = unlimited
-    retry_after: float = 1.0            # what a throttling answer asks for
-    fault_503_rate: float = 0.0         # 503 without Retry-After, nothing done
-    fault_429_rate: float = 0.0         # 429 with Retry-After, nothing done
-    fault_item_429_rate: float = 0.0    # a $batch item answered 429 with Retry-After, nothing done
+    concurrency_limit: int = 0  # Exchange requests in flight per tenant; 0 = unlimited
+    requests_per_second: float = 0.0  # Exchange request rate; 0 = unlimited
+    retry_after: float = 1.0  # what a throttling answer asks for
+    fault_503_rate: float = 0.0  # 503 without Retry-After, nothing done
+    fault_429_rate: float = 0.0  # 429 with Retry-After, nothing done
+    fault_item_429_rate: float = 0.0  # a $batch item answered 429 with Retry-After, nothing done
     fault_empty_error_rate: float = 0.0  # a write is applied, then answered with an empty error
-    fault_hang_rate: float = 0.0        # answer only after `hang_seconds`
+    fault_hang_rate: float = 0.0  # answer only after `hang_seconds`
     hang_seconds: float = 30.0
-    fault_drop_rate: float = 0.0        # close the connection without an answer (after applying)
-    token_fault_rate: float = 0.0       # the identity endpoint fails
+    fault_drop_rate: float = 0.0  # close the connection without an answer (after applying)
+    token_fault_rate: float = 0.0  # the identity endpoint fails
     token_lifetime: float = 3600.0
     nextlink_ttl: float = 300.0
     batch_limit: int = 20

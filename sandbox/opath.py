@@ -39,7 +39,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if not match or match.end() == position:
-            raise FilterError(f"Invalid filter syntax at position {position}: {text[position:position + 20]!r}")
+            raise FilterError(f"Invalid filter syntax at position {position}: {text[position : position + 20]!r}")
         position = match.end()
         kind = match.lastgroup or ""
         value = match.group(kind)
@@ -104,7 +104,7 @@ class _Parser:
             raise FilterError(f"Invalid filter syntax: expected a property name, found {name!r}")
         prop = self.filterable.get(name.lower())
         if prop is None:
-            raise FilterError(f"\"{name}\" is not a recognized filterable property.")
+            raise FilterError(f'"{name}" is not a recognized filterable property.')
         kind, op = self._take()
         if kind != "op" or op.lower() not in ("-eq", "-ne", "-like", "-notlike"):
             raise FilterError(f"Invalid filter syntax: expected -eq, -ne, -like or -notlike after {name}")

@@ -95,7 +95,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/msi/token":
             reply = self._token(box, parse_qs(url.query))
         elif url.path.startswith("/_sandbox/"):
-            reply = self._control(box, url.path[len("/_sandbox/"):], body)
+            reply = self._control(box, url.path[len("/_sandbox/") :], body)
         elif url.path.startswith("/adminapi/beta/"):
             reply = self._exchange(box, url.path, parse_qs(url.query), body)
         else:
@@ -131,8 +131,16 @@ class Handler(BaseHTTPRequestHandler):
         roles = box.knobs.roles.get(resource, [])
         token, expires = box.issuer.issue(resource, roles, box.knobs.token_lifetime)
         box.stats.count("tokens", resource)
-        return Reply.json(200, {"access_token": token, "expires_on": str(expires), "resource": resource,
-                                "token_type": "Bearer", "client_id": box.issuer.app_id})
+        return Reply.json(
+            200,
+            {
+                "access_token": token,
+                "expires_on": str(expires),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": box.issuer.app_id,
+            },
+        )
 
     # -- Exchange --------------------------------------------------------------------------
 
@@ -146,19 +154,28 @@ class Handler(BaseHTTPRequestHandler):
         if claims is None:
             # As with continuous access evaluation: a claims challenge asks the client for a fresh token.
             challenge = base64.b64encode(b'{"access_token":{"nbf":{"essential":true}}}').decode()
-            return Reply.json(401, {"error": {"code": "Unauthorized", "message": why}}, {
-                "x-ms-diagnostics": f'2000001;reason="{why}";error_category="invalid_token"',
-                "WWW-Authenticate": f'Bearer realm="", error="insufficient_claims", claims="{challenge}"',
-            })
+            return Reply.json(
+                401,
+                {"error": {"code": "Unauthorized", "message": why}},
+                {
+                    "x-ms-diagnostics": f'2000001;reason="{why}";error_category="invalid_token"',
+                    "WWW-Authenticate": f'Bearer realm="", error="insufficient_claims", claims="{challenge}"',
+                },
+            )
         if "Exchange.ManageAsApp" not in claims.get("roles", []):
             reason = "The token has no Exchange.ManageAsApp role"
-            return Reply.json(401, {"error": {"code": "Unauthorized", "message": reason}},
-                              {"x-ms-diagnostics": f'2000008;reason="{reason}";error_category="insufficient_auth"'})
+            return Reply.json(
+                401,
+                {"error": {"code": "Unauthorized", "message": reason}},
+                {"x-ms-diagnostics": f'2000008;reason="{reason}";error_category="insufficient_auth"'},
+            )
         tenant = parts[3] if len(parts) > 3 else ""
         if tenant.lower() not in (box.tenant.id, box.tenant.domain) or claims.get("tid") != box.tenant.id:
             return Reply.json(400, {"error": {"code": "BadRequest", "message": f"Unknown tenant {tenant!r}."}})
         if not self.headers.get("X-AnchorMailbox"):
-            return Reply.json(400, {"error": {"code": "BadRequest", "message": "The X-AnchorMailbox header is required."}})
+            return Reply.json(
+                400, {"error": {"code": "BadRequest", "message": "The X-AnchorMailbox header is required."}}
+            )
         if self.command != "POST" or endpoint not in ("InvokeCommand", "$batch"):
             return Reply.json(405, {"error": {"code": "MethodNotAllowed", "message": f"{self.command} {endpoint}"}})
         retry_after = box.limiter.enter()
@@ -169,9 +186,11 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             box.limiter.leave()
 
-    def _served(self, box: Sandbox, base: str, endpoint: str, query: dict[str, list[str]],
-                body: Any, request_id: str) -> Reply:
-        knobs = box.knobs
+    def _served(
+        self, box: Sandbox, base: str, endpoint: str, query: dict[str, list[str]], body: Any, request_id: str
+    ) -> Reply:
+        # Bound now: a request that hangs must land in the tenant it arrived at, not one reset since.
+        knobs, exchange = box.knobs, box.exchange
         if knobs.latency:
             time.sleep(knobs.latency)
         if box.dice.roll(knobs.fault_503_rate):
@@ -184,10 +203,10 @@ class Handler(BaseHTTPRequestHandler):
             box.stats.count("faults", "hang")
             time.sleep(knobs.hang_seconds)
         if endpoint == "$batch":
-            reply = box.exchange.batch(base, self.headers, body)
+            reply = exchange.batch(base, self.headers, body)
         else:
             origin = f"http://{self.headers.get('Host', '127.0.0.1')}"
-            reply = box.exchange.invoke(origin, base, query, self.headers, body)
+            reply = exchange.invoke(origin, base, query, self.headers, body)
         if box.dice.roll(knobs.fault_drop_rate):
             box.stats.count("faults", "drop")
             reply.drop = True
@@ -197,8 +216,9 @@ class Handler(BaseHTTPRequestHandler):
         with box.stats.lock:
             box.stats.throttled += 1
         box.stats.remember_retry_after(request_id, seconds)
-        return Reply.json(429, {"error": {"code": "TooManyRequests", "message": message}},
-                          {"Retry-After": f"{seconds:g}"})
+        return Reply.json(
+            429, {"error": {"code": "TooManyRequests", "message": message}}, {"Retry-After": f"{seconds:g}"}
+        )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -239,8 +259,13 @@ class Handler(BaseHTTPRequestHandler):
 def _truth(user: User) -> dict[str, Any]:
     box = user.mailbox
     assert box is not None
-    return {"id": user.id, "upn": user.upn, "recipientTypeDetails": box.recipient_type,
-            "dirSynced": user.dir_synced, "cloudManaged": box.cloud_managed}
+    return {
+        "id": user.id,
+        "upn": user.upn,
+        "recipientTypeDetails": box.recipient_type,
+        "dirSynced": user.dir_synced,
+        "cloudManaged": box.cloud_managed,
+    }
 
 
 def _cmdlet_name(body: Any) -> str:
@@ -264,7 +289,7 @@ class SandboxServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def environment(self) -> dict[str, str]:
         """The settings that point exoprov at this sandbox, as they would be in Azure."""

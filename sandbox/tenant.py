@@ -40,18 +40,34 @@ DUAL_WRITE = (
     "information."
 )
 TYPE_TO_DETAILS = {
-    "Regular": "UserMailbox", "Shared": "SharedMailbox", "Room": "RoomMailbox",
-    "Equipment": "EquipmentMailbox", "Workspace": "WorkspaceMailbox", "Desk": "DeskMailbox",
+    "Regular": "UserMailbox",
+    "Shared": "SharedMailbox",
+    "Room": "RoomMailbox",
+    "Equipment": "EquipmentMailbox",
+    "Workspace": "WorkspaceMailbox",
+    "Desk": "DeskMailbox",
 }
 EXCHANGE_ATTRIBUTES = {
-    "EmailAddresses", "WindowsEmailAddress", "Alias", "DisplayName", "HiddenFromAddressListsEnabled",
-    "PrimarySmtpAddress", *(f"CustomAttribute{i}" for i in range(1, 16)),
+    "EmailAddresses",
+    "WindowsEmailAddress",
+    "Alias",
+    "DisplayName",
+    "HiddenFromAddressListsEnabled",
+    "PrimarySmtpAddress",
+    *(f"CustomAttribute{i}" for i in range(1, 16)),
 }
 ALWAYS_WRITABLE = {"ProhibitSendQuota", "ProhibitSendReceiveQuota", "IssueWarningQuota"}  # B7
 CAS_PARAMETERS = {"ImapEnabled", "PopEnabled", "SmtpClientAuthenticationDisabled"}  # B7
 MAILBOX_FILTERABLE = (
-    "IsDirSynced", "RecipientTypeDetails", "UserPrincipalName", "PrimarySmtpAddress", "Alias",
-    "DisplayName", "ExternalDirectoryObjectId", "Name", "WindowsEmailAddress",
+    "IsDirSynced",
+    "RecipientTypeDetails",
+    "UserPrincipalName",
+    "PrimarySmtpAddress",
+    "Alias",
+    "DisplayName",
+    "ExternalDirectoryObjectId",
+    "Name",
+    "WindowsEmailAddress",
     *(f"CustomAttribute{i}" for i in range(1, 16)),
 )  # B10: IsExchangeCloudManaged is deliberately absent
 
@@ -148,8 +164,9 @@ class Tenant:
             contact = Contact(spec.get("id") or _guid(), spec["name"], spec.get("mail"))
             self.contacts[contact.id] = contact
         for spec in seed.get("groups", []):
-            group = Group(spec.get("id") or _guid(), spec["name"], spec.get("mail"),
-                          bool(spec.get("securityEnabled", False)))
+            group = Group(
+                spec.get("id") or _guid(), spec["name"], spec.get("mail"), bool(spec.get("securityEnabled", False))
+            )
             self.groups[group.id] = group
         if "generate" in seed:
             self._generate(seed["generate"])
@@ -187,8 +204,7 @@ class Tenant:
     def _new_mailbox(self, user: User, recipient_type: str, ready_at: float = 0.0) -> Mailbox:
         alias = user.alias or user.upn.split("@")[0]
         addresses = [f"SMTP:{user.primary_smtp()}", f"smtp:{alias}@{self.domain}", f"SIP:{user.upn.lower()}"]
-        return Mailbox(_guid(), recipient_type, addresses, cloud_managed=self.default_cloud_managed,
-                       ready_at=ready_at)
+        return Mailbox(_guid(), recipient_type, addresses, cloud_managed=self.default_cloud_managed, ready_at=ready_at)
 
     def _generate(self, spec: dict[str, Any]) -> None:
         """A synthetic tenant: `mailboxes` dir-synced mailboxes, `candidates` of them not cloud-managed."""
@@ -200,11 +216,15 @@ class Tenant:
         domain = spec.get("domain", "contoso.com")
         for i in range(count):
             kind = kinds[i % len(kinds)]
-            self.add_user({
-                "upn": f"user{i:06d}@{domain}", "mail": f"user{i:06d}@{domain}",
-                "mailboxType": kind, "cloudManaged": i not in chosen,
-                "licenses": [] if kind != "User" else ["EXCHANGESTANDARD"],
-            })
+            self.add_user(
+                {
+                    "upn": f"user{i:06d}@{domain}",
+                    "mail": f"user{i:06d}@{domain}",
+                    "mailboxType": kind,
+                    "cloudManaged": i not in chosen,
+                    "licenses": [] if kind != "User" else ["EXCHANGESTANDARD"],
+                }
+            )
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -288,8 +308,13 @@ class Tenant:
 
     def _cmd_get_organizationconfig(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-OrganizationConfig", set())
-        return [{"Name": self.domain, "Identity": self.domain,
-                 "BlockExchangeProvisioningFromOnPremEnabled": self.default_cloud_managed}], []
+        return [
+            {
+                "Name": self.domain,
+                "Identity": self.domain,
+                "BlockExchangeProvisioningFromOnPremEnabled": self.default_cloud_managed,
+            }
+        ], []
 
     def _cmd_get_mailbox(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-Mailbox", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
@@ -309,11 +334,17 @@ class Tenant:
         changes = dict(params)
         if "IsExchangeCloudManaged" in changes:
             if len(changes) > 1:
-                raise CmdletError(400, BIND_ERROR, "Parameter set cannot be resolved using the specified named parameters.")
+                raise CmdletError(
+                    400, BIND_ERROR, "Parameter set cannot be resolved using the specified named parameters."
+                )
             value = changes["IsExchangeCloudManaged"]
             if not isinstance(value, bool):
-                raise CmdletError(400, BIND_ERROR, "Cannot process argument transformation on parameter "
-                                  f"'IsExchangeCloudManaged'. Cannot convert value \"{value}\" to type \"System.Boolean\".")
+                raise CmdletError(
+                    400,
+                    BIND_ERROR,
+                    "Cannot process argument transformation on parameter "
+                    f'\'IsExchangeCloudManaged\'. Cannot convert value "{value}" to type "System.Boolean".',
+                )
             if box.cloud_managed == value:
                 return [], [NO_CHANGE.format(identity)]
             box.cloud_managed = value  # B8
@@ -331,8 +362,12 @@ class Tenant:
         """B13: convert at any time; the new type shows after the conversion lag."""
         target = TYPE_TO_DETAILS.get(kind.capitalize())
         if target is None:
-            raise CmdletError(400, BIND_ERROR, f"Cannot process argument transformation on parameter 'Type'. "
-                              f"Cannot convert value \"{kind}\" to type \"ConvertibleMailboxSubType\".")
+            raise CmdletError(
+                400,
+                BIND_ERROR,
+                f"Cannot process argument transformation on parameter 'Type'. "
+                f'Cannot convert value "{kind}" to type "ConvertibleMailboxSubType".',
+            )
         box = user.mailbox
         assert box is not None
         if box.recipient_type == target and box.pending_type is None:
@@ -364,7 +399,9 @@ class Tenant:
                 raise _not_found(params["Identity"])
             users = [found]
         records = [self._user_record(u) for u in users]
-        return _filtered(records, params.get("Filter"), ("IsDirSynced", "UserPrincipalName", "RecipientTypeDetails")), []
+        return _filtered(
+            records, params.get("Filter"), ("IsDirSynced", "UserPrincipalName", "RecipientTypeDetails")
+        ), []
 
     def _user_record(self, user: User) -> dict[str, Any]:
         now = self.clock()
@@ -375,9 +412,14 @@ class Tenant:
             kind = "GuestMailUser" if user.guest else "MailUser"
         else:
             kind = "User"  # B1: every synced user is a User, mail and license or not
-        return {"Name": user.display_name, "UserPrincipalName": user.upn,
-                "ExternalDirectoryObjectId": user.id, "IsDirSynced": user.dir_synced,
-                "RecipientTypeDetails": kind, "WindowsEmailAddress": user.mail or ""}
+        return {
+            "Name": user.display_name,
+            "UserPrincipalName": user.upn,
+            "ExternalDirectoryObjectId": user.id,
+            "IsDirSynced": user.dir_synced,
+            "RecipientTypeDetails": kind,
+            "WindowsEmailAddress": user.mail or "",
+        }
 
     def _cmd_get_mailuser(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailUser", {"Identity", "Filter", "ResultSize"})
@@ -442,7 +484,9 @@ class Tenant:
         if not isinstance(self.resolve(identity), Group):
             raise _not_found(identity)
         name = sorted(params)[0] if params else "Identity"
-        raise CmdletError(400, TASK_ERROR, WRITE_SCOPE.format(id=identity, cmdlet="Set-DistributionGroup", param=name))  # B23
+        raise CmdletError(
+            400, TASK_ERROR, WRITE_SCOPE.format(id=identity, cmdlet="Set-DistributionGroup", param=name)
+        )  # B23
 
     def _cmd_get_recipient(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-Recipient", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
@@ -459,7 +503,9 @@ class Tenant:
 
     def _mailbox_user(self, params: dict[str, Any]) -> User:
         if "Identity" not in params:
-            raise CmdletError(400, BIND_ERROR, "Cannot process command because of one or more missing mandatory parameters: Identity.")
+            raise CmdletError(
+                400, BIND_ERROR, "Cannot process command because of one or more missing mandatory parameters: Identity."
+            )
         found = self.resolve(params["Identity"])
         now = self.clock()
         if not isinstance(found, User) or found.mailbox is None or found.mailbox.ready_at > now:
@@ -478,13 +524,23 @@ def mailbox_record(user: User) -> dict[str, Any]:
     primary = next(a.split(":", 1)[1] for a in box.addresses if a.startswith("SMTP:"))
     alias = user.alias or user.upn.split("@")[0]
     record = {
-        "Identity": alias, "Name": alias, "Alias": alias, "DisplayName": user.display_name,
-        "UserPrincipalName": user.upn, "PrimarySmtpAddress": primary, "WindowsEmailAddress": primary,
-        "EmailAddresses": list(box.addresses), "RecipientType": "UserMailbox",
-        "RecipientTypeDetails": box.recipient_type, "IsDirSynced": user.dir_synced,
-        "IsExchangeCloudManaged": box.cloud_managed, "ExternalDirectoryObjectId": user.id,
-        "ExchangeGuid": box.guid, "Guid": box.guid,
-        "ArchiveStatus": "Active" if box.archive else "None", "LitigationHoldEnabled": box.hold,
+        "Identity": alias,
+        "Name": alias,
+        "Alias": alias,
+        "DisplayName": user.display_name,
+        "UserPrincipalName": user.upn,
+        "PrimarySmtpAddress": primary,
+        "WindowsEmailAddress": primary,
+        "EmailAddresses": list(box.addresses),
+        "RecipientType": "UserMailbox",
+        "RecipientTypeDetails": box.recipient_type,
+        "IsDirSynced": user.dir_synced,
+        "IsExchangeCloudManaged": box.cloud_managed,
+        "ExternalDirectoryObjectId": user.id,
+        "ExchangeGuid": box.guid,
+        "Guid": box.guid,
+        "ArchiveStatus": "Active" if box.archive else "None",
+        "LitigationHoldEnabled": box.hold,
         "HiddenFromAddressListsEnabled": bool(box.custom.get("HiddenFromAddressListsEnabled", False)),
     }
     for i in range(1, 16):
@@ -494,25 +550,39 @@ def mailbox_record(user: User) -> dict[str, Any]:
 
 def mail_user_record(user: User) -> dict[str, Any]:
     return {
-        "Name": user.display_name, "Alias": user.alias, "UserPrincipalName": user.upn,
-        "PrimarySmtpAddress": user.mail, "ExternalEmailAddress": f"SMTP:{user.target_address}" if user.target_address else "",
+        "Name": user.display_name,
+        "Alias": user.alias,
+        "UserPrincipalName": user.upn,
+        "PrimarySmtpAddress": user.mail,
+        "ExternalEmailAddress": f"SMTP:{user.target_address}" if user.target_address else "",
         "RecipientTypeDetails": "GuestMailUser" if user.guest else "MailUser",
-        "IsDirSynced": user.dir_synced, "ExternalDirectoryObjectId": user.id,
+        "IsDirSynced": user.dir_synced,
+        "ExternalDirectoryObjectId": user.id,
         "HiddenFromAddressListsEnabled": user.guest,  # B19: guests are hidden by default
     }
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
-    return {"Name": contact.name, "PrimarySmtpAddress": contact.mail, "RecipientTypeDetails": "MailContact",
-            "IsDirSynced": True, "ExternalDirectoryObjectId": contact.id}
+    return {
+        "Name": contact.name,
+        "PrimarySmtpAddress": contact.mail,
+        "RecipientTypeDetails": "MailContact",
+        "IsDirSynced": True,
+        "ExternalDirectoryObjectId": contact.id,
+    }
 
 
 def group_record(group: Group) -> dict[str, Any]:
     # B22: any synced group with mail becomes a universal distribution group, whatever its AD scope.
     kind = "MailUniversalSecurityGroup" if group.security_enabled else "MailUniversalDistributionGroup"
-    return {"Name": group.name, "PrimarySmtpAddress": group.mail, "RecipientTypeDetails": kind,
-            "GroupType": "Universal" + (", SecurityEnabled" if group.security_enabled else ""),
-            "IsDirSynced": True, "ExternalDirectoryObjectId": group.id}
+    return {
+        "Name": group.name,
+        "PrimarySmtpAddress": group.mail,
+        "RecipientTypeDetails": kind,
+        "GroupType": "Universal" + (", SecurityEnabled" if group.security_enabled else ""),
+        "IsDirSynced": True,
+        "ExternalDirectoryObjectId": group.id,
+    }
 
 
 def _is_mail_user(user: User) -> bool:
@@ -521,8 +591,10 @@ def _is_mail_user(user: User) -> bool:
 
 
 def _record_keys(record: dict[str, Any]) -> set[str]:
-    keys = {str(record.get(k, "")).lower() for k in ("Name", "Alias", "UserPrincipalName",
-                                                      "PrimarySmtpAddress", "ExternalDirectoryObjectId")}
+    keys = {
+        str(record.get(k, "")).lower()
+        for k in ("Name", "Alias", "UserPrincipalName", "PrimarySmtpAddress", "ExternalDirectoryObjectId")
+    }
     return keys - {""}
 
 
@@ -532,8 +604,9 @@ def _filtered(records: Iterable[dict[str, Any]], text: Any, filterable: Iterable
     try:
         predicate: Predicate = compile_filter(str(text), tuple(filterable))
     except FilterError as exc:
-        raise CmdletError(400, BIND_ERROR, f"Cannot bind parameter 'Filter' to the target. Exception "
-                          f"setting \"Filter\": \"{exc}\"") from exc
+        raise CmdletError(
+            400, BIND_ERROR, f'Cannot bind parameter \'Filter\' to the target. Exception setting "Filter": "{exc}"'
+        ) from exc
     return (r for r in records if predicate(r))
 
 
@@ -544,8 +617,12 @@ def _only(params: dict[str, Any], cmdlet: str, allowed: set[str]) -> None:
 
 
 def _not_found(identity: Any) -> CmdletError:
-    return CmdletError(404, NOT_FOUND, f"The operation couldn't be performed because object '{identity}' "
-                       "couldn't be found on 'AM6PR01A001DC01.EURPR01A001.prod.outlook.com'.")
+    return CmdletError(
+        404,
+        NOT_FOUND,
+        f"The operation couldn't be performed because object '{identity}' "
+        "couldn't be found on 'AM6PR01A001DC01.EURPR01A001.prod.outlook.com'.",
+    )
 
 
 def _guid() -> str:

@@ -19,7 +19,10 @@ GRAPH_RESOURCE = "https://graph.microsoft.com"
 DEFAULT_ROLES = {
     EXCHANGE_RESOURCE: ["Exchange.ManageAsApp"],
     GRAPH_RESOURCE: [
-        "User.Read.All", "User.ReadUpdate.All", "LicenseAssignment.ReadWrite.All", "Organization.Read.All",
+        "User.Read.All",
+        "User.ReadUpdate.All",
+        "LicenseAssignment.ReadWrite.All",
+        "Organization.Read.All",
     ],
 }
 
@@ -47,9 +50,16 @@ class TokenIssuer:
         now = int(time.time())
         expires = now + int(lifetime)
         claims = {
-            "aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now, "nbf": now,
-            "exp": expires, "tid": self.tenant_id, "appid": self.app_id, "oid": self.app_id,
-            "roles": roles, "idtyp": "app",
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": expires,
+            "tid": self.tenant_id,
+            "appid": self.app_id,
+            "oid": self.app_id,
+            "roles": roles,
+            "idtyp": "app",
         }
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = _b64(json.dumps(claims).encode())

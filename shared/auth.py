@@ -145,7 +145,10 @@ class TokenProvider:
         token = Token(raw.token, float(raw.expires_on), decode_claims(raw.token))
         log.info(
             "token for %s acquired in %.0f ms, expires in %.0f s, roles=%s",
-            resource, _ms(started), token.expires_on - time.time(), ",".join(token.roles) or "-",
+            resource,
+            _ms(started),
+            token.expires_on - time.time(),
+            ",".join(token.roles) or "-",
         )
         return token
 

@@ -25,17 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="make dir-synced mailboxes cloud-managed (one run now)")
     mode = sweep.add_mutually_exclusive_group()
-    mode.add_argument("--apply", action="store_const", const="apply", dest="mode",
-                      help="change mailboxes (default: ENFORCE_MODE, which defaults to report)")
-    mode.add_argument("--report", action="store_const", const="report", dest="mode",
-                      help="change nothing, only report what would change")
+    mode.add_argument(
+        "--apply",
+        action="store_const",
+        const="apply",
+        dest="mode",
+        help="change mailboxes (default: ENFORCE_MODE, which defaults to report)",
+    )
+    mode.add_argument(
+        "--report",
+        action="store_const",
+        const="report",
+        dest="mode",
+        help="change nothing, only report what would change",
+    )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON")
 
     commands.add_parser("doctor", help="check settings, identity, permissions and reachability")
 
     # Its options belong to sandbox.main; they are passed through untouched.
-    commands.add_parser("sandbox", help="run the sandbox tenant on loopback (--help for its options)",
-                        add_help=False)
+    commands.add_parser("sandbox", help="run the sandbox tenant on loopback (--help for its options)", add_help=False)
     return parser
 
 
@@ -84,8 +93,11 @@ def _sandbox(argv: list[str]) -> int:
     try:
         from sandbox.main import main as sandbox_main
     except ImportError:
-        print("exoprov sandbox: the sandbox package is not installed here (it ships with the source "
-              "checkout, not with the deployed app)", file=sys.stderr)
+        print(
+            "exoprov sandbox: the sandbox package is not installed here (it ships with the source "
+            "checkout, not with the deployed app)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return sandbox_main(argv)
 

@@ -64,19 +64,25 @@ def run_doctor(out: TextIO) -> int:
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "correct the setting(s) named above; see README 'Settings'") from exc
         # The doctor should answer in seconds, not retry an unreachable endpoint for minutes.
-        settings = dataclasses.replace(settings, http_max_attempts=2, http_backoff_seconds=0.2,
-                                       http_read_timeout_seconds=min(settings.http_read_timeout_seconds, 30))
+        settings = dataclasses.replace(
+            settings,
+            http_max_attempts=2,
+            http_backoff_seconds=0.2,
+            http_read_timeout_seconds=min(settings.http_read_timeout_seconds, 30),
+        )
         state["clients"] = Clients.from_settings(settings)
-        return (f"cloud {settings.cloud.name}, mode {settings.enforce_mode}, "
-                f"exchange {settings.exchange_endpoint}")
+        return f"cloud {settings.cloud.name}, mode {settings.enforce_mode}, exchange {settings.exchange_endpoint}"
 
     def token_check() -> str:
         clients = _clients(state)
         try:
             token = clients.tokens.get(clients.settings.exchange_resource)
         except ExoprovError as exc:
-            raise CheckFailed(str(exc), "see the message above; 'az login' on a laptop, a managed "
-                              "identity in Azure, AZURE_CLIENT_CERTIFICATE_PATH on a job server") from exc
+            raise CheckFailed(
+                str(exc),
+                "see the message above; 'az login' on a laptop, a managed "
+                "identity in Azure, AZURE_CLIENT_CERTIFICATE_PATH on a job server",
+            ) from exc
         state["token"] = token
         return f"acquired for {clients.settings.exchange_resource}, tenant {token.tenant_id or 'unknown'}"
 
@@ -84,8 +90,7 @@ def run_doctor(out: TextIO) -> int:
         token = state["token"]
         assert isinstance(token, Token)
         if ROLE not in token.roles:
-            raise CheckFailed(f"the token's roles are [{', '.join(token.roles)}], without {ROLE}",
-                              GRANT_EXCHANGE_ROLE)
+            raise CheckFailed(f"the token's roles are [{', '.join(token.roles)}], without {ROLE}", GRANT_EXCHANGE_ROLE)
         return f"{ROLE} present"
 
     def exchange_check() -> str:
@@ -95,11 +100,17 @@ def run_doctor(out: TextIO) -> int:
             default = read_tenant_default(exchange)
             exchange.invoke(Command("Get-Mailbox", {"ResultSize": 1}, ("UserPrincipalName",)))
         except ServiceUnavailableError as exc:
-            raise CheckFailed(str(exc), f"check EXCHANGE_ENDPOINT (now {clients.settings.exchange_endpoint}); "
-                              "unset it to use the cloud's own endpoint") from exc
+            raise CheckFailed(
+                str(exc),
+                f"check EXCHANGE_ENDPOINT (now {clients.settings.exchange_endpoint}); "
+                "unset it to use the cloud's own endpoint",
+            ) from exc
         except PermissionDeniedError as exc:
-            raise CheckFailed(str(exc), "assign the identity the Exchange Administrator role, or a role "
-                              "group with Mail Recipients (README 'Permissions')") from exc
+            raise CheckFailed(
+                str(exc),
+                "assign the identity the Exchange Administrator role, or a role "
+                "group with Mail Recipients (README 'Permissions')",
+            ) from exc
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "see the message above") from exc
         state_text = {True: "on", False: "off", None: "not reported"}[default]

@@ -30,8 +30,12 @@ from shared.settings import Settings
 log = logging.getLogger("exoprov.enforcement")
 
 LIST_SELECT = (
-    "ExternalDirectoryObjectId", "UserPrincipalName", "PrimarySmtpAddress",
-    "RecipientTypeDetails", "IsDirSynced", "IsExchangeCloudManaged",
+    "ExternalDirectoryObjectId",
+    "UserPrincipalName",
+    "PrimarySmtpAddress",
+    "RecipientTypeDetails",
+    "IsDirSynced",
+    "IsExchangeCloudManaged",
 )
 DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
@@ -163,9 +167,7 @@ def sweep(
     report = Report(mode="apply" if apply else "report", max_changes=settings.enforce_max_changes)
     report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
     if report.tenant_default_cloud_managed:
-        report.notes.append(
-            "the tenant default is on: newly licensed synced mailboxes are cloud-managed already"
-        )
+        report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
     try:
         plan = list_and_plan(exchange, settings, deadline)
     except (ThrottledError, TransientError) as exc:
@@ -247,7 +249,7 @@ class _Applier:
         self._done = 0
 
     def run(self, candidates: list[Mailbox]) -> None:
-        chunks = [candidates[i:i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
+        chunks = [candidates[i : i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
         in_flight: set[Future[None]] = set()
         with ThreadPoolExecutor(self._settings.enforce_concurrency, "exoprov-sweep") as pool:
             for index, chunk in enumerate(chunks):
@@ -268,9 +270,7 @@ class _Applier:
     def _should_stop(self) -> bool:
         with self._lock:
             if not self._stop_reason and time.monotonic() >= self._deadline:
-                self._stop_reason = (
-                    "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
-                )
+                self._stop_reason = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
             return bool(self._stop_reason)
 
     def _skip(self, count: int) -> None:
@@ -290,14 +290,11 @@ class _Applier:
             if not pending:
                 return
         for mailbox in pending:
-            self._fail(mailbox, "the write did not apply after %d attempts" % MAX_WRITE_ATTEMPTS)
+            self._fail(mailbox, f"the write did not apply after {MAX_WRITE_ATTEMPTS} attempts")
 
     def _write(self, chunk: list[Mailbox], *, last: bool) -> tuple[list[Mailbox], list[Mailbox]]:
         """Send one $batch; return (outcome unclear, safe to retry)."""
-        commands = [
-            Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": True})
-            for m in chunk
-        ]
+        commands = [Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": True}) for m in chunk]
         try:
             outcomes = self._exchange.batch(commands, deadline=self._deadline)
         except OutcomeUnknownError:
@@ -312,7 +309,7 @@ class _Applier:
                 self._fail(mailbox, str(exc))
             return [], []
         unclear, retry = [], []
-        for mailbox, outcome in zip(chunk, outcomes):
+        for mailbox, outcome in zip(chunk, outcomes, strict=True):
             error = outcome.error
             if error is None:
                 self._succeed(mailbox)
@@ -326,10 +323,7 @@ class _Applier:
 
     def _settle(self, unclear: list[Mailbox]) -> list[Mailbox]:
         """Read unclear mailboxes back; count the flipped ones, return those that provably did not flip."""
-        commands = [
-            Command("Get-Mailbox", {"Identity": m.identity}, ("IsExchangeCloudManaged",))
-            for m in unclear
-        ]
+        commands = [Command("Get-Mailbox", {"Identity": m.identity}, ("IsExchangeCloudManaged",)) for m in unclear]
         try:
             outcomes = self._exchange.batch(commands, deadline=self._deadline)
         except ExoprovError as exc:
@@ -337,11 +331,14 @@ class _Applier:
                 self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {exc}")
             return []
         not_applied = []
-        for mailbox, outcome in zip(unclear, outcomes):
+        for mailbox, outcome in zip(unclear, outcomes, strict=True):
             if outcome.error is not None:
                 self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {outcome.error}")
-            elif outcome.result and outcome.result.value and \
-                    outcome.result.value[0].get("IsExchangeCloudManaged") is True:
+            elif (
+                outcome.result
+                and outcome.result.value
+                and outcome.result.value[0].get("IsExchangeCloudManaged") is True
+            ):
                 self._succeed(mailbox)
             else:
                 log.info("read-back shows %s not cloud-managed; writing again", mailbox.label)

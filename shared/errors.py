@@ -83,9 +83,7 @@ class ThrottledError(TransientError):
 
     code = "throttled"
 
-    def __init__(
-        self, message: str, context: CallContext | None = None, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, context: CallContext | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, context)
         self.retry_after = retry_after
 

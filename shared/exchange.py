@@ -36,7 +36,9 @@ MAX_PAGE_SIZE = 1000
 BATCH_LIMIT = 10  # what CIPP and ORADAZ use; the service maximum is unconfirmed
 ROLE = "Exchange.ManageAsApp"
 WRITE_SCOPE_MARKERS = (
-    "write scope", "synchronized from your on-premises organization", "on-premises mastered",
+    "write scope",
+    "synchronized from your on-premises organization",
+    "on-premises mastered",
 )
 
 
@@ -115,14 +117,14 @@ class ExchangeClient:
                 "id": str(index),
                 "method": "POST",
                 "url": self._invoke_url(command.select),
-                "headers": {"Content-Type": "application/json", **self._headers,
-                            "X-CmdletName": command.cmdlet},
+                "headers": {"Content-Type": "application/json", **self._headers, "X-CmdletName": command.cmdlet},
                 "body": command.body(),
             }
             for index, command in enumerate(commands)
         ]
         response = self._http.request(
-            "POST", f"{self._root}/$batch",
+            "POST",
+            f"{self._root}/$batch",
             body={"requests": requests},
             headers={**self._headers, "Prefer": "odata.continue-on-error"},
             write=any(command.write for command in commands),
@@ -136,10 +138,9 @@ class ExchangeClient:
         outcomes = []
         for index, command in enumerate(commands):
             item = by_id.get(str(index))
-            context = CallContext("exchange", command.cmdlet, command.target,
-                                  response.context.correlation_id)
+            context = CallContext("exchange", command.cmdlet, command.target, response.context.correlation_id)
             if item is None:
-                error = OutcomeUnknownError("the $batch answer has no item for this command", context)
+                error: ExoprovError = OutcomeUnknownError("the $batch answer has no item for this command", context)
                 outcomes.append(Outcome(command, error=error))
                 continue
             status = int(item.get("status", 0))
@@ -148,8 +149,7 @@ class ExchangeClient:
             if status == 200:
                 outcomes.append(Outcome(command, result=_result(body)))
                 continue
-            item_response = Response(status, _headers(item.get("headers")),
-                                     _encode(body), context)
+            item_response = Response(status, _headers(item.get("headers")), _encode(body), context)
             error = map_error(item_response, write=command.write)
             if isinstance(error, ThrottledError):
                 self._http.hold(error.retry_after or 1.0)
@@ -167,9 +167,14 @@ class ExchangeClient:
         while url:
             page_number += 1
             response = self._http.request(
-                "POST", url, body=command.body(), headers=headers, write=command.write,
+                "POST",
+                url,
+                body=command.body(),
+                headers=headers,
+                write=command.write,
                 operation=f"InvokeCommand {command.cmdlet}" + (f" page {page_number}" if page_number > 1 else ""),
-                target=command.target, deadline=deadline,
+                target=command.target,
+                deadline=deadline,
             )
             payload = response.json()
             if response.status != 200 or not isinstance(payload, dict):
@@ -218,8 +223,7 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
     if CONCURRENCY_TEXT in text or status == 429:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), 300.0)
         return ThrottledError(text or "throttled", context, retry_after)
-    if status == 404 or "ManagementObjectNotFoundException" in exception_type \
-            or "couldn't be found" in text:
+    if status == 404 or "ManagementObjectNotFoundException" in exception_type or "couldn't be found" in text:
         return NotFoundError(text or "not found", context)
     # Microsoft's DualWrite text says "may be transient", but when it names on-premises mastered
     # objects no retry can help: the attribute belongs to AD. Only other DualWrite failures are retried.

@@ -179,9 +179,7 @@ class ServiceClient:
                 refreshed = refresh_now = True
                 claims = claims_challenge(response.headers.get("WWW-Authenticate")) or None
                 continue
-            retry_after = parse_retry_after(
-                response.headers.get("Retry-After"), self.policy.max_retry_after
-            )
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self.policy.max_retry_after)
             if _is_throttle(response, retry_after):
                 last_error = "throttled by the service"
                 last_retry_after = retry_after
@@ -198,7 +196,8 @@ class ServiceClient:
             )
         raise ServiceUnavailableError(
             f"{last_error} after {self.policy.max_attempts} attempts; check {self.endpoint_setting} "
-            "and the service health", context,
+            "and the service health",
+            context,
         )
 
     def hold(self, seconds: float) -> None:
@@ -226,8 +225,13 @@ class ServiceClient:
         if payload is not None:
             all_headers["Content-Type"] = "application/json"
         raw = self._pool.request(
-            method, url, body=payload, headers=all_headers,
-            preload_content=False, decode_content=False, redirect=False,
+            method,
+            url,
+            body=payload,
+            headers=all_headers,
+            preload_content=False,
+            decode_content=False,
+            redirect=False,
         )
         try:
             data = raw.read(decode_content=False)
@@ -245,15 +249,16 @@ class ServiceClient:
             raise ThrottledError("the service asked us to wait beyond the time budget", context, wait)
         time.sleep(wait)
 
-    def _throttle(
-        self, retry_after: float | None, attempt: int, context: CallContext, deadline: float | None
-    ) -> None:
+    def _throttle(self, retry_after: float | None, attempt: int, context: CallContext, deadline: float | None) -> None:
         wait = retry_after if retry_after is not None else self._backoff_seconds(attempt)
         with self._gate:
             self._not_before = max(self._not_before, time.monotonic() + wait)
         log.info(
             "%s throttled, waiting %.2f s (cid %s, corr %s)",
-            self.service, wait, context.correlation_id, correlation_id(),
+            self.service,
+            wait,
+            context.correlation_id,
+            correlation_id(),
         )
         if attempt < self.policy.max_attempts:
             self._wait_for_gate(context, deadline)
@@ -276,8 +281,14 @@ class ServiceClient:
         self.calls += 1
         log.info(
             "%s %s %s%s -> %s in %.0f ms (attempt %d, cid %s, corr %s)",
-            self.service, method, operation, f" [{context.target}]" if context.target else "",
-            outcome, (time.monotonic() - started) * 1000, attempt, context.correlation_id,
+            self.service,
+            method,
+            operation,
+            f" [{context.target}]" if context.target else "",
+            outcome,
+            (time.monotonic() - started) * 1000,
+            attempt,
+            context.correlation_id,
             correlation_id(),
         )
 

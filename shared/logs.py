@@ -8,6 +8,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import TextIO
 
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("exoprov_correlation", default="-")
 
@@ -28,13 +29,23 @@ def correlation_scope(value: str | None = None) -> Iterator[str]:
         _correlation.reset(token)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time, not the one it was created with."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure(verbose: bool = False) -> None:
-    """Log to stderr with timestamps; the CLI and the worker call this once, the Functions host has its own."""
-    root = logging.getLogger("exoprov")
-    if root.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    root.propagate = False
+    """Log to stderr with timestamps; the CLI and the worker call this, the Functions host has its own."""
+    logger = logging.getLogger("exoprov")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        logger.addHandler(handler)

@@ -19,7 +19,12 @@ def run_scheduled_sweep() -> Report:
         report = sweep(clients.exchange(), settings, apply=settings.enforce_mode == "apply")
         log.warning(
             "sweep %s (%s): %d candidates, %d changed, %d failed, brake %s, complete %s",
-            run_id, report.mode, report.candidates, report.changed, report.failed,
-            report.brake_engaged, report.complete,
+            run_id,
+            report.mode,
+            report.candidates,
+            report.changed,
+            report.failed,
+            report.brake_engaged,
+            report.complete,
         )
     return report

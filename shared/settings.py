@@ -29,19 +29,27 @@ class Cloud:
 
 CLOUDS: dict[str, Cloud] = {
     "public": Cloud(
-        "public", "https://graph.microsoft.com", "https://outlook.office365.com",
+        "public",
+        "https://graph.microsoft.com",
+        "https://outlook.office365.com",
         "login.microsoftonline.com",
     ),
     "usgov": Cloud(
-        "usgov", "https://graph.microsoft.us", "https://outlook.office365.us",
+        "usgov",
+        "https://graph.microsoft.us",
+        "https://outlook.office365.us",
         "login.microsoftonline.us",
     ),
     "usgovdod": Cloud(
-        "usgovdod", "https://dod-graph.microsoft.us", "https://outlook-dod.office365.us",
+        "usgovdod",
+        "https://dod-graph.microsoft.us",
+        "https://outlook-dod.office365.us",
         "login.microsoftonline.us",
     ),
     "china": Cloud(
-        "china", "https://microsoftgraph.chinacloudapi.cn", "https://outlook.office365.cn",
+        "china",
+        "https://microsoftgraph.chinacloudapi.cn",
+        "https://outlook.office365.cn",
         "login.chinacloudapi.cn",
     ),
 }
@@ -107,9 +115,7 @@ class Settings:
         poll_max = reader.get("POLL_MAX_SECONDS", 900.0, _duration)
         settings = cls(
             storage=reader.optional("AzureWebJobsStorage"),
-            storage_queue_service_uri=reader.get(
-                "AzureWebJobsStorage__queueServiceUri", None, _url(allow_path=True)
-            ),
+            storage_queue_service_uri=reader.get("AzureWebJobsStorage__queueServiceUri", None, _url(allow_path=True)),
             storage_credential=reader.optional("AzureWebJobsStorage__credential"),
             storage_client_id=reader.optional("AzureWebJobsStorage__clientId"),
             tenant_id=reader.get("AZURE_TENANT_ID", None, _guid),
@@ -122,9 +128,7 @@ class Settings:
             enforce_schedule=reader.get("ENFORCE_SCHEDULE", "0 0 */4 * * *", _ncrontab),
             enforce_mode=reader.get("ENFORCE_MODE", "report", _choice(("report", "apply"))),
             enforce_max_changes=reader.get("ENFORCE_MAX_CHANGES", 500, _int_between(0, 10**9)),
-            enforce_recipient_types=reader.get(
-                "ENFORCE_RECIPIENT_TYPES", frozenset(RECIPIENT_TYPES), _recipient_types
-            ),
+            enforce_recipient_types=reader.get("ENFORCE_RECIPIENT_TYPES", frozenset(RECIPIENT_TYPES), _recipient_types),
             enforce_exclude=reader.get("ENFORCE_EXCLUDE", frozenset(), _identity_set),
             enforce_concurrency=reader.get("ENFORCE_CONCURRENCY", 4, _int_between(1, 16)),
             enforce_time_budget_seconds=reader.get("ENFORCE_TIME_BUDGET_SECONDS", 1500.0, _duration),
@@ -137,17 +141,15 @@ class Settings:
             poll_max_seconds=poll_max,
             http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration),
             http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration),
-            http_max_retry_after_seconds=reader.get(
-                "HTTP_MAX_RETRY_AFTER_SECONDS", 300.0, _duration
-            ),
+            http_max_retry_after_seconds=reader.get("HTTP_MAX_RETRY_AFTER_SECONDS", 300.0, _duration),
             http_max_attempts=reader.get("HTTP_MAX_ATTEMPTS", 6, _int_between(1, 20)),
             http_backoff_seconds=reader.get("HTTP_BACKOFF_SECONDS", 1.0, _duration),
         )
         if poll_min > poll_max:
             reader.problem("POLL_MIN_SECONDS", f"{poll_min:g} is above POLL_MAX_SECONDS ({poll_max:g})")
-        if settings.default_license and settings.allowed_licenses:
-            if not license_allowed(settings.default_license, settings.allowed_licenses):
-                reader.problem("DEFAULT_LICENSE", "must be one of ALLOWED_LICENSES")
+        default, allowed = settings.default_license, settings.allowed_licenses
+        if default and allowed and not license_allowed(default, allowed):
+            reader.problem("DEFAULT_LICENSE", "must be one of ALLOWED_LICENSES")
         reader.raise_problems()
         return settings
 

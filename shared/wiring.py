@@ -50,8 +50,12 @@ class Clients:
         with self._lock:
             if self._exchange is None:
                 http = ServiceClient(
-                    "exchange", self.settings.exchange_endpoint, self.settings.exchange_resource,
-                    "EXCHANGE_ENDPOINT", self.tokens, policy_for(self.settings),
+                    "exchange",
+                    self.settings.exchange_endpoint,
+                    self.settings.exchange_resource,
+                    "EXCHANGE_ENDPOINT",
+                    self.tokens,
+                    policy_for(self.settings),
                 )
                 self._exchange = ExchangeClient(http, self.tenant_id())
             return self._exchange
@@ -68,3 +72,10 @@ def process_clients() -> Clients:
         if _process is None:
             _process = Clients.from_settings(Settings.from_env())
         return _process
+
+
+def reset_process_clients() -> None:
+    """Forget the process's clients, so the next use reads the environment again (tests, reloads)."""
+    global _process
+    with _process_lock:
+        _process = None

@@ -20,9 +20,19 @@ from shared.wiring import Clients
 ROOT = Path(__file__).resolve().parent.parent
 # Every setting the app reads; tests start from none of them so the developer's shell cannot leak in.
 APP_SETTINGS = [
-    "AzureWebJobsStorage", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_SECRET", "CLOUD", "GRAPH_ENDPOINT", "EXCHANGE_ENDPOINT",
-    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+    "AzureWebJobsStorage",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_CLIENT_SECRET",
+    "CLOUD",
+    "GRAPH_ENDPOINT",
+    "EXCHANGE_ENDPOINT",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
     *[name for name in os.environ if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_"))],
 ]
 
@@ -37,9 +47,12 @@ class SandboxHandle:
         self._http = urllib3.PoolManager()
 
     def _call(self, method: str, name: str, body: Any = None) -> Any:
-        response = self._http.request(method, f"{self.url}/_sandbox/{name}",
-                                      body=json.dumps(body) if body is not None else None,
-                                      headers={"Content-Type": "application/json"})
+        response = self._http.request(
+            method,
+            f"{self.url}/_sandbox/{name}",
+            body=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
         assert response.status == 200, response.data
         return json.loads(response.data)
 
@@ -70,7 +83,9 @@ def sandbox_process() -> Iterator[SandboxHandle]:
     """The sandbox on a free loopback port; stopped by its own pid, and by its lifetime if we die."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--port", "0", "--json", "--lifetime", "3000"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

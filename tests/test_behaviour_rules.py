@@ -43,7 +43,10 @@ def test_b2_mail_alone_creates_no_mailbox(exo: ExchangeClient) -> None:
 
 def test_b3_mailbox_without_mail_gets_upn_as_primary(exo: ExchangeClient) -> None:
     """A licensed user with empty `mail` gets its UPN as primary SMTP address."""
-    assert one(exo, "Get-Mailbox", "UserNoMailWithEXO@contoso.com")["PrimarySmtpAddress"] == "UserNoMailWithEXO@contoso.com"
+    assert (
+        one(exo, "Get-Mailbox", "UserNoMailWithEXO@contoso.com")["PrimarySmtpAddress"]
+        == "UserNoMailWithEXO@contoso.com"
+    )
 
 
 def test_b4_mailbox_with_mail_gets_mail_as_primary_plus_sip_and_onmicrosoft(exo: ExchangeClient) -> None:
@@ -98,8 +101,9 @@ def test_b8_the_flag_exists_for_mailboxes_only(exo: ExchangeClient) -> None:
 def test_b8_setting_the_flag_twice_warns_and_changes_nothing(exo: ExchangeClient) -> None:
     """A no-op Set-Mailbox succeeds with the "no settings ... have been modified" warning."""
     run(exo, "Set-Mailbox", Identity="UserWithMailWithEXO@contoso.com", IsExchangeCloudManaged=True)
-    result = exo.invoke(Command("Set-Mailbox", {"Identity": "UserWithMailWithEXO@contoso.com",
-                                                "IsExchangeCloudManaged": True}))
+    result = exo.invoke(
+        Command("Set-Mailbox", {"Identity": "UserWithMailWithEXO@contoso.com", "IsExchangeCloudManaged": True})
+    )
     assert any("have been modified" in w for w in result.warnings)
 
 

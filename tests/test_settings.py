@@ -83,7 +83,9 @@ def test_token_resources_follow_the_cloud_not_the_endpoint_override() -> None:
 
 def test_exclusions_and_licenses_are_case_insensitive() -> None:
     """ENFORCE_EXCLUDE and ALLOWED_LICENSES match whatever case a person typed."""
-    settings = Settings.from_env({"ENFORCE_EXCLUDE": " VIP@Contoso.com , 1234 ", "ALLOWED_LICENSES": "exchangestandard"})
+    settings = Settings.from_env(
+        {"ENFORCE_EXCLUDE": " VIP@Contoso.com , 1234 ", "ALLOWED_LICENSES": "exchangestandard"}
+    )
     assert settings.enforce_exclude == {"vip@contoso.com", "1234"}
     assert license_allowed("ExchangeStandard", settings.allowed_licenses)
 
@@ -92,6 +94,7 @@ def test_certificate_password_never_shows_in_repr(tmp_path) -> None:
     """A settings object printed in a log never reveals the certificate password."""
     cert = tmp_path / "app.pem"
     cert.write_text("not a real certificate")
-    settings = Settings.from_env({"AZURE_CLIENT_CERTIFICATE_PATH": str(cert),
-                                  "AZURE_CLIENT_CERTIFICATE_PASSWORD": "hunter2"})
+    settings = Settings.from_env(
+        {"AZURE_CLIENT_CERTIFICATE_PATH": str(cert), "AZURE_CLIENT_CERTIFICATE_PASSWORD": "hunter2"}
+    )
     assert "hunter2" not in repr(settings)

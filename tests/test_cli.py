@@ -1,0 +1,107 @@
+"""The `exoprov` command as a person runs it: output, exit codes and actionable failures."""
+
+from __future__ import annotations
+
+import json
+
+from shared.cli import main
+
+CONTRACT_FIELDS = {
+    "mode",
+    "scanned",
+    "dirSynced",
+    "alreadyCloudManaged",
+    "candidates",
+    "changed",
+    "excluded",
+    "failed",
+    "brakeEngaged",
+    "tenantDefaultCloudManaged",
+    "durationSeconds",
+    "failures",
+}
+
+
+def test_sweep_json_has_every_contract_field(env, capsys) -> None:
+    """`exoprov sweep --json` prints the report with at least the fields of contract 4, exit 0."""
+    assert main(["sweep", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= CONTRACT_FIELDS
+    assert report["mode"] == "report" and report["changed"] == 0
+
+
+def test_sweep_prints_a_readable_table_by_default(env, capsys) -> None:
+    """Without --json the report is a table a person can read."""
+    assert main(["sweep"]) == 0
+    out = capsys.readouterr().out
+    assert "exoprov sweep (report mode)" in out and "candidates              6" in out
+
+
+def test_apply_flag_changes_mailboxes_and_report_flag_wins_over_enforce_mode(env, sandbox, monkeypatch, capsys) -> None:
+    """--apply changes; ENFORCE_MODE=apply applies when no flag is given; --report always only reports."""
+    monkeypatch.setenv("ENFORCE_MODE", "apply")
+    assert main(["sweep", "--report", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == 0
+    assert main(["sweep", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == 6
+
+
+def test_the_brake_exits_2(env, monkeypatch, capsys) -> None:
+    """When the brake engages, the exit code is 2 and the table says so."""
+    monkeypatch.setenv("ENFORCE_MAX_CHANGES", "1")
+    assert main(["sweep", "--apply"]) == 2
+    assert "brake engaged           YES (limit 1)" in capsys.readouterr().out
+
+
+def test_failed_mailboxes_exit_1_and_are_listed(env, sandbox, capsys) -> None:
+    """A mailbox that could not be changed makes the exit code 1 and appears under failures."""
+    sandbox.knobs(fault_item_429_rate=1.0, retry_after=0.01)
+    assert main(["sweep", "--apply", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == 6 and report["failures"][0]["identity"].endswith("@contoso.com")
+
+
+def test_a_bad_setting_exits_1_and_names_it(env, monkeypatch, capsys) -> None:
+    """A configuration error is one line naming the setting, exit 1, no traceback."""
+    monkeypatch.setenv("ENFORCE_MODE", "yes-please")
+    assert main(["sweep"]) == 1
+    err = capsys.readouterr().err
+    assert "ENFORCE_MODE" in err and "Traceback" not in err
+
+
+def test_doctor_passes_against_the_sandbox(env, capsys) -> None:
+    """Every check passes against the sandbox: settings, token, role, Exchange."""
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  ok  ") == 4 and "all checks passed" in out
+
+
+def test_doctor_with_a_wrong_endpoint_says_what_to_fix(env, monkeypatch, capsys) -> None:
+    """An unreachable EXCHANGE_ENDPOINT fails the Exchange check with the setting to fix."""
+    monkeypatch.setenv("EXCHANGE_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  exchange admin api" in out and "fix: check EXCHANGE_ENDPOINT (now http://127.0.0.1:9)" in out
+
+
+def test_doctor_with_a_token_lacking_the_exchange_role_says_how_to_grant_it(env, sandbox, capsys) -> None:
+    """A token without Exchange.ManageAsApp fails the role check with the command that grants it."""
+    sandbox.knobs(roles={"https://outlook.office365.com": []})
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  exchange role" in out and "without Exchange.ManageAsApp" in out
+    assert "New-MgServicePrincipalAppRoleAssignment" in out
+
+
+def test_doctor_without_any_identity_explains_the_options(env, monkeypatch, capsys) -> None:
+    """With no way to get a token, the token check says which identities are possible."""
+    monkeypatch.setenv("IDENTITY_HEADER", "wrong")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  exchange token" in out and "az login" in out
+
+
+def test_the_sandbox_refuses_a_non_loopback_address(capsys) -> None:
+    """`exoprov sandbox` listens on loopback only."""
+    assert main(["sandbox", "--host", "0.0.0.0"]) == 2
+    assert "loopback" in capsys.readouterr().err
