@@ -21,7 +21,9 @@ EXOPROV = [sys.executable, "-m", "shared.cli"]
 def main() -> int:
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--port", "0", "--json", "--lifetime", "600"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert sandbox.stdout is not None
