@@ -22,6 +22,7 @@ class Knobs:
     retry_after: float = 1.0  # what a throttling answer asks for
     fault_503_rate: float = 0.0  # 503 without Retry-After, nothing done
     fault_429_rate: float = 0.0  # 429 with Retry-After, nothing done
+    fault_504_rate: float = 0.0  # 504 gateway timeout after the work was done
     fault_item_429_rate: float = 0.0  # a $batch item answered 429 with Retry-After, nothing done
     fault_empty_error_rate: float = 0.0  # a write is applied, then answered with an empty error
     fault_hang_rate: float = 0.0  # answer only after `hang_seconds`

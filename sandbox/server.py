@@ -92,15 +92,21 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         box = self.server.sandbox
-        if url.path == "/msi/token":
-            reply = self._token(box, parse_qs(url.query))
-        elif url.path.startswith("/_sandbox/"):
-            reply = self._control(box, url.path[len("/_sandbox/") :], body)
-        elif url.path.startswith("/adminapi/beta/"):
-            reply = self._exchange(box, url.path, parse_qs(url.query), body)
-        else:
-            reply = Reply.json(404, {"error": {"code": "NotFound", "message": f"no route for {url.path}"}})
+        try:
+            reply = self._route(box, url.path, parse_qs(url.query), body)
+        except Exception as exc:  # a sandbox bug must be a loud 500, never a silent hang
+            log.exception("sandbox error on %s %s", self.command, url.path)
+            reply = Reply.json(500, {"error": {"code": "SandboxError", "message": f"sandbox bug: {exc!r}"}})
         self._send(reply)
+
+    def _route(self, box: Sandbox, path: str, query: dict[str, list[str]], body: Any) -> Reply:
+        if path == "/msi/token":
+            return self._token(box, query)
+        if path.startswith("/_sandbox/"):
+            return self._control(box, path[len("/_sandbox/") :], body)
+        if path.startswith("/adminapi/beta/"):
+            return self._exchange(box, path, query, body)
+        return Reply.json(404, {"error": {"code": "NotFound", "message": f"no route for {path}"}})
 
     def _send(self, reply: Reply) -> None:
         self.server.sandbox.stats.count("statuses", reply.status)
@@ -207,6 +213,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             origin = f"http://{self.headers.get('Host', '127.0.0.1')}"
             reply = exchange.invoke(origin, base, query, self.headers, body)
+        if box.dice.roll(knobs.fault_504_rate):
+            box.stats.count("faults", "504")
+            return Reply.json(504, {"error": {"code": "GatewayTimeout", "message": "Gateway Timeout"}})
         if box.dice.roll(knobs.fault_drop_rate):
             box.stats.count("faults", "drop")
             reply.drop = True

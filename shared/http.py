@@ -186,8 +186,12 @@ class ServiceClient:
                 self._throttle(retry_after, attempt, context, deadline)
                 continue
             if response.status in RETRYABLE_READ_STATUSES and not write:
+                # A read is safe to repeat; wait as long as the service asked, or back off.
                 last_error = f"the service answered HTTP {response.status}"
-                self._backoff(attempt, context, deadline, last_error)
+                if retry_after is not None:
+                    self._throttle(retry_after, attempt, context, deadline)
+                else:
+                    self._backoff(attempt, context, deadline, last_error)
                 continue
             return response
         if last_error.startswith("throttled"):
@@ -297,7 +301,7 @@ def _is_throttle(response: Response, retry_after: float | None) -> bool:
     if response.status == 429:
         return True
     if response.status == 503 and retry_after is not None:
-        return True
+        return True  # a 503 that says when to come back did not run the request: safe to replay
     # Exchange reports its per-tenant concurrency limit in text, not always with a 429.
     return response.status >= 400 and CONCURRENCY_TEXT in response.body[:4096].decode("utf-8", "replace")
 

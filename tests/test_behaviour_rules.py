@@ -36,9 +36,15 @@ def test_b1_every_synced_user_is_a_user_with_its_upn(exo: ExchangeClient) -> Non
 
 
 def test_b2_mail_alone_creates_no_mailbox(exo: ExchangeClient) -> None:
-    """A user with `mail` but no Exchange license has no mailbox (B2, and B6: none without a license)."""
+    """A user with `mail` but no Exchange license has no mailbox."""
     with pytest.raises(NotFoundError, match="couldn't be found"):
         run(exo, "Get-Mailbox", Identity="UserWithMailNoEXO@contoso.com")
+
+
+def test_b6_without_hybrid_no_license_means_no_mailbox_at_all(exo: ExchangeClient) -> None:
+    """Unlike Enable-RemoteMailbox in classic hybrid, an unlicensed synced user has no (unlicensed) mailbox."""
+    mailboxes = {m["UserPrincipalName"] for m in run(exo, "Get-Mailbox")}
+    assert not mailboxes & {"UserNoMailNoEXO@contoso.com", "UserWithMailNoEXO@contoso.com"}
 
 
 def test_b3_mailbox_without_mail_gets_upn_as_primary(exo: ExchangeClient) -> None:

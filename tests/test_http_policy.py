@@ -81,6 +81,18 @@ def test_a_write_whose_connection_drops_is_not_replayed(clients: Clients, sandbo
     assert sandbox.stats()["commands"]["Set-Mailbox"] == 1
 
 
+def test_a_write_answered_with_a_gateway_timeout_is_not_replayed(clients: Clients, sandbox) -> None:
+    """A 504 on a write may hide a write that happened: OutcomeUnknownError, sent once."""
+    exo = clients.exchange()
+    exo.invoke(ORG)
+    sandbox.knobs(fault_504_rate=1.0)
+    with pytest.raises(OutcomeUnknownError):
+        exo.invoke(
+            Command("Set-Mailbox", {"Identity": "UserWithMailWithEXO@contoso.com", "IsExchangeCloudManaged": True})
+        )
+    assert sandbox.stats()["commands"]["Set-Mailbox"] == 1
+
+
 def test_a_write_that_hangs_past_the_read_timeout_is_not_replayed(env, sandbox, monkeypatch) -> None:
     """A write answered after the read timeout is ambiguous: no replay, OutcomeUnknownError."""
     monkeypatch.setenv("HTTP_READ_TIMEOUT_SECONDS", "0.3")

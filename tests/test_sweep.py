@@ -111,6 +111,17 @@ def test_apply_over_thousands_under_faults_flips_exactly_the_expected_set(env, s
     assert stats["retryAfterViolations"] == []
 
 
+def test_a_request_rate_limit_slows_the_sweep_but_loses_nothing(env, sandbox, monkeypatch) -> None:
+    """Under a tenant request-rate limit the sweep waits as told and still flips every candidate."""
+    sandbox.reset({"generate": {"mailboxes": 300, "candidates": 120}})
+    sandbox.knobs(requests_per_second=20, retry_after=0.05)
+    monkeypatch.setenv("HTTP_MAX_ATTEMPTS", "20")
+    report = run_sweep(apply=True)
+    stats = sandbox.stats()
+    assert (report.changed, report.failed) == (120, 0)
+    assert stats["retryAfterViolations"] == []
+
+
 def test_report_counts_equal_the_tenant_truth(env, sandbox, monkeypatch) -> None:
     """Every count of the report matches what the tenant holds."""
     monkeypatch.setenv("ENFORCE_EXCLUDE", "vip@contoso.com")
