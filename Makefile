@@ -1,15 +1,16 @@
 # The two commands of the README, and the pieces they are made of.
-#   make run    set up, start the sandbox tenant, run the sweep (report, then apply), stop it again
+#   make run    set up, start the sandbox tenant and Azurite, run the sweep and a provisioning batch, stop both
 #   make test   set up, then ruff, mypy and pytest
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE   := node_modules/.installed
 
 .PHONY: setup run test lint typecheck pytest sandbox clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE)
 
 # Reinstall whenever a dependency list changes; the stamp keeps repeated runs fast.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -20,7 +21,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-run: $(STAMP)
+# Azurite (the storage emulator) for the queues, pinned in package-lock.json; runs on Node 20.
+$(NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
 	$(BIN)/python -m sandbox.demo
 
 test: lint typecheck pytest
@@ -32,11 +38,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-pytest: $(STAMP)
+pytest: setup
 	$(BIN)/pytest
 
 sandbox: $(STAMP)
 	$(BIN)/exoprov sandbox
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules .run build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -3,6 +3,8 @@
 import azure.functions as func
 
 from functions.enforce import bp as enforce
+from functions.provision import bp as provision
 
 app = func.FunctionApp()
 app.register_functions(enforce)
+app.register_functions(provision)

@@ -1,26 +1,61 @@
-"""`make run`: the main job on the embedded default, the sandbox tenant on loopback.
+"""`make run`: both jobs on the embedded default, the sandbox tenant and Azurite on loopback.
 
-Starts the sandbox, points exoprov at it exactly as Azure would (managed identity endpoint, service
-endpoints), runs `exoprov doctor`, then `exoprov sweep` in report mode and with --apply, and stops
-the sandbox again by its process id.
+Starts the sandbox and Azurite, points exoprov at them exactly as Azure would (managed-identity
+endpoint, service endpoints, a storage connection string), runs `exoprov doctor`, the sweep in report
+mode and with --apply, then submits a small HR batch, runs the worker until the queues are empty and
+prints the results. Everything it started is stopped again by process id.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from sandbox.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 EXOPROV = [sys.executable, "-m", "shared.cli"]
+# New hires created "on-premises": they reach the sandbox tenant after a short sync delay.
+NEW_HIRES = [
+    {"upn": "new.hire@contoso.com", "mail": "alex.wilber@contoso.com", "syncDelaySeconds": 2},
+    {"upn": "helpdesk@contoso.com", "mail": "helpdesk@contoso.com", "accountEnabled": False},
+    {"upn": "room.london@contoso.com", "mail": "room.london@contoso.com", "accountEnabled": False},
+]
+SETTINGS = {
+    "ENFORCE_EXCLUDE": "vip@contoso.com",
+    "ALLOWED_LICENSES": "EXCHANGESTANDARD",
+    "DEFAULT_LICENSE": "EXCHANGESTANDARD",
+    "DEFAULT_USAGE_LOCATION": "DE",
+    "POLL_MIN_SECONDS": "1",
+    "POLL_MAX_SECONDS": "2",
+}
 
 
 def main() -> int:
+    run_dir = ROOT / ".run"
+    shutil.rmtree(run_dir / "azurite", ignore_errors=True)
+    azurite = Azurite.on_free_ports(run_dir / "azurite")
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--json", "--lifetime", "600"],
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "--port",
+            "0",
+            "--json",
+            "--lifetime",
+            "900",
+            "--knobs",
+            json.dumps({"mailbox_delay": 3, "conversion_lag": 1}),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -28,27 +63,84 @@ def main() -> int:
     try:
         assert sandbox.stdout is not None
         ready = json.loads(sandbox.stdout.readline())
-        env = {**os.environ, **ready["env"], "ENFORCE_EXCLUDE": "vip@contoso.com"}
-        print(f"sandbox tenant on {ready['url']} (pid {ready['pid']}); seed: the objects of the original tests\n")
-        steps = [
-            ("exoprov doctor", ["doctor"]),
-            ("exoprov sweep            (report mode: changes nothing)", ["sweep"]),
-            ("exoprov sweep --apply    (ENFORCE_EXCLUDE=vip@contoso.com)", ["sweep", "--apply"]),
-            ("exoprov sweep            (again: nothing left to do)", ["sweep"]),
-        ]
-        for title, args in steps:
-            print(f"$ {title}", flush=True)
-            code = subprocess.call(EXOPROV + args, cwd=ROOT, env=env)
-            print(flush=True)
-            if code != 0:
-                print(f"make run: '{title.split('  ')[0]}' exited {code}", file=sys.stderr)
-                return code
-        return 0
+        azurite.start()
+        env = {**os.environ, **ready["env"], **SETTINGS, "AzureWebJobsStorage": azurite.connection_string}
+        print(
+            f"sandbox tenant on {ready['url']} (pid {ready['pid']}); Azurite on ports "
+            f"{azurite.blob_port}/{azurite.queue_port} (pid {azurite.process.pid if azurite.process else '-'})\n"
+        )
+        for user in NEW_HIRES:
+            urllib3.request("POST", f"{ready['url']}/_sandbox/users", body=json.dumps(user))
+        code = _steps(env)
+        if code == 0:
+            _print_results(env)
+        return code
     finally:
+        azurite.stop()
         os.kill(sandbox.pid, signal.SIGTERM)
         sandbox.wait(timeout=10)
         if sandbox.stdout:
             sandbox.stdout.close()
+
+
+def _steps(env: dict[str, str]) -> int:
+    steps: list[tuple[str, list[str] | None]] = [
+        ("exoprov doctor", ["doctor"]),
+        ("exoprov sweep            (report mode: changes nothing)", ["sweep"]),
+        ("exoprov sweep --apply    (ENFORCE_EXCLUDE=vip@contoso.com)", ["sweep", "--apply"]),
+        ("exoprov sweep            (again: nothing left to do)", ["sweep"]),
+        (
+            "exoprov submit --upn new.hire@contoso.com",
+            ["submit", "--upn", "new.hire@contoso.com", "--request-id", "hr-1001"],
+        ),
+        (
+            "exoprov submit --upn helpdesk@contoso.com --type Shared",
+            ["submit", "--upn", "helpdesk@contoso.com", "--type", "Shared", "--request-id", "hr-1002"],
+        ),
+        (
+            "exoprov submit --upn room.london@contoso.com --type Room",
+            ["submit", "--upn", "room.london@contoso.com", "--type", "Room", "--request-id", "hr-1003"],
+        ),
+        ("(an HR system puts an invalid request straight on the queue)", None),
+        ("exoprov worker --until-idle --timeout 120", ["worker", "--until-idle", "--timeout", "120", "--no-sweep"]),
+    ]
+    for title, args in steps:
+        print(f"$ {title}", flush=True)
+        if args is None:
+            _send_invalid(env)
+            code = 0
+        else:
+            code = subprocess.call(EXOPROV + args, cwd=ROOT, env=env)
+        print(flush=True)
+        if code != 0:
+            print(f"make run: '{title.split('  ')[0]}' exited {code}", file=sys.stderr)
+            return code
+    return 0
+
+
+def _send_invalid(env: dict[str, str]) -> None:
+    from shared.queues import REQUESTS, Storage
+    from shared.settings import Settings
+
+    bad = {"requestId": "hr-1004", "userPrincipalName": "someone@contoso.com", "mailboxType": "Castle"}
+    Storage(Settings.from_env(env)).send(REQUESTS, json.dumps(bad))
+    print(json.dumps(bad))
+
+
+def _print_results(env: dict[str, str]) -> None:
+    print("$ exoprov results", flush=True)
+    output = subprocess.run(EXOPROV + ["results"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    print(output.stdout, end="")
+    results: list[dict[str, Any]] = sorted(
+        (json.loads(line) for line in output.stdout.splitlines()), key=lambda r: r["requestId"]
+    )
+    print(f"\n{'request':<9}{'status':<11}{'mailbox':<18}{'primary address':<27}{'license removed':<17}error")
+    for r in results:
+        error = (r.get("error") or {}).get("code", "")
+        print(
+            f"{r['requestId']:<9}{r['status']:<11}{str(r['recipientTypeDetails'] or '-'):<18}"
+            f"{str(r['primarySmtpAddress'] or '-'):<27}{'yes' if r['licenseRemoved'] else 'no':<17}{error}"
+        )
 
 
 if __name__ == "__main__":

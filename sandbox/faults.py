@@ -33,6 +33,9 @@ class Knobs:
     nextlink_ttl: float = 300.0
     batch_limit: int = 20
     conversion_lag: float = 0.0
+    mailbox_delay: float = 0.0  # licence assigned -> mailbox appears
+    graph_fault_429_rate: float = 0.0
+    graph_fault_503_rate: float = 0.0
     seed: int = 7
     roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
 

@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox.exchange_api import ExchangeApi, Reply
 from sandbox.faults import Dice, Knobs, Limiter, Stats, knobs_json
+from sandbox.graph_api import GraphApi
 from sandbox.tenant import Tenant, User
-from sandbox.tokens import EXCHANGE_RESOURCE, TokenIssuer
+from sandbox.tokens import EXCHANGE_RESOURCE, GRAPH_RESOURCE, TokenIssuer
 
 log = logging.getLogger("sandbox")
 SEEDS = Path(__file__).parent / "seeds"
@@ -54,12 +55,17 @@ class Sandbox:
             self.knobs = Knobs()
             self.knobs.update(knobs)
             self.tenant = Tenant(load_seed(seed))
-            self.tenant.conversion_lag = self.knobs.conversion_lag
+            self.apply_tenant_knobs()
             self.issuer = TokenIssuer(self.tenant.id)
             self.stats = Stats()
             self.dice = Dice(self.knobs.seed)
             self.limiter = Limiter(self.knobs, self.stats)
             self.exchange = ExchangeApi(self.tenant, self.knobs, self.stats, self.dice)
+            self.graph = GraphApi(self.tenant)
+
+    def apply_tenant_knobs(self) -> None:
+        self.tenant.conversion_lag = self.knobs.conversion_lag
+        self.tenant.mailbox_delay = self.knobs.mailbox_delay
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -106,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._control(box, path[len("/_sandbox/") :], body)
         if path.startswith("/adminapi/beta/"):
             return self._exchange(box, path, query, body)
+        if path.startswith("/v1.0/"):
+            return self._graph(box, path, body)
         return Reply.json(404, {"error": {"code": "NotFound", "message": f"no route for {path}"}})
 
     def _send(self, reply: Reply) -> None:
@@ -221,6 +229,26 @@ class Handler(BaseHTTPRequestHandler):
             reply.drop = True
         return reply
 
+    # -- Graph -----------------------------------------------------------------------------
+
+    def _graph(self, box: Sandbox, path: str, body: Any) -> Reply:
+        request_id = self.headers.get("client-request-id", "")
+        box.stats.check_retry_after(request_id)
+        box.stats.count("requests", f"graph {self.command} {_graph_operation(path)}")
+        claims, why = box.issuer.verify(self.headers.get("Authorization"), GRAPH_RESOURCE)
+        if claims is None:
+            return Reply.json(401, {"error": {"code": "InvalidAuthenticationToken", "message": why}})
+        knobs, graph = box.knobs, box.graph
+        if knobs.latency:
+            time.sleep(knobs.latency)
+        if box.dice.roll(knobs.graph_fault_429_rate):
+            box.stats.count("faults", "graph_429")
+            return self._throttle(box, request_id, knobs.retry_after, "Too many requests.")
+        if box.dice.roll(knobs.graph_fault_503_rate):
+            box.stats.count("faults", "graph_503")
+            return Reply.json(503, {"error": {"code": "serviceNotAvailable", "message": "Service unavailable."}})
+        return graph.handle(self.command, path, body, list(claims.get("roles", [])))
+
     def _throttle(self, box: Sandbox, request_id: str, seconds: float, message: str) -> Reply:
         with box.stats.lock:
             box.stats.throttled += 1
@@ -246,7 +274,7 @@ class Handler(BaseHTTPRequestHandler):
                     box.knobs.update(body)
                 except ValueError as exc:
                     return Reply.json(400, {"error": str(exc)})
-                box.tenant.conversion_lag = box.knobs.conversion_lag
+                box.apply_tenant_knobs()
             return Reply.json(200, knobs_json(box.knobs))
         if name == "reset":
             try:
@@ -257,6 +285,12 @@ class Handler(BaseHTTPRequestHandler):
         if name == "rotate-keys":
             box.issuer.rotate()  # every token issued so far now fails with 401
             return Reply.json(200, {"ok": True})
+        if name == "users" and self.command == "POST":
+            with box.tenant.lock:
+                user = box.tenant.add_user(body)  # an AD user created now, appearing after its sync delay
+            return Reply.json(200, {"id": user.id})
+        if name == "licenses":
+            return Reply.json(200, {u.upn: sorted(u.licenses) for u in box.tenant.users.values()})
         if name == "mailboxes":
             return Reply.json(200, [_truth(u) for u in box.tenant.mailbox_users()])
         if name == "sync-mail":
@@ -275,6 +309,12 @@ def _truth(user: User) -> dict[str, Any]:
         "dirSynced": user.dir_synced,
         "cloudManaged": box.cloud_managed,
     }
+
+
+def _graph_operation(path: str) -> str:
+    if path.endswith("/assignLicense"):
+        return "assignLicense"
+    return "subscribedSkus" if path.endswith("subscribedSkus") else "user"
 
 
 def _cmdlet_name(body: Any) -> str:

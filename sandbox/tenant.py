@@ -197,6 +197,9 @@ class Tenant:
             details = {**TYPE_TO_DETAILS, "User": "UserMailbox"}.get(kind, kind)
             user.mailbox = self._new_mailbox(user, details)
             user.mailbox.cloud_managed = bool(spec.get("cloudManaged", False))
+            user.mailbox.size_gb = float(spec.get("mailboxSizeGB", 0.1))
+            user.mailbox.archive = bool(spec.get("archive", False))
+            user.mailbox.hold = bool(spec.get("litigationHold", False))
         self.users[user.id] = user
         self._index = None
         return user
@@ -370,13 +373,72 @@ class Tenant:
             )
         box = user.mailbox
         assert box is not None
-        if box.recipient_type == target and box.pending_type is None:
+        if (box.pending_type or box.recipient_type) == target:
             return [], [NO_CHANGE.format(identity)]
         box.pending_type = target
         box.pending_at = self.clock() + self.conversion_lag
         return [], []
 
     conversion_lag = 0.0
+    mailbox_delay = 0.0
+
+    # -- licensing (Graph's assignLicense, and what Exchange does about it) ----------------------
+
+    def sku(self, sku_id: str) -> dict[str, Any] | None:
+        return next((s for s in self.skus if s["skuId"].lower() == sku_id.lower()), None)
+
+    def has_exchange_plan(self, user: User) -> bool:
+        """Whether any license of the user leaves an Exchange Online plan enabled."""
+        for sku_id, assignment in user.licenses.items():
+            sku = self.sku(sku_id)
+            plans = (
+                sku.get("servicePlans", [])
+                if sku
+                else [{"servicePlanName": "EXCHANGE_S_STANDARD", "servicePlanId": ""}]
+            )
+            if any(
+                p["servicePlanName"] in EXCHANGE_PLANS and p["servicePlanId"] not in assignment.disabled_plans
+                for p in plans
+            ):
+                return True
+        return False
+
+    def assign_license(self, user: User, sku_id: str, disabled_plans: list[str]) -> None:
+        """B2: an Exchange plan creates the mailbox, after the provisioning delay, with B3/B4 addresses."""
+        sku = self.sku(sku_id)
+        assert sku is not None
+        if sku_id not in user.licenses:
+            sku["consumedUnits"] = int(sku.get("consumedUnits", 0)) + 1
+        user.licenses[sku_id] = License(sku_id, list(disabled_plans))
+        if user.mailbox is None and self.has_exchange_plan(user):
+            user.mailbox = self._new_mailbox(user, "UserMailbox", ready_at=self.clock() + self.mailbox_delay)
+            self._index = None
+
+    def remove_license(self, user: User, sku_id: str) -> None:
+        """Remove a license; doing so while the mailbox still reads UserMailbox is a recorded hazard."""
+        sku = self.sku(sku_id)
+        if sku is not None:
+            sku["consumedUnits"] = max(0, int(sku.get("consumedUnits", 0)) - 1)
+        del user.licenses[sku_id]
+        box = user.mailbox
+        if box is not None and not self.has_exchange_plan(user):
+            self._settle_conversion(box, self.clock())
+            if box.recipient_type == "UserMailbox":
+                # Unlicensed user mailboxes are soft-deleted after 30 days (convert-user-mailbox-to-shared).
+                self.hazards.append(f"license removed from {user.upn} while its mailbox reads UserMailbox")
+
+    def _cmd_get_mailboxstatistics(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-MailboxStatistics", {"Identity"})
+        box = self._mailbox_user(params).mailbox
+        assert box is not None
+        size = int(box.size_gb * 1024**3)
+        return [
+            {
+                "DisplayName": params["Identity"],
+                "ItemCount": 42,
+                "TotalItemSize": f"{box.size_gb:.3g} GB ({size:,} bytes)",
+            }
+        ], []
 
     def _settle_conversion(self, box: Mailbox, now: float) -> None:
         if box.pending_type and box.pending_at <= now:

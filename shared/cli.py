@@ -1,4 +1,4 @@
-"""The `exoprov` command: sweep, doctor and sandbox (DESIGN.md contract 4)."""
+"""The `exoprov` command: sweep, doctor, worker, submit, results and sandbox (DESIGN.md contract 4)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("doctor", help="check settings, identity, permissions and reachability")
 
+    worker = commands.add_parser("worker", help="process the provisioning queues and run the sweep on schedule")
+    worker.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit 0 once every queue of the chain (delayed messages included) is empty",
+    )
+    worker.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 3)")
+    worker.add_argument("--no-sweep", action="store_true", help="do not run the sweep on ENFORCE_SCHEDULE")
+
+    submit = commands.add_parser("submit", help="validate one provisioning request and put it on the queue")
+    source = submit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", metavar="F", help="a JSON request (contract 1); - reads standard input")
+    source.add_argument("--upn", metavar="U", help="the user principal name")
+    submit.add_argument("--type", dest="mailbox_type", choices=["User", "Shared", "Room", "Equipment"])
+    submit.add_argument("--license", metavar="L", help="SKU part number or skuId (default: DEFAULT_LICENSE)")
+    submit.add_argument("--usage-location", metavar="CC", help="ISO 3166 alpha-2, used if the user has none")
+    submit.add_argument("--keep-license", action="store_true", help="keep the license on a Shared/Room/Equipment")
+    submit.add_argument("--no-cloud-managed", action="store_true", help="do not set IsExchangeCloudManaged")
+    submit.add_argument("--request-id", metavar="ID", help="default: a new one")
+
+    results = commands.add_parser("results", help="print (and take) result messages as JSON lines")
+    results.add_argument("--wait", type=float, default=0.0, metavar="S", help="keep reading for S seconds")
+
     # Its options belong to sandbox.main; they are passed through untouched.
     commands.add_parser("sandbox", help="run the sandbox tenant on loopback (--help for its options)", add_help=False)
     return parser
@@ -61,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shared.doctor import run_doctor
 
             return run_doctor(sys.stdout)
+        if args.command == "worker":
+            return _worker(args.until_idle, args.timeout, not args.no_sweep)
+        if args.command == "submit":
+            return _submit(args)
+        if args.command == "results":
+            return _results(args.wait)
     except ExoprovError as exc:
         print(f"exoprov {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -87,6 +116,91 @@ def _sweep(mode: str | None, as_json: bool) -> int:
     if report.brake_engaged:
         return EXIT_BRAKE
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
+    from shared.cron import Schedule
+    from shared.runtime import run_scheduled_sweep
+    from shared.wiring import process_clients
+    from shared.worker import Worker
+
+    clients = process_clients()
+    settings = clients.settings
+    storage = clients.storage()
+    storage.ensure()
+    worker = Worker(
+        storage,
+        clients.dispatcher(),
+        concurrency=settings.worker_concurrency,
+        retry_seconds=settings.queue_retry_seconds,
+        schedule=Schedule.parse(settings.enforce_schedule) if with_sweep else None,
+        sweep=run_scheduled_sweep if with_sweep else None,
+        progress=lambda handled, queued: print(
+            f"progress: {handled} message(s) handled, {queued} queued (waiting ones included)", file=sys.stderr
+        ),
+    )
+    worker.install_signal_handlers()
+    print(
+        f"exoprov worker: {settings.worker_concurrency} at a time; sweep "
+        f"{'on ' + settings.enforce_schedule + ' (UTC)' if with_sweep else 'off'}; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    code = worker.run(until_idle=until_idle, timeout=timeout)
+    print(f"exoprov worker: {worker.handled} message(s) handled", file=sys.stderr)
+    return code
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import uuid
+
+    from shared.messages import parse_request
+    from shared.queues import REQUESTS, Storage
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    if args.file:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as handle:
+                text = handle.read()
+    else:
+        body: dict[str, object] = {
+            "requestId": args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+            "userPrincipalName": args.upn,
+        }
+        optional = {"mailboxType": args.mailbox_type, "license": args.license, "usageLocation": args.usage_location}
+        body.update({k: v for k, v in optional.items() if v})
+        if args.keep_license:
+            body["keepLicense"] = True
+        if args.no_cloud_managed:
+            body["cloudManaged"] = False
+        text = json.dumps(body)
+    request = parse_request(text, settings)  # refuse locally what the chain would refuse
+    storage = Storage(settings)
+    storage.ensure()
+    storage.send(REQUESTS, text)
+    print(request.request_id)
+    return EXIT_OK
+
+
+def _results(wait: float) -> int:
+    from shared.queues import RESULTS, Storage
+    from shared.settings import Settings
+
+    storage = Storage(Settings.from_env())
+    storage.ensure()
+    queue = storage.queue(RESULTS)
+    deadline = time.monotonic() + wait
+    while True:
+        messages = list(queue.receive_messages(max_messages=32, visibility_timeout=60))
+        for message in messages:
+            print(message.content, flush=True)
+            queue.delete_message(message)
+        if not messages:
+            if time.monotonic() >= deadline:
+                return EXIT_OK
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def _sandbox(argv: list[str]) -> int:

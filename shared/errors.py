@@ -15,8 +15,14 @@ The root splits on the one question every caller asks: will the same call succee
         │   └── UnknownCmdletError  403 with an empty body: cmdlet unknown or outside RBAC
         ├── NotFoundError           the object does not exist (yet: replication lags)
         ├── BadRequestError         the service refused a parameter or the request shape
-        └── WriteScopeError         the object is mastered on-premises (B7, B18, B21, B23)
+        ├── WriteScopeError         the object is mastered on-premises (B7, B18, B21, B23)
+        └── LicenseError            a license cannot be assigned or removed as asked
+            ├── UsageLocationError      the user has no usage location (`usage_location_missing`)
+            ├── NoLicensesError         the subscription has no free units (`no_licenses_available`)
+            └── LicenseInheritedError   the license comes from a group (`license_inherited`)
+    InvalidRequestError         an HR request breaks contract 1 (`invalid_request`, `license_not_allowed`)
 
+Every class has a `code`: the error code a provisioning result carries when that error ends a request.
 Catch `TransientError` to decide on retrying, `PermanentError` to end a unit of work, and
 `ExoprovError` at a runtime boundary (CLI, function, worker) so that nothing escapes unexplained.
 """
@@ -146,3 +152,47 @@ class WriteScopeError(PermanentError):
     """The object's attributes are mastered on-premises, so the cloud write was refused."""
 
     code = "write_scope"
+
+
+class LicenseError(PermanentError):
+    """Graph refused to assign or remove a license as asked."""
+
+    code = "license_error"
+
+
+class UsageLocationError(LicenseError):
+    """No usage location: Graph cannot assign a license without one."""
+
+    code = "usage_location_missing"
+
+
+class NoLicensesError(LicenseError):
+    """The subscription has no free units left (or the tenant has no such subscription)."""
+
+    code = "no_licenses_available"
+
+
+class LicenseInheritedError(LicenseError):
+    """The license comes from a group membership and cannot be removed from the user directly."""
+
+    code = "license_inherited"
+
+
+class InvalidRequestError(ExoprovError):
+    """An HR request breaks contract 1; `field` names the offending field, `request_id` is kept if readable."""
+
+    code = "invalid_request"
+
+    def __init__(
+        self,
+        field: str,
+        problem: str,
+        request_id: str | None = None,
+        code: str = "invalid_request",
+        upn: str | None = None,
+    ) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.request_id = request_id
+        self.code = code
+        self.upn = upn

@@ -28,3 +28,13 @@ def run_scheduled_sweep() -> Report:
             report.complete,
         )
     return report
+
+
+def handle_queue_message(queue: str, body: bytes | str, message_id: str) -> None:
+    """One message of a chain queue, with the process's clients; raising asks the queue to retry."""
+    process_clients().dispatcher().handle(queue, body, message_id)
+
+
+def handle_poison_message(queue: str, body: bytes | str) -> None:
+    """One message the chain gave up on: it becomes a failed result (or is kept, if unreadable)."""
+    process_clients().dispatcher().handle_poison(queue, body)

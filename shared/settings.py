@@ -90,6 +90,10 @@ class Settings:
     mailbox_wait_minutes: float = 1440.0
     poll_min_seconds: float = 60.0
     poll_max_seconds: float = 900.0
+    conversion_wait_minutes: float = 60.0
+    worker_concurrency: int = 4
+    queue_retry_seconds: int = 30
+    storage_blob_service_uri: str | None = None
     http_connect_timeout_seconds: float = 10.0
     http_read_timeout_seconds: float = 120.0
     http_max_retry_after_seconds: float = 300.0
@@ -139,6 +143,10 @@ class Settings:
             mailbox_wait_minutes=reader.get("MAILBOX_WAIT_MINUTES", 1440.0, _duration),
             poll_min_seconds=poll_min,
             poll_max_seconds=poll_max,
+            conversion_wait_minutes=reader.get("CONVERSION_WAIT_MINUTES", 60.0, _duration),
+            worker_concurrency=reader.get("WORKER_CONCURRENCY", 4, _int_between(1, 32)),
+            queue_retry_seconds=reader.get("QUEUE_RETRY_SECONDS", 30, _int_between(0, 3600)),
+            storage_blob_service_uri=reader.get("AzureWebJobsStorage__blobServiceUri", None, _url(allow_path=True)),
             http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration),
             http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration),
             http_max_retry_after_seconds=reader.get("HTTP_MAX_RETRY_AFTER_SECONDS", 300.0, _duration),

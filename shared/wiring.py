@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared.auth import TokenProvider, build_credential
 from shared.errors import AuthenticationError
 from shared.exchange import ExchangeClient
+from shared.graph import GraphClient
 from shared.http import Policy, ServiceClient
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.dispatch import Dispatcher
+    from shared.queues import Storage
 
 
 def policy_for(settings: Settings) -> Policy:
@@ -31,7 +37,10 @@ class Clients:
     settings: Settings
     tokens: TokenProvider
     _exchange: ExchangeClient | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _graph: GraphClient | None = field(default=None, repr=False)
+    _storage: Storage | None = field(default=None, repr=False)
+    _dispatcher: Dispatcher | None = field(default=None, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Clients:
@@ -59,6 +68,42 @@ class Clients:
                 )
                 self._exchange = ExchangeClient(http, self.tenant_id())
             return self._exchange
+
+    def graph(self) -> GraphClient:
+        with self._lock:
+            if self._graph is None:
+                http = ServiceClient(
+                    "graph",
+                    self.settings.graph_endpoint,
+                    self.settings.graph_resource,
+                    "GRAPH_ENDPOINT",
+                    self.tokens,
+                    policy_for(self.settings),
+                )
+                self._graph = GraphClient(http)
+            return self._graph
+
+    def storage(self) -> Storage:
+        """The storage account of AzureWebJobsStorage (queues and the result ledger)."""
+        from shared.queues import Storage
+
+        with self._lock:
+            if self._storage is None:
+                self._storage = Storage(self.settings)
+            return self._storage
+
+    def dispatcher(self) -> Dispatcher:
+        """The chain bound to this process's clients, with the ledger beside the queues."""
+        from shared.dispatch import Dispatcher
+        from shared.ledger import Ledger
+        from shared.provisioning import Chain
+
+        with self._lock:
+            if self._dispatcher is None:
+                storage = self.storage()
+                chain = Chain(self.settings, self.graph(), self.exchange())
+                self._dispatcher = Dispatcher(chain, storage, Ledger(storage.ledger_container))
+            return self._dispatcher
 
 
 _process: Clients | None = None

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import urllib3
 
+from sandbox.azurite import Azurite
+from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
 from shared.settings import Settings
-from shared.wiring import Clients
+from shared.wiring import Clients, reset_process_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every setting the app reads; tests start from none of them so the developer's shell cannot leak in.
@@ -27,6 +29,12 @@ APP_SETTINGS = [
     "AZURE_CLIENT_CERTIFICATE_PASSWORD",
     "AZURE_CLIENT_SECRET",
     "CLOUD",
+    "ALLOWED_LICENSES",
+    "DEFAULT_LICENSE",
+    "DEFAULT_USAGE_LOCATION",
+    "CONVERSION_WAIT_MINUTES",
+    "QUEUE_RETRY_SECONDS",
+    "WORKER_CONCURRENCY",
     "GRAPH_ENDPOINT",
     "EXCHANGE_ENDPOINT",
     "IDENTITY_ENDPOINT",
@@ -76,6 +84,15 @@ class SandboxHandle:
 
     def rotate_keys(self) -> None:
         self._call("POST", "rotate-keys", {})
+
+    def add_user(self, **spec: Any) -> str:
+        """Create a user "on-premises"; it appears in the tenant after spec['syncDelaySeconds']."""
+        result: dict[str, str] = self._call("POST", "users", spec)
+        return result["id"]
+
+    def licenses(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = self._call("GET", "licenses")
+        return result
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +145,54 @@ def settings(env: dict[str, str]) -> Settings:
 @pytest.fixture
 def clients(settings: Settings) -> Clients:
     return Clients.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite on free loopback ports for the whole session, its data in a temporary folder."""
+    emulator = Azurite.on_free_ports(tmp_path_factory.mktemp("azurite"))
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+CHAIN_SETTINGS = {
+    "ALLOWED_LICENSES": "EXCHANGESTANDARD,EXCHANGEENTERPRISE",
+    "DEFAULT_LICENSE": "EXCHANGESTANDARD",
+    "DEFAULT_USAGE_LOCATION": "DE",
+    "POLL_MIN_SECONDS": "0.5",
+    "POLL_MAX_SECONDS": "1",
+    "SYNC_WAIT_MINUTES": "0.1",
+    "MAILBOX_WAIT_MINUTES": "0.2",
+    "CONVERSION_WAIT_MINUTES": "0.2",
+    "QUEUE_RETRY_SECONDS": "0",
+    "HTTP_MAX_ATTEMPTS": "2",
+}
+
+
+@pytest.fixture
+def chain_env(env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings for the chain (short waits) over empty queues and an empty ledger."""
+    values = {**CHAIN_SETTINGS, "AzureWebJobsStorage": azurite.connection_string}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    empty_storage(Storage(Settings.from_env()))
+    return {**env, **values}
+
+
+def empty_storage(storage: Storage) -> None:
+    storage.ensure()
+    for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
+        storage.queue(name).clear_messages()
+    for blob in storage.ledger_container.list_blobs():
+        storage.ledger_container.delete_blob(blob.name)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_clients() -> Iterator[None]:
+    """Every test builds the process's clients from its own environment."""
+    reset_process_clients()
+    yield
+    reset_process_clients()

@@ -105,3 +105,26 @@ def test_the_sandbox_refuses_a_non_loopback_address(capsys) -> None:
     """`exoprov sandbox` listens on loopback only."""
     assert main(["sandbox", "--host", "0.0.0.0"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_submit_worker_and_results_round_trip(chain_env, sandbox, capsys) -> None:
+    """`exoprov submit`, then `worker --until-idle`, then `results`: the request's result comes out as one JSON line."""
+    sandbox.add_user(upn="cli.user@contoso.com", usageLocation="DE")
+    assert main(["submit", "--upn", "cli.user@contoso.com", "--type", "Shared", "--request-id", "cli-1"]) == 0
+    assert capsys.readouterr().out.strip() == "cli-1"
+    assert main(["worker", "--until-idle", "--timeout", "60", "--no-sweep"]) == 0
+    capsys.readouterr()
+    assert main(["results"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    result = json.loads(line)
+    assert (result["requestId"], result["status"], result["recipientTypeDetails"]) == (
+        "cli-1",
+        "succeeded",
+        "SharedMailbox",
+    )
+
+
+def test_submit_refuses_an_invalid_request_before_queueing_it(chain_env, capsys) -> None:
+    """A request the chain would refuse is refused locally, naming the field, and nothing is queued."""
+    assert main(["submit", "--upn", "not a upn"]) == 1
+    assert "userPrincipalName" in capsys.readouterr().err

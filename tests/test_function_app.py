@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from shared.wiring import reset_process_clients
+from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES
+from shared.settings import Settings
+from shared.wiring import Clients, reset_process_clients
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +38,50 @@ def test_the_timer_runs_one_sweep_in_enforce_mode(functions, env, sandbox, monke
     finally:
         reset_process_clients()
     assert sum(not m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"]) == 0
+
+
+QUEUE_FUNCTIONS = {
+    "accept_request": "provision-requests",
+    "license_user": "provision-license",
+    "wait_for_mailbox": "provision-mailbox",
+    "configure_mailbox": "provision-configure",
+    "request_gave_up": "provision-requests-poison",
+    "license_gave_up": "provision-license-poison",
+    "mailbox_gave_up": "provision-mailbox-poison",
+    "configure_gave_up": "provision-configure-poison",
+}
+
+
+def test_every_chain_queue_and_its_poison_queue_has_a_trigger(functions) -> None:
+    """One queue trigger per step and per poison queue, all on the AzureWebJobsStorage connection."""
+    for name, queue in QUEUE_FUNCTIONS.items():
+        (trigger,) = json.loads(functions[name].get_function_json())["bindings"]
+        assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
+            "queueTrigger",
+            queue,
+            "AzureWebJobsStorage",
+        )
+    assert set(QUEUE_FUNCTIONS.values()) == set(CHAIN_QUEUES) | set(POISON_QUEUES)
+
+
+def test_host_json_and_the_worker_apply_the_same_queue_rules() -> None:
+    """Both runtimes give up after the same number of tries, wait the same before a retry, and read plain text."""
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+    assert queues["visibilityTimeout"] == f"00:00:{Settings.from_env({}).queue_retry_seconds:02d}"
+    assert queues["messageEncoding"] == "none"
+    assert queues["batchSize"] + queues["newBatchThreshold"] <= 4
+
+
+def test_the_accept_trigger_runs_the_chain_step(functions, chain_env, sandbox) -> None:
+    """The request trigger hands the message to the core, which sends the first step message."""
+    reset_process_clients()
+    try:
+        body = json.dumps({"requestId": "fn-1", "userPrincipalName": "UserNoMailNoEXO@contoso.com"}).encode()
+        message = QueueMessage(id="m-1", body=body)  # type: ignore[no-untyped-call]
+        functions["accept_request"].get_user_function()(message)
+        storage = Clients.from_settings(Settings.from_env()).storage()
+        (message,) = storage.queue("provision-license").receive_messages()
+        assert json.loads(message.content)["request"]["requestId"] == "fn-1"
+    finally:
+        reset_process_clients()

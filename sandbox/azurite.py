@@ -1,0 +1,107 @@
+"""Azurite, the local Azure Storage emulator, installed by `make` into node_modules and run on loopback.
+
+Data lives in a folder (not in memory), so stopping and restarting Azurite keeps the queues.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
+# The emulator's published, well-known development key (not a secret).
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass
+class Azurite:
+    """A running Azurite: its ports, its data folder and its process."""
+
+    location: Path
+    blob_port: int
+    queue_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{DEV_ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{DEV_ACCOUNT};"
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not AZURITE.exists():
+            raise RuntimeError(f"{AZURITE} is missing; run 'make setup' (it installs Azurite with npm)")
+        self.location.mkdir(parents=True, exist_ok=True)
+        log = open(self.location / "azurite.log", "ab")  # noqa: SIM115  # closed in stop(), with the process
+        self.process = subprocess.Popen(
+            [
+                str(AZURITE),
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--location",
+                str(self.location),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                str(self.queue_port),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(free_port()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._log = log
+        deadline = time.monotonic() + timeout
+        while not (_listening(self.blob_port) and _listening(self.queue_port)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Azurite did not start; see {self.location / 'azurite.log'}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop Azurite by its process id (its process group: npm's shim starts node as a child)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        self.process = None
+
+    @classmethod
+    def on_free_ports(cls, location: Path) -> Azurite:
+        return cls(location, free_port(), free_port())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

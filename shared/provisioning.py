@@ -1,0 +1,343 @@
+"""The provisioning chain: accept -> license -> mailbox -> configure, one function per step.
+
+Each step reads the tenant, does what is still missing, and returns an outcome: go on to a step after a
+delay (which may be itself, to wait), or finish with the request's result. Steps never sleep and never
+touch a queue: the dispatcher does that. Every step is idempotent, so a redelivered message converges
+on the same tenant state. Transient errors propagate so that the queue retries the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import (
+    ExoprovError,
+    InvalidRequestError,
+    LicenseInheritedError,
+    NoLicensesError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+    UsageLocationError,
+)
+from shared.exchange import Command, ExchangeClient
+from shared.graph import GraphClient, GraphUser, Sku
+from shared.messages import Request, Result, StepMessage, parse_request
+from shared.settings import Settings
+
+log = logging.getLogger("exoprov.provisioning")
+audit = logging.getLogger("exoprov.audit")
+
+CONTRACT_CODES = {
+    "invalid_request",
+    "license_not_allowed",
+    "user_not_found",
+    "usage_location_missing",
+    "no_licenses_available",
+    "mailbox_timeout",
+    "conversion_unverified",
+    "license_inherited",
+    "permission_denied",
+    "internal_error",
+}
+MAILBOX_SELECT = (
+    "ExternalDirectoryObjectId",
+    "PrimarySmtpAddress",
+    "RecipientTypeDetails",
+    "IsExchangeCloudManaged",
+    "ArchiveStatus",
+    "LitigationHoldEnabled",
+)
+SET_MAILBOX_TYPE = {"Shared": "Shared", "Room": "Room", "Equipment": "Equipment"}
+SHARED_LICENSE_FREE_BYTES = 50 * 1024**3  # a shared mailbox needs no license below 50 GB
+
+
+@dataclass(frozen=True)
+class Next:
+    """Send `message` to `message.step`'s queue after `delay` seconds."""
+
+    message: StepMessage
+    delay: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The request is over; `result` goes to the results queue."""
+
+    result: Result
+
+
+Outcome = Next | Finish
+
+
+class UnreadableMessage(Exception):
+    """A message with no recoverable requestId: nobody can be told, so it is parked on the poison queue."""
+
+
+@dataclass
+class Chain:
+    """The steps of the chain, bound to the tenant's clients and the settings."""
+
+    settings: Settings
+    graph: GraphClient
+    exchange: ExchangeClient
+    clock: Callable[[], float] = time.time
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def accept(self, raw: bytes | str, chain_id: str) -> Outcome:
+        """Validate the HR request; a bad one ends at once with a result that names the field."""
+        try:
+            request = parse_request(raw, self.settings)
+        except InvalidRequestError as exc:
+            if exc.request_id is None:
+                raise UnreadableMessage(str(exc)) from exc
+            return Finish(Result.failed(exc.request_id, exc.upn, exc.code, str(exc)))
+        now = self.clock()
+        log.info("accepted %s for %s (%s)", request.request_id, request.user_principal_name, request.mailbox_type)
+        return Next(StepMessage("license", request.to_json(), chain_id, now, now), 0.0)
+
+    def license(self, message: StepMessage) -> Outcome:
+        """Wait for the synced user, give it a usage location if it has none, and license it once."""
+        request = message.parsed_request()
+        user = self.graph.get_user(request.user_principal_name)
+        if user is None:
+            return self._wait(
+                message,
+                self.settings.sync_wait_minutes,
+                "user_not_found",
+                f"{request.user_principal_name} did not appear in Entra ID within "
+                f"{self.settings.sync_wait_minutes:g} minutes (SYNC_WAIT_MINUTES); check that "
+                "it is in the directory sync scope",
+            )
+        sku = self.graph.find_sku(request.license)
+        state: dict[str, Any] = {"userId": user.id, "skuId": sku.sku_id}
+        if sku.sku_id not in user.licenses:
+            self._ensure_usage_location(request, user)
+            self._assign(request, user, sku)
+            state["licensedByChain"] = True
+        now = self.clock()
+        following = dataclasses.replace(
+            message, step="mailbox", wait_started_at=now, polls=0, state={**message.state, **state}
+        )
+        # Exchange takes minutes to create a mailbox: look first after the shortest poll interval.
+        return Next(following, 0.0 if not state.get("licensedByChain") else self.settings.poll_min_seconds)
+
+    def mailbox(self, message: StepMessage) -> Outcome:
+        """Wait until Exchange Online has created the mailbox."""
+        request = message.parsed_request()
+        try:
+            self._read_mailbox(message.state["userId"])
+        except NotFoundError:
+            return self._wait(
+                message,
+                self.settings.mailbox_wait_minutes,
+                "mailbox_timeout",
+                f"no mailbox for {request.user_principal_name} within "
+                f"{self.settings.mailbox_wait_minutes:g} minutes (MAILBOX_WAIT_MINUTES) of licensing",
+            )
+        following = dataclasses.replace(message, step="configure", wait_started_at=self.clock(), polls=0)
+        return Next(following, 0.0)
+
+    def configure(self, message: StepMessage) -> Outcome:
+        """Cloud-manage first, convert, read back until the type shows; only then remove the license."""
+        request = message.parsed_request()
+        user_id = str(message.state["userId"])
+        if not message.state.get("written"):
+            # Cloud management first, so that directory sync cannot revert what follows.
+            if request.cloud_managed:
+                self._write(request, "Set-Mailbox", {"Identity": user_id, "IsExchangeCloudManaged": True})
+            if request.mailbox_type in SET_MAILBOX_TYPE:
+                self._write(
+                    request, "Set-Mailbox", {"Identity": user_id, "Type": SET_MAILBOX_TYPE[request.mailbox_type]}
+                )
+            message = dataclasses.replace(message, state={**message.state, "written": True})
+        box = self._read_mailbox(user_id)
+        done = box.get("RecipientTypeDetails") == request.target_details and (
+            not request.cloud_managed or box.get("IsExchangeCloudManaged") is True
+        )
+        if not done:
+            return self._wait(
+                message,
+                self.settings.conversion_wait_minutes,
+                "conversion_unverified",
+                f"the mailbox still reads {box.get('RecipientTypeDetails')} (cloud-managed "
+                f"{box.get('IsExchangeCloudManaged')}) after {self.settings.conversion_wait_minutes:g} "
+                "minutes (CONVERSION_WAIT_MINUTES); the license was kept",
+                mailbox=box,
+            )
+        result = self._result(request, box)
+        if request.mailbox_type != "User" and not request.keep_license:
+            self._release_license(request, user_id, box, result)
+        log.info(
+            "request %s done: %s %s",
+            request.request_id,
+            result.recipient_type_details,
+            "license removed" if result.license_removed else "license kept",
+        )
+        return Finish(result)
+
+    # -- running a step ------------------------------------------------------------------------
+
+    def run(self, message: StepMessage) -> Outcome:
+        """Run the step the message names; a permanent error ends the request with its code."""
+        step = {"license": self.license, "mailbox": self.mailbox, "configure": self.configure}[message.step]
+        try:
+            return step(message)
+        except TransientError:
+            raise
+        except ExoprovError as exc:
+            code = exc.code if exc.code in CONTRACT_CODES else "internal_error"
+            log.warning("request %s failed in %s: %s", message.request_id, message.step, exc)
+            request = message.parsed_request()
+            return Finish(
+                Result.failed(request.request_id, request.user_principal_name, code, str(exc), request.mailbox_type)
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _wait(
+        self, message: StepMessage, minutes: float, code: str, why: str, mailbox: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Poll again after a growing delay, or give up with `code` once the deadline has passed."""
+        waited = self.clock() - message.wait_started_at
+        budget = minutes * 60
+        if waited >= budget:
+            request = message.parsed_request()
+            result = Result.failed(request.request_id, request.user_principal_name, code, why, request.mailbox_type)
+            if mailbox:
+                self._describe(result, mailbox)
+            return Finish(result)
+        delay = min(self.settings.poll_max_seconds, self.settings.poll_min_seconds * 2**message.polls)
+        delay = min(delay, max(budget - waited, 0.0))
+        log.info("request %s waits %.1f s in %s (poll %d)", message.request_id, delay, message.step, message.polls + 1)
+        return Next(dataclasses.replace(message, polls=message.polls + 1), delay)
+
+    def _ensure_usage_location(self, request: Request, user: GraphUser) -> None:
+        if user.usage_location:
+            return  # never overwrite a usage location the user already has
+        country = request.usage_location or self.settings.default_usage_location
+        if not country:
+            raise UsageLocationError(
+                f"{request.user_principal_name} has no usageLocation and neither the request nor "
+                "DEFAULT_USAGE_LOCATION gives one; set msExchUsageLocation on-premises or send usageLocation"
+            )
+        self.graph.set_usage_location(user.id, country)
+        _audit(request, "usageLocation", user.user_principal_name, None, country)
+
+    def _assign(self, request: Request, user: GraphUser, sku: Sku) -> None:
+        if sku.free_units <= 0:
+            self.graph.forget_skus()  # the count may be stale; the next request reads it fresh
+            raise NoLicensesError(f"{sku.part_number} has no free units ({sku.free_units} left)")
+        updated = self.graph.assign_exchange_license(user.id, sku)
+        if sku.sku_id not in updated.licenses:
+            raise PermanentError(f"Graph accepted the assignment of {sku.part_number} but the user does not show it")
+        _audit(request, "license.add", user.user_principal_name, sorted(user.licenses), sorted(updated.licenses))
+
+    def _write(self, request: Request, cmdlet: str, parameters: dict[str, Any]) -> None:
+        result = self.exchange.invoke(Command(cmdlet, parameters))
+        changed = {k: v for k, v in parameters.items() if k != "Identity"}
+        _audit(
+            request,
+            cmdlet,
+            str(parameters["Identity"]),
+            None,
+            changed,
+            noop=any("have been modified" in w for w in result.warnings),
+        )
+
+    def _read_mailbox(self, user_id: str) -> dict[str, Any]:
+        (box,) = self.exchange.invoke(Command("Get-Mailbox", {"Identity": user_id}, MAILBOX_SELECT)).value
+        return box
+
+    def _result(self, request: Request, box: dict[str, Any]) -> Result:
+        result = Result(request.request_id, request.user_principal_name, "succeeded", request.mailbox_type)
+        self._describe(result, box)
+        return result
+
+    @staticmethod
+    def _describe(result: Result, box: dict[str, Any]) -> None:
+        result.primary_smtp_address = box.get("PrimarySmtpAddress")
+        result.recipient_type_details = box.get("RecipientTypeDetails")
+        result.is_exchange_cloud_managed = box.get("IsExchangeCloudManaged")
+
+    def _release_license(self, request: Request, user_id: str, box: dict[str, Any], result: Result) -> None:
+        """Remove the temporary license, only from a verified non-user mailbox that no longer needs it."""
+        if box.get("RecipientTypeDetails") == "UserMailbox":
+            raise AssertionError("refusing to remove a license from a mailbox that reads UserMailbox")
+        user = self.graph.get_user(user_id)
+        if user is None:
+            raise NotFoundError(f"{request.user_principal_name} disappeared from Entra ID")
+        sku = self.graph.find_sku(request.license)
+        if sku.sku_id not in user.licenses:
+            result.license_removed = True  # an earlier delivery of this message removed it
+            return
+        group = user.licenses[sku.sku_id]
+        if group:
+            raise LicenseInheritedError(
+                f"{request.user_principal_name} was converted to {box.get('RecipientTypeDetails')}, but "
+                f"{sku.part_number} is inherited from group {group} and cannot be removed from the user; "
+                "remove the user from that group"
+            )
+        reason = self._license_still_needed(request, user_id, box)
+        if reason:
+            result.notes.append(f"license kept: {reason}")
+            return
+        updated = self.graph.remove_license(user.id, sku)
+        if sku.sku_id in updated.licenses:
+            raise PermanentError(f"Graph accepted the removal of {sku.part_number} but the user still shows it")
+        result.license_removed = True
+        _audit(request, "license.remove", user.user_principal_name, sorted(user.licenses), sorted(updated.licenses))
+
+    def _license_still_needed(self, request: Request, user_id: str, box: dict[str, Any]) -> str | None:
+        """Why the mailbox still needs its license (archive, hold, 50 GB or more), or None."""
+        if box.get("ArchiveStatus") not in (None, "None"):
+            return "the mailbox has an archive"
+        if box.get("LitigationHoldEnabled") is True:
+            return "the mailbox is on litigation hold"
+        (stats,) = self.exchange.invoke(Command("Get-MailboxStatistics", {"Identity": user_id})).value
+        size = _bytes(str(stats.get("TotalItemSize", "")))
+        if size is None:
+            return f"its size could not be read ({stats.get('TotalItemSize')!r})"
+        if size >= SHARED_LICENSE_FREE_BYTES:
+            kind = request.mailbox_type.lower()
+            return (
+                f"the mailbox holds {size / 1024**3:.1f} GB, at or above the 50 GB a {kind} mailbox may hold unlicensed"
+            )
+        return None
+
+
+def _bytes(total_item_size: str) -> int | None:
+    """The byte count Exchange prints in parentheses: "1.2 GB (1,288,490,188 bytes)"."""
+    if "(" not in total_item_size:
+        return None
+    digits = total_item_size.rsplit("(", 1)[1].split("bytes")[0].replace(",", "").strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def _audit(request: Request, action: str, target: str, before: Any, after: Any, noop: bool = False) -> None:
+    """One structured event per write: who asked, what changed on whom, before and after."""
+    audit.info(
+        "write %s on %s for request %s: %s -> %s%s",
+        action,
+        target,
+        request.request_id,
+        before,
+        after,
+        " (no change)" if noop else "",
+        extra={
+            "audit": {
+                "requestId": request.request_id,
+                "action": action,
+                "target": target,
+                "before": before,
+                "after": after,
+                "noop": noop,
+            }
+        },
+    )

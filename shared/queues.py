@@ -1,0 +1,107 @@
+"""The chain's queues and the storage account behind them (AzureWebJobsStorage, key or identity).
+
+Messages travel as plain UTF-8 JSON: host.json sets `messageEncoding: none`, so the Functions trigger
+and the worker read exactly what the SDK sends, and HR systems may send plain or base64 text (the
+request parser accepts both). Delays use the storage service's visibility timeout, never a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ConfigurationError
+from shared.logs import correlation_id
+from shared.settings import Settings
+
+log = logging.getLogger("exoprov.queues")
+
+REQUESTS = "provision-requests"
+RESULTS = "provision-results"
+STEP_QUEUES = {"license": "provision-license", "mailbox": "provision-mailbox", "configure": "provision-configure"}
+CHAIN_QUEUES = (REQUESTS, *STEP_QUEUES.values())
+POISON_SUFFIX = "-poison"  # what the Functions host appends
+POISON_QUEUES = tuple(q + POISON_SUFFIX for q in CHAIN_QUEUES)
+UNREADABLE = "provision-unreadable"  # kept for a person: no requestId, so no one to tell
+LEDGER_CONTAINER = "exoprov-ledger"
+# The same retry rule as host.json (extensions.queues), so both runtimes give up at the same point.
+MAX_DEQUEUE_COUNT = 5
+MAX_DELAY_SECONDS = 7 * 24 * 3600 - 60  # the service's visibility-timeout limit, with a margin
+
+
+@dataclass
+class Storage:
+    """Queue and blob clients for one storage account, created once and shared by every thread."""
+
+    settings: Settings
+    _queues: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        from azure.storage.blob import BlobServiceClient
+        from azure.storage.queue import QueueServiceClient
+
+        settings = self.settings
+        if settings.storage:
+            connection = _connection_string(settings.storage)
+            self._service = QueueServiceClient.from_connection_string(connection)
+            self._blobs = BlobServiceClient.from_connection_string(connection)
+        elif settings.storage_queue_service_uri and settings.storage_blob_service_uri:
+            credential = _identity(settings)
+            self._service = QueueServiceClient(settings.storage_queue_service_uri, credential=credential)
+            self._blobs = BlobServiceClient(settings.storage_blob_service_uri, credential=credential)
+        else:
+            raise ConfigurationError(
+                "AzureWebJobsStorage",
+                "set a connection string (UseDevelopmentStorage=true locally), or AzureWebJobsStorage__queueServiceUri "
+                "and AzureWebJobsStorage__blobServiceUri with __credential=managedidentity and __clientId",
+            )
+        self.ledger_container = self._blobs.get_container_client(LEDGER_CONTAINER)
+
+    def queue(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._queues:
+                self._queues[name] = self._service.get_queue_client(name)
+            return self._queues[name]
+
+    def ensure(self) -> None:
+        """Create every queue and the ledger container if missing (idempotent)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
+            with contextlib.suppress(ResourceExistsError):
+                self.queue(name).create_queue()
+        with contextlib.suppress(ResourceExistsError):
+            self.ledger_container.create_container()
+
+    def send(self, name: str, text: str, delay: float = 0.0) -> None:
+        """Put a message on a queue, invisible for `delay` seconds (rounded up to whole seconds)."""
+        seconds = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay)))
+        self.queue(name).send_message(text, visibility_timeout=seconds or None, time_to_live=-1)
+        log.info("queue %s: sent %d bytes, visible in %d s (corr %s)", name, len(text), seconds, correlation_id())
+
+    def pending(self, names: tuple[str, ...]) -> int:
+        """Messages in the queues, invisible (delayed or in hand) ones included."""
+        return sum(int(self.queue(n).get_queue_properties().approximate_message_count) for n in names)
+
+
+def _connection_string(value: str) -> str:
+    if value.strip().lower() == "usedevelopmentstorage=true":
+        return value  # the SDK knows the emulator's default endpoints
+    if "AccountName=" not in value and "QueueEndpoint=" not in value:
+        raise ConfigurationError("AzureWebJobsStorage", "is not a storage connection string")
+    return value
+
+
+def _identity(settings: Settings) -> Any:
+    if (settings.storage_credential or "").lower() == "managedidentity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=settings.client_id)

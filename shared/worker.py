@@ -1,0 +1,157 @@
+"""The standalone runtime: polls the chain's queues, runs the same steps, fires the sweep on schedule.
+
+It applies the Functions host's rules (host.json) to the letter: a failed message becomes visible
+again after the retry delay, and after MAX_DEQUEUE_COUNT deliveries it moves to `<queue>-poison`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.cron import Schedule
+from shared.dispatch import Dispatcher
+from shared.logs import correlation_scope
+from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, Storage
+
+log = logging.getLogger("exoprov.worker")
+
+LEASE_SECONDS = 300  # how long a message in hand stays invisible to other workers
+IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
+EXIT_OK, EXIT_TIMEOUT = 0, 3
+
+
+@dataclass
+class Worker:
+    """Polls every queue of the chain with a bounded pool; stops cleanly, finishing what it holds."""
+
+    storage: Storage
+    dispatcher: Dispatcher
+    concurrency: int = 4
+    retry_seconds: int = 30
+    schedule: Schedule | None = None
+    sweep: Callable[[], Any] | None = None
+    clock: Callable[[], float] = time.monotonic
+    progress: Callable[[int, int], None] | None = None  # (messages handled, messages still queued)
+    progress_every: float = 2.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _in_flight: set[Future[None]] = field(default_factory=set)
+    handled: int = 0
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to end: nothing new is taken, what is in hand is finished."""
+        if not self._stop.is_set():
+            log.warning("stopping: finishing %d message(s) in hand", len(self._in_flight))
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, until_idle: bool = False, timeout: float | None = None) -> int:
+        """Process messages until stopped, idle (with `until_idle`) or out of time (exit 3)."""
+        started = self.clock()
+        next_sweep = self._next_sweep()
+        idle_wait = 0.1
+        sweeping: Future[None] | None = None
+        last_progress = started
+        with ThreadPoolExecutor(self.concurrency + 1, "exoprov-worker") as pool:
+            while not self._stop.is_set():
+                self._in_flight = {f for f in self._in_flight if not f.done()}
+                took = self._fill(pool)
+                if next_sweep is not None and datetime.now(UTC) >= next_sweep and (sweeping is None or sweeping.done()):
+                    sweeping = pool.submit(self._run_sweep)
+                    next_sweep = self._next_sweep()
+                if until_idle and not took and not self._in_flight and self.storage.pending(self._all_queues()) == 0:
+                    log.info("all queues are empty; %d message(s) handled", self.handled)
+                    return EXIT_OK
+                if timeout is not None and self.clock() - started > timeout:
+                    left = self.storage.pending(self._all_queues())
+                    log.error("timed out after %.0f s with %d message(s) still queued", timeout, left)
+                    self.stop()
+                    return EXIT_TIMEOUT
+                if self.progress and self.clock() - last_progress >= self.progress_every:
+                    last_progress = self.clock()
+                    self.progress(self.handled, self.storage.pending(self._all_queues()))
+                idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(0.1, idle_wait * 2))
+                self._stop.wait(idle_wait)
+            for future in list(self._in_flight):
+                future.result()
+        return EXIT_OK
+
+    def _all_queues(self) -> tuple[str, ...]:
+        return (*CHAIN_QUEUES, *POISON_QUEUES)
+
+    def _fill(self, pool: ThreadPoolExecutor) -> int:
+        """Take messages from every queue while there is room in the pool; return how many were taken."""
+        took = 0
+        for queue in self._all_queues():
+            room = self.concurrency - len(self._in_flight)
+            if room <= 0:
+                break
+            for message in self.storage.queue(queue).receive_messages(
+                messages_per_page=min(room, 32), max_messages=room, visibility_timeout=LEASE_SECONDS
+            ):
+                self._in_flight.add(pool.submit(self._process, queue, message))
+                took += 1
+        return took
+
+    def _process(self, queue: str, message: Any) -> None:
+        client = self.storage.queue(queue)
+        try:
+            if queue.endswith(POISON_SUFFIX):
+                self.dispatcher.handle_poison(queue, message.content)
+            else:
+                self.dispatcher.handle(queue, message.content, message.id)
+        except Exception as exc:  # the retry rule decides; nothing may kill the worker
+            if message.dequeue_count >= MAX_DEQUEUE_COUNT and not queue.endswith(POISON_SUFFIX):
+                log.error(
+                    "message %s on %s failed %d times (%s); moving it to %s",
+                    message.id,
+                    queue,
+                    message.dequeue_count,
+                    exc,
+                    queue + POISON_SUFFIX,
+                )
+                self.storage.send(queue + POISON_SUFFIX, message.content)
+                client.delete_message(message)
+            else:
+                log.warning(
+                    "message %s on %s failed (attempt %d): %s; retrying in %d s",
+                    message.id,
+                    queue,
+                    message.dequeue_count,
+                    exc,
+                    self.retry_seconds,
+                    exc_info=not _expected(exc),
+                )
+                client.update_message(message, visibility_timeout=self.retry_seconds)
+            return
+        client.delete_message(message)
+        self.handled += 1
+
+    def _next_sweep(self) -> datetime | None:
+        if self.schedule is None or self.sweep is None:
+            return None
+        return self.schedule.next_after(datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
+
+    def _run_sweep(self) -> None:
+        assert self.sweep is not None
+        with correlation_scope():
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("the scheduled sweep failed; the next one runs on schedule")
+
+
+def _expected(exc: Exception) -> bool:
+    from shared.errors import ExoprovError
+
+    return isinstance(exc, ExoprovError)

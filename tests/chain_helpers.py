@@ -1,0 +1,51 @@
+"""Helpers for the chain tests: submit requests, run the worker until idle, collect results."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from typing import Any
+
+from shared.queues import REQUESTS, RESULTS
+from shared.settings import Settings
+from shared.wiring import Clients
+from shared.worker import Worker
+
+
+def request(request_id: str, upn: str, **fields: Any) -> dict[str, Any]:
+    return {"requestId": request_id, "userPrincipalName": upn, **fields}
+
+
+def submit(clients: Clients, *messages: dict[str, Any] | str, base64_encoded: bool = False) -> None:
+    storage = clients.storage()
+    for message in messages:
+        text = message if isinstance(message, str) else json.dumps(message)
+        if base64_encoded:
+            text = base64.b64encode(text.encode()).decode()
+        storage.send(REQUESTS, text)
+
+
+def run_worker(clients: Clients, timeout: float = 90) -> int:
+    """The worker, in this process, until every queue of the chain is empty."""
+    settings = clients.settings
+    worker = Worker(clients.storage(), clients.dispatcher(), concurrency=6, retry_seconds=settings.queue_retry_seconds)
+    return worker.run(until_idle=True, timeout=timeout)
+
+
+def collect_results(clients: Clients) -> dict[str, list[dict[str, Any]]]:
+    """Every result on the results queue, grouped by requestId (taken off the queue)."""
+    queue = clients.storage().queue(RESULTS)
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    while True:
+        messages = list(queue.receive_messages(max_messages=32))
+        if not messages:
+            return dict(results)
+        for message in messages:
+            result = json.loads(message.content)
+            results[result["requestId"]].append(result)
+            queue.delete_message(message)
+
+
+def fresh_clients() -> Clients:
+    return Clients.from_settings(Settings.from_env())
