@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import urllib3
 
 from sandbox.azurite import Azurite
+from sandbox.main import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXOPROV = [sys.executable, "-m", "shared.cli"]
@@ -43,44 +43,23 @@ def main() -> int:
     run_dir = ROOT / ".run"
     shutil.rmtree(run_dir / "azurite", ignore_errors=True)
     azurite = Azurite.on_free_ports(run_dir / "azurite")
-    sandbox = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--port",
-            "0",
-            "--json",
-            "--lifetime",
-            "900",
-            "--knobs",
-            json.dumps({"mailbox_delay": 3, "conversion_lag": 1}),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sandbox = SandboxProcess.start({"mailbox_delay": 3, "conversion_lag": 1})
     try:
-        assert sandbox.stdout is not None
-        ready = json.loads(sandbox.stdout.readline())
         azurite.start()
-        env = {**os.environ, **ready["env"], **SETTINGS, "AzureWebJobsStorage": azurite.connection_string}
+        env = {**os.environ, **sandbox.env, **SETTINGS, "AzureWebJobsStorage": azurite.connection_string}
         print(
-            f"sandbox tenant on {ready['url']} (pid {ready['pid']}); Azurite on ports "
+            f"sandbox tenant on {sandbox.url} (pid {sandbox.pid}); Azurite on ports "
             f"{azurite.blob_port}/{azurite.queue_port} (pid {azurite.process.pid if azurite.process else '-'})\n"
         )
         for user in NEW_HIRES:
-            urllib3.request("POST", f"{ready['url']}/_sandbox/users", body=json.dumps(user))
+            urllib3.request("POST", f"{sandbox.url}/_sandbox/users", body=json.dumps(user))
         code = _steps(env)
         if code == 0:
             _print_results(env)
         return code
     finally:
         azurite.stop()
-        os.kill(sandbox.pid, signal.SIGTERM)
-        sandbox.wait(timeout=10)
-        if sandbox.stdout:
-            sandbox.stdout.close()
+        sandbox.stop()
 
 
 def _steps(env: dict[str, str]) -> int:

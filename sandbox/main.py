@@ -7,8 +7,11 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sandbox.server import Sandbox, SandboxServer
@@ -58,3 +61,56 @@ def main(argv: list[str] | None = None) -> int:
     server.shutdown()
     server.server_close()
     return 0
+
+
+@dataclass
+class SandboxProcess:
+    """A sandbox started as a child process on a free port; stopped by its pid (and by its lifetime)."""
+
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, knobs: dict[str, Any] | None = None, seed: str = "default", lifetime: float = 900) -> SandboxProcess:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--port",
+                "0",
+                "--json",
+                "--lifetime",
+                str(lifetime),
+                "--seed",
+                seed,
+                "--knobs",
+                json.dumps(knobs or {}),
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            process.wait(timeout=10)
+            raise RuntimeError(f"the sandbox did not start (exit code {process.returncode})")
+        ready = json.loads(line)
+        return cls(ready["url"], ready["env"], process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        if self.process.stdout:
+            self.process.stdout.close()

@@ -47,6 +47,7 @@ TYPE_TO_DETAILS = {
     "Workspace": "WorkspaceMailbox",
     "Desk": "DeskMailbox",
 }
+CUSTOM_ATTRIBUTES = frozenset(f"CustomAttribute{i}" for i in range(1, 16))
 EXCHANGE_ATTRIBUTES = {
     "EmailAddresses",
     "WindowsEmailAddress",
@@ -486,15 +487,10 @@ class Tenant:
     def _cmd_get_mailuser(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailUser", {"Identity", "Filter", "ResultSize"})
         users = [u for u in self.visible_users() if _is_mail_user(u) and u.mailbox is None]
-        if "Identity" in params:
-            found = self.resolve(params["Identity"])
-            if found not in users:
-                raise _not_found(params["Identity"])
-            users = [found]
-        return [mail_user_record(u) for u in users], []
+        return [mail_user_record(u) for u in self._pick(params, users)], []
 
     def _cmd_set_mailuser(self, params: dict[str, Any]) -> Answer:
-        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        custom = CUSTOM_ATTRIBUTES
         _only(params, "Set-MailUser", {"Identity", "Alias", "ExchangeGuid"} | custom)  # B18: no IsExchangeCloudManaged
         identity = str(params.pop("Identity"))
         found = self.resolve(identity)
@@ -510,15 +506,10 @@ class Tenant:
     def _cmd_get_mailcontact(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailContact", {"Identity", "Filter", "ResultSize"})
         contacts = [c for c in self.contacts.values() if c.mail]  # B20: no mail, no recipient
-        if "Identity" in params:
-            found = self.resolve(params["Identity"])
-            if found not in contacts:
-                raise _not_found(params["Identity"])
-            contacts = [found]
-        return [contact_record(c) for c in contacts], []
+        return [contact_record(c) for c in self._pick(params, contacts)], []
 
     def _cmd_set_mailcontact(self, params: dict[str, Any]) -> Answer:
-        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        custom = CUSTOM_ATTRIBUTES
         _only(params, "Set-MailContact", {"Identity", "HiddenFromAddressListsEnabled", "DisplayName"} | custom)
         identity = str(params.pop("Identity"))
         found = self.resolve(identity)
@@ -532,15 +523,19 @@ class Tenant:
     def _cmd_get_distributiongroup(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-DistributionGroup", {"Identity", "Filter", "ResultSize"})
         groups = [g for g in self.groups.values() if g.mail]  # B22: no mail, no recipient
-        if "Identity" in params:
-            found = self.resolve(params["Identity"])
-            if found not in groups:
-                raise _not_found(params["Identity"])
-            groups = [found]
-        return [group_record(g) for g in groups], []
+        return [group_record(g) for g in self._pick(params, groups)], []
+
+    def _pick(self, params: dict[str, Any], candidates: list[Any]) -> list[Any]:
+        """All candidates, or the one `Identity` names (not found when it names none of them)."""
+        if "Identity" not in params:
+            return candidates
+        found = self.resolve(params["Identity"])
+        if found not in candidates:
+            raise _not_found(params["Identity"])
+        return [found]
 
     def _cmd_set_distributiongroup(self, params: dict[str, Any]) -> Answer:
-        custom = {f"CustomAttribute{i}" for i in range(1, 16)}
+        custom = CUSTOM_ATTRIBUTES
         _only(params, "Set-DistributionGroup", {"Identity", "DisplayName", "HiddenFromAddressListsEnabled"} | custom)
         identity = str(params.pop("Identity"))
         if not isinstance(self.resolve(identity), Group):

@@ -39,7 +39,6 @@ LIST_SELECT = (
 )
 DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
-MAX_WRITE_ATTEMPTS = 3
 
 Progress = Callable[[int, int], None]
 
@@ -279,18 +278,21 @@ class _Applier:
 
     def _flip(self, chunk: list[Mailbox]) -> None:
         """Write one chunk, settle unclear items by reading back, and retry what provably did not apply."""
+        # A mailbox is written again only when it provably was not changed (throttled, or read back
+        # unchanged), at most as often as any single call may be tried (HTTP_MAX_ATTEMPTS).
+        attempts = self._settings.http_max_attempts
         pending = list(chunk)
-        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             if self._should_stop():
                 self._skip(len(pending))
                 return
-            unclear, pending = self._write(pending, last=attempt == MAX_WRITE_ATTEMPTS)
+            unclear, pending = self._write(pending, last=attempt == attempts)
             if unclear:
                 pending += self._settle(unclear)
             if not pending:
                 return
         for mailbox in pending:
-            self._fail(mailbox, f"the write did not apply after {MAX_WRITE_ATTEMPTS} attempts")
+            self._fail(mailbox, f"the write did not apply after {attempts} attempts (HTTP_MAX_ATTEMPTS)")
 
     def _write(self, chunk: list[Mailbox], *, last: bool) -> tuple[list[Mailbox], list[Mailbox]]:
         """Send one $batch; return (outcome unclear, safe to retry)."""

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import pytest
 import urllib3
 
 from sandbox.azurite import Azurite
+from sandbox.main import SandboxProcess
 from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
 from shared.settings import Settings
 from shared.wiring import Clients, reset_process_clients
@@ -98,25 +96,11 @@ class SandboxHandle:
 @pytest.fixture(scope="session")
 def sandbox_process() -> Iterator[SandboxHandle]:
     """The sandbox on a free loopback port; stopped by its own pid, and by its lifetime if we die."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--json", "--lifetime", "3000"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    started = SandboxProcess.start(lifetime=3000)
     try:
-        assert process.stdout is not None
-        ready = json.loads(process.stdout.readline())
-        yield SandboxHandle(ready["url"], ready["env"], ready["pid"])
+        yield SandboxHandle(started.url, started.env, started.pid)
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        if process.stdout:
-            process.stdout.close()
+        started.stop()
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_apply_over_thousands_under_faults_flips_exactly_the_expected_set(env, s
     after = {m["id"]: m for m in sandbox.mailboxes()}
     flipped = {i for i, m in after.items() if m["cloudManaged"]} - {m["id"] for m in before if m["cloudManaged"]}
     stats = sandbox.stats()
-    assert flipped == expected
+    assert flipped == expected, report.failures
     assert set(stats["writes"]) <= expected
     assert (report.changed, report.failed, report.excluded, report.candidates) == (390, 0, 10, 390)
     assert (report.scanned, report.already_cloud_managed) == (3000, 2600)
