@@ -19,6 +19,7 @@ BATCH_USERS: list[dict[str, Any]] = [
     {"upn": "room.paris@contoso.com", "mail": "room.paris@contoso.com"},
     {"upn": "beamer2@contoso.com", "mail": "beamer2@contoso.com"},
     {"upn": "beamer3@contoso.com", "mail": "beamer3@contoso.com"},
+    {"upn": "shared.keep@contoso.com", "mail": "keep@contoso.com"},
     {"upn": "late.joiner@contoso.com", "syncDelaySeconds": 2},
     {"upn": "no.location@contoso.com"},
     {"upn": "twice@contoso.com"},
@@ -44,6 +45,7 @@ BATCH_REQUESTS = [
     request("room", "room.paris@contoso.com", mailboxType="Room", usageLocation="FR"),
     request("equipment", "beamer2@contoso.com", mailboxType="Equipment"),
     request("equipment-keep", "beamer3@contoso.com", mailboxType="Equipment", keepLicense=True),
+    request("shared-keep", "shared.keep@contoso.com", mailboxType="Shared", keepLicense=True),
     request("late", "late.joiner@contoso.com", mailboxType="Shared"),
     request("never", "never.synced@contoso.com"),
     request("not-allowed", "new.nomail@contoso.com", license="SPE_E5"),
@@ -112,7 +114,7 @@ def only(batch: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 
 def test_every_request_ends_with_exactly_one_result(batch) -> None:
-    """Fifteen messages, fourteen requestIds: fourteen results, one each, and the worker ends idle."""
+    """Sixteen messages, fifteen requestIds: fifteen results, one each, and the worker ends idle."""
     assert batch["exit"] == 0
     assert sorted(batch["results"]) == sorted({r["requestId"] for r in BATCH_REQUESTS})
     assert all(len(results) == 1 for results in batch["results"].values())
@@ -152,11 +154,18 @@ def test_b14_rooms_and_equipment_lose_the_temporary_license(batch, request_id: s
     assert (result["recipientTypeDetails"], result["licenseRemoved"]) == (details, True)
 
 
-def test_keep_license_keeps_it(batch) -> None:
-    """keepLicense: the equipment mailbox is converted and keeps its license (conferencing systems need one)."""
-    result = only(batch, "equipment-keep")
-    assert (result["recipientTypeDetails"], result["licenseRemoved"]) == ("EquipmentMailbox", False)
-    assert batch["licenses"]["beamer3@contoso.com"] == ["4b9405b0-7788-4568-add1-99614e613b69"]
+@pytest.mark.parametrize(
+    ("request_id", "upn", "details"),
+    [
+        ("equipment-keep", "beamer3@contoso.com", "EquipmentMailbox"),
+        ("shared-keep", "shared.keep@contoso.com", "SharedMailbox"),
+    ],
+)
+def test_keep_license_keeps_it(batch, request_id: str, upn: str, details: str) -> None:
+    """keepLicense: the mailbox is converted and keeps its license (a conferencing room, a big archive...)."""
+    result = only(batch, request_id)
+    assert (result["status"], result["recipientTypeDetails"], result["licenseRemoved"]) == ("succeeded", details, False)
+    assert batch["licenses"][upn] == ["4b9405b0-7788-4568-add1-99614e613b69"]
 
 
 def test_license_removal_always_follows_the_verified_conversion(batch) -> None:

@@ -1,0 +1,67 @@
+"""The standalone worker as a process: clean shutdown on signals, and the sweep on its schedule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.chain_helpers import collect_results, fresh_clients, request, submit
+from tests.conftest import ROOT
+
+
+def start_worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "worker", *args],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> None:
+    """SIGTERM while a step is in flight: the step completes, its next message is sent, the worker exits 0."""
+    sandbox.add_user(upn="slowpoke@contoso.com", usageLocation="DE")
+    sandbox.knobs(latency=1.0)
+    clients = fresh_clients()
+    submit(clients, request("sigterm", "slowpoke@contoso.com"))
+    worker = start_worker("--no-sweep")
+    try:
+        deadline = time.monotonic() + 20
+        while sandbox.stats()["requestsTotal"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until the license step is talking to the tenant
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert worker.stderr is not None
+        stderr = worker.stderr.read()
+        worker.stderr.close()
+    assert "stopping: finishing 1 message(s) in hand" in stderr
+    # The license step in hand at SIGTERM finished: the license is on, and the mailbox step is queued (delayed).
+    assert sandbox.licenses()["slowpoke@contoso.com"] == ["4b9405b0-7788-4568-add1-99614e613b69"]
+    storage = clients.storage()
+    assert storage.pending(("provision-requests", "provision-license")) == 0
+    assert storage.pending(("provision-mailbox",)) == 1
+
+
+def test_the_worker_runs_the_sweep_on_its_schedule(chain_env, sandbox, monkeypatch) -> None:
+    """With ENFORCE_SCHEDULE every second and ENFORCE_MODE=apply, the worker's timer flips the candidates."""
+    monkeypatch.setenv("ENFORCE_SCHEDULE", "* * * * * *")
+    monkeypatch.setenv("ENFORCE_MODE", "apply")
+    worker = start_worker("--timeout", "4")
+    try:
+        assert worker.wait(timeout=30) == 3  # it had nothing else to do until the timeout
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        if worker.stderr:
+            worker.stderr.close()
+    assert all(
+        m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"] and m["upn"] != "UserExcluded@contoso.com"
+    )
+    assert collect_results(fresh_clients()) == {}
