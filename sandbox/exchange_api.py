@@ -63,6 +63,13 @@ class ExchangeApi:
             return Reply.json(400, _error(400, "System.ArgumentException", "The request body has no CmdletInput."))
         select = _select(query)
         self.stats.count("commands", cmdlet)
+        if cmdlet in self.knobs.denied_cmdlets:
+            reason = f"The user or application is not allowed to run {cmdlet}"
+            return Reply.json(
+                403,
+                {"error": {"code": "Forbidden", "message": reason}},
+                {"x-ms-diagnostics": f'2000009;reason="{reason}"'},
+            )
         try:
             records, warnings = self.tenant.run(cmdlet, params)
         except UnknownCmdlet:

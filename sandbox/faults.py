@@ -37,6 +37,7 @@ class Knobs:
     graph_fault_429_rate: float = 0.0
     graph_fault_503_rate: float = 0.0
     seed: int = 7
+    denied_cmdlets: list[str] = field(default_factory=list)  # outside the identity's Exchange RBAC: 403
     roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
 
     def update(self, values: dict[str, Any]) -> None:

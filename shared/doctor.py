@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from shared.auth import Token
 from shared.enforcement import read_tenant_default
-from shared.errors import ExoprovError, PermissionDeniedError, ServiceUnavailableError
+from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from shared.exchange import ROLE, Command
 from shared.settings import Settings
 from shared.wiring import Clients
@@ -20,6 +21,22 @@ GRANT_EXCHANGE_ROLE = (
     "-PrincipalId <identity object id> -ResourceId (Get-MgServicePrincipal -Filter "
     "\"AppId eq '00000002-0000-0ff1-ce00-000000000000'\").Id -AppRoleId dc50a0fb-09a3-484d-be87-e023b12c6440"
 )
+
+
+GRAPH_ROLES = ("User.Read.All", "User.ReadUpdate.All", "LicenseAssignment.ReadWrite.All", "Organization.Read.All")
+GRANT_GRAPH_ROLES = (
+    "run 'azd provision' (infra/app/permissions.bicep grants them), or grant each with "
+    "New-MgServicePrincipalAppRoleAssignment on the Microsoft Graph service principal "
+    "(appId 00000003-0000-0000-c000-000000000000); new grants can take up to an hour to reach the token"
+)
+EXCHANGE_ROLE_FIX = (
+    "assign the identity the Exchange Administrator directory role ('azd hooks run postprovision'), or with "
+    "EXOPROV_EXCHANGE_ROLE=scoped run infra/hooks/exchange-rbac.ps1 and check that its role group carries this"
+)
+
+
+class Skipped(Exception):
+    """A check that does not apply to this configuration."""
 
 
 class CheckFailed(Exception):
@@ -40,6 +57,9 @@ class Doctor:
     def check(self, name: str, run: Callable[[], str], *, required: bool = True) -> bool:
         try:
             detail = run()
+        except Skipped as exc:
+            self._line("skip", name, str(exc))
+            return True
         except CheckFailed as exc:
             self._line("FAIL", name, str(exc))
             self.out.write(f"       fix: {exc.fix}\n")
@@ -49,7 +69,7 @@ class Doctor:
         return True
 
     def _line(self, status: str, name: str, detail: str) -> None:
-        self.out.write(f"{status:>4}  {name:<22}{detail}\n")
+        self.out.write(f"{status:>4}  {name:<24}{detail}\n")
         self.out.flush()
 
 
@@ -116,9 +136,80 @@ def run_doctor(out: TextIO) -> int:
         state_text = {True: "on", False: "off", None: "not reported"}[default]
         return f"Get-OrganizationConfig and Get-Mailbox answer; tenant default cloud management {state_text}"
 
+    def write_cmdlets_check() -> str:
+        # A Set-Mailbox on an identity that cannot exist changes nothing: "not found" proves the cmdlet
+        # and parameter are within the identity's Exchange role, a 403 or unknown parameter proves not.
+        exchange = _clients(state).exchange()
+        probe = str(uuid.uuid4())
+        for parameters in ({"IsExchangeCloudManaged": True}, {"Type": "Shared"}):
+            name = next(iter(parameters))
+            try:
+                exchange.invoke(Command("Set-Mailbox", {"Identity": probe, **parameters}))
+            except NotFoundError:
+                continue
+            except ExoprovError as exc:
+                raise CheckFailed(f"Set-Mailbox -{name} is not allowed: {exc}", EXCHANGE_ROLE_FIX) from exc
+        return "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed (probed on a non-existent mailbox)"
+
+    def graph_token_check() -> str:
+        clients = _clients(state)
+        try:
+            token = clients.tokens.get(clients.settings.graph_resource)
+        except ExoprovError as exc:
+            raise CheckFailed(str(exc), "see the message above") from exc
+        missing = [role for role in GRAPH_ROLES if role not in token.roles]
+        if missing:
+            raise CheckFailed(f"the Graph token lacks {', '.join(missing)}", GRANT_GRAPH_ROLES)
+        return f"roles {', '.join(GRAPH_ROLES)} present"
+
+    def graph_check() -> str:
+        clients = _clients(state)
+        try:
+            skus = clients.graph().skus()
+        except ServiceUnavailableError as exc:
+            raise CheckFailed(str(exc), f"check GRAPH_ENDPOINT (now {clients.settings.graph_endpoint})") from exc
+        except ExoprovError as exc:
+            raise CheckFailed(str(exc), GRANT_GRAPH_ROLES) from exc
+        allowed = clients.settings.allowed_licenses
+        known = {s.part_number.upper(): s for s in skus} | {s.sku_id: s for s in skus}
+        missing = [license for license in allowed if license not in known]
+        if missing:
+            raise CheckFailed(
+                f"ALLOWED_LICENSES names {', '.join(missing)}, which the tenant has no subscription for",
+                "correct ALLOWED_LICENSES (SKU part numbers as in Graph's subscribedSkus)",
+            )
+        free = ", ".join(f"{known[lic].part_number} {known[lic].free_units} free" for lic in allowed)
+        return f"subscribedSkus answers ({len(skus)} SKUs){'; ' + free if free else ''}"
+
+    def storage_check() -> str:
+        from shared.queues import CHAIN_QUEUES, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
+
+        settings = _clients(state).settings
+        if not (settings.storage or settings.storage_queue_service_uri):
+            raise Skipped("AzureWebJobsStorage is not set (only the provisioning chain needs it)")
+        try:
+            storage = _clients(state).storage()
+            for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
+                storage.queue(name).peek_messages(max_messages=1)
+            storage.ledger_container.get_container_properties()
+        except ExoprovError as exc:
+            raise CheckFailed(str(exc), "set AzureWebJobsStorage (README 'Settings')") from exc
+        except Exception as exc:  # the storage SDK's errors carry the service's own reason
+            reason = str(exc).splitlines()[0]
+            raise CheckFailed(
+                f"storage: {reason}",
+                "'azd provision' creates the queues and the ledger container and grants Storage Queue Data "
+                "Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
+            ) from exc
+        return f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER} container answer"
+
     if doctor.check("settings", settings_check) and doctor.check("exchange token", token_check):
         doctor.check("exchange role", role_check, required=False)
-        doctor.check("exchange admin api", exchange_check)
+        if doctor.check("exchange admin api", exchange_check):
+            doctor.check("exchange write cmdlets", write_cmdlets_check)
+        if doctor.check("graph token", graph_token_check, required=False):
+            doctor.check("graph api", graph_check)
+        doctor.check("storage", storage_check)
     out.write("all checks passed\n" if doctor.failures == 0 else f"{doctor.failures} check(s) failed\n")
     return 0 if doctor.failures == 0 else 1
 

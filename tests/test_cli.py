@@ -70,10 +70,63 @@ def test_a_bad_setting_exits_1_and_names_it(env, monkeypatch, capsys) -> None:
 
 
 def test_doctor_passes_against_the_sandbox(env, capsys) -> None:
-    """Every check passes against the sandbox: settings, token, role, Exchange."""
+    """Every check passes against the sandbox; storage is skipped while AzureWebJobsStorage is unset."""
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert out.count("  ok  ") == 4 and "all checks passed" in out
+    assert out.count("  ok  ") == 7 and "skip  storage" in out and "all checks passed" in out
+
+
+def test_doctor_checks_everything_the_deployment_promised(chain_env, capsys) -> None:
+    """With storage configured: Graph roles, licenses, Exchange write cmdlets, queues and ledger all pass."""
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "  ok  storage                 10 queues and the exoprov-ledger container answer" in out
+    assert "EXCHANGESTANDARD 20 free" in out and "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed" in out
+
+
+def test_doctor_names_a_missing_graph_role_and_how_to_grant_it(env, sandbox, capsys) -> None:
+    """A Graph token without LicenseAssignment.ReadWrite.All fails with the grant to run."""
+    sandbox.knobs(
+        roles={
+            "https://outlook.office365.com": ["Exchange.ManageAsApp"],
+            "https://graph.microsoft.com": ["User.Read.All", "Organization.Read.All"],
+        }
+    )
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "FAIL  graph token             the Graph token lacks User.ReadUpdate.All, LicenseAssignment.ReadWrite.All"
+        in out
+    )
+    assert "azd provision" in out
+
+
+def test_doctor_notices_a_write_cmdlet_outside_the_exchange_role(env, sandbox, capsys) -> None:
+    """If RBAC refuses Set-Mailbox, the probe fails with the role to assign (and changed nothing)."""
+    sandbox.knobs(denied_cmdlets=["Set-Mailbox"])
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  exchange write cmdlets  Set-Mailbox -IsExchangeCloudManaged is not allowed" in out
+    assert "Exchange Administrator" in out
+    assert all(not m["cloudManaged"] for m in sandbox.mailboxes() if m["upn"].startswith("UserNoMail"))
+
+
+def test_doctor_notices_an_allowed_license_the_tenant_does_not_have(env, monkeypatch, capsys) -> None:
+    """ALLOWED_LICENSES naming a SKU the tenant lacks fails the Graph check with what to correct."""
+    monkeypatch.setenv("ALLOWED_LICENSES", "EXCHANGESTANDARD,SPE_E5")
+    assert main(["doctor"]) == 1
+    assert "ALLOWED_LICENSES names SPE_E5" in capsys.readouterr().out
+
+
+def test_doctor_notices_a_missing_queue(chain_env, capsys) -> None:
+    """A queue that does not exist fails the storage check with the command that creates it."""
+    from shared.queues import Storage
+    from shared.settings import Settings
+
+    Storage(Settings.from_env()).queue("provision-results").delete_queue()
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  storage" in out and "queue does not exist" in out and "azd provision" in out
 
 
 def test_doctor_with_a_wrong_endpoint_says_what_to_fix(env, monkeypatch, capsys) -> None:

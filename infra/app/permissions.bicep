@@ -1,0 +1,37 @@
+// Application roles of the app's identity on Microsoft Graph and Office 365 Exchange Online.
+// Managed identities cannot be granted these in the portal; the Graph Bicep extension can.
+// The deployer needs AppRoleAssignment.ReadWrite.All and Application.Read.All (e.g. Privileged
+// Role Administrator); Azure RBAC Owner is not enough.
+extension microsoftGraphV1
+
+param principalId string
+
+// Least privilege for the chain (reference/graph-licensing.md section 4), resolved by name at deploy time.
+var graphRoles = [
+  'User.Read.All' // read the synced user and its licenses
+  'User.ReadUpdate.All' // set usageLocation when the user has none
+  'LicenseAssignment.ReadWrite.All' // assign and remove the Exchange license
+  'Organization.Read.All' // subscribedSkus: service plans and free units
+]
+
+resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: '00000003-0000-0000-c000-000000000000'
+}
+
+resource exchange 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: '00000002-0000-0ff1-ce00-000000000000' // Office 365 Exchange Online
+}
+
+resource graphGrants 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
+  for role in graphRoles: {
+    principalId: principalId
+    resourceId: graph.id
+    appRoleId: filter(graph.appRoles, r => r.value == role)[0].id
+  }
+]
+
+resource exchangeGrant 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: principalId
+  resourceId: exchange.id
+  appRoleId: filter(exchange.appRoles, r => r.value == 'Exchange.ManageAsApp')[0].id
+}

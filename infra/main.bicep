@@ -1,0 +1,227 @@
+// exoprov on Azure: a Flex Consumption function app whose one user-assigned identity reaches
+// storage, Application Insights, Microsoft Graph and Exchange Online. No keys, no secrets.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; it seeds a short unique token used in every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource (Flex Consumption regions only).')
+@allowed([
+  'australiaeast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'westeurope'
+  'westus2'
+  'westus3'
+])
+@metadata({ azd: { type: 'location' } })
+param location string
+
+// The app's settings (DESIGN.md contract 3). They are strings on purpose: the app validates every
+// one of them at start and names the setting when a value is wrong (see `exoprov doctor`).
+@description('report (change nothing, the safe default) or apply.')
+@allowed(['report', 'apply'])
+param enforceMode string = 'report'
+@description('NCRONTAB schedule of the sweep, UTC.')
+param enforceSchedule string = '0 0 */4 * * *'
+@description('The brake: a sweep that would change more mailboxes than this changes none. 0 = no limit.')
+param enforceMaxChanges string = '500'
+param enforceRecipientTypes string = 'UserMailbox,SharedMailbox,RoomMailbox,EquipmentMailbox'
+@description('UPNs, SMTP addresses or ExternalDirectoryObjectIds the sweep never touches, comma-separated.')
+param enforceExclude string = ''
+@description('SKU part numbers or skuIds that provisioning requests may ask for, comma-separated.')
+param allowedLicenses string = 'EXCHANGESTANDARD'
+param defaultLicense string = 'EXCHANGESTANDARD'
+@description('ISO 3166 alpha-2 code for users without a usage location; empty = such requests fail clearly.')
+param defaultUsageLocation string = ''
+param syncWaitMinutes string = '1440'
+param mailboxWaitMinutes string = '1440'
+param conversionWaitMinutes string = '60'
+param pollMinSeconds string = '60'
+param pollMaxSeconds string = '900'
+
+// Flex Consumption scales each function on its own; this caps the instances so that the chain cannot
+// multiply its calls into the tenant's Exchange concurrency budget (40 is the lowest cap Flex accepts).
+param maximumInstanceCount int = 40
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = '${abbrs.webSitesFunctions}exoprov-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+// Every queue the app reads or writes (shared/queues.py); the host would create the poison queues on
+// first use, but creating them here lets the identity's rights and the doctor's checks cover them.
+var queueNames = [
+  'provision-requests'
+  'provision-license'
+  'provision-mailbox'
+  'provision-configure'
+  'provision-requests-poison'
+  'provision-license-poison'
+  'provision-mailbox-poison'
+  'provision-configure-poison'
+  'provision-results'
+  'provision-unreadable'
+]
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+// The one identity of the app: storage, monitoring, Graph and Exchange all see this principal.
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}exoprov-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
+  name: 'plan'
+  scope: rg
+  params: {
+    name: '${abbrs.webServerFarms}${resourceToken}'
+    sku: { name: 'FC1', tier: 'FlexConsumption' }
+    reserved: true
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    allowSharedKeyAccess: false // identity only: no account key can leak because none works
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    dnsEndpointType: 'Standard'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
+    blobServices: {
+      containers: [{ name: deploymentContainerName }, { name: 'exoprov-ledger' }]
+    }
+    queueServices: {
+      queues: [for queue in queueNames: { name: queue }]
+    }
+  }
+}
+
+module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.11.1' = {
+  name: 'logAnalytics'
+  scope: rg
+  params: {
+    name: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    location: location
+    tags: tags
+    dataRetention: 30
+  }
+}
+
+module monitoring 'br/public:avm/res/insights/component:0.6.0' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    name: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    workspaceResourceId: logAnalytics.outputs.resourceId
+    disableLocalAuth: true // telemetry is sent with the identity (Monitoring Metrics Publisher)
+  }
+}
+
+module api './app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    location: location
+    tags: tags
+    appServicePlanId: plan.outputs.resourceId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.name
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: {
+      AZURE_CLIENT_ID: identity.outputs.clientId
+      AZURE_TENANT_ID: tenant().tenantId
+      CLOUD: 'public'
+      ENFORCE_SCHEDULE: enforceSchedule
+      ENFORCE_MODE: enforceMode
+      ENFORCE_MAX_CHANGES: enforceMaxChanges
+      ENFORCE_RECIPIENT_TYPES: enforceRecipientTypes
+      ENFORCE_EXCLUDE: enforceExclude
+      ENFORCE_CONCURRENCY: '4'
+      ENFORCE_TIME_BUDGET_SECONDS: '1500' // under the 30-minute functionTimeout of host.json
+      ALLOWED_LICENSES: allowedLicenses
+      DEFAULT_LICENSE: defaultLicense
+      DEFAULT_USAGE_LOCATION: defaultUsageLocation
+      SYNC_WAIT_MINUTES: syncWaitMinutes
+      MAILBOX_WAIT_MINUTES: mailboxWaitMinutes
+      CONVERSION_WAIT_MINUTES: conversionWaitMinutes
+      POLL_MIN_SECONDS: pollMinSeconds
+      POLL_MAX_SECONDS: pollMaxSeconds
+    }
+  }
+}
+
+module rbac './app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.name
+    principalId: identity.outputs.principalId
+  }
+}
+
+// Graph and Exchange application roles for the identity (Microsoft Graph Bicep extension).
+module permissions './app/permissions.bicep' = {
+  name: 'permissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output EXOPROV_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output EXOPROV_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output EXOPROV_STORAGE_ACCOUNT string = storage.outputs.name
