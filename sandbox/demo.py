@@ -53,6 +53,7 @@ def main() -> int:
         )
         for user in NEW_HIRES:
             urllib3.request("POST", f"{sandbox.url}/_sandbox/users", body=json.dumps(user))
+        _create_queues(env)
         code = _steps(env)
         if code == 0:
             _print_results(env)
@@ -95,6 +96,14 @@ def _steps(env: dict[str, str]) -> int:
             print(f"make run: '{title.split('  ')[0]}' exited {code}", file=sys.stderr)
             return code
     return 0
+
+
+def _create_queues(env: dict[str, str]) -> None:
+    """What `azd provision` does in Azure: the chain's queues and the ledger container."""
+    from shared.queues import Storage
+    from shared.settings import Settings
+
+    Storage(Settings.from_env(env)).ensure()
 
 
 def _send_invalid(env: dict[str, str]) -> None:

@@ -1,0 +1,31 @@
+"""`make run`, the README's first command, end to end: it must keep working at every commit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import APP_SETTINGS, ROOT
+
+
+@pytest.mark.timeout(180)
+def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
+    """The demo passes the doctor, sweeps (report, apply, nothing left) and provisions its batch."""
+    for name in APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    demo = subprocess.run(
+        [sys.executable, "-m", "sandbox.demo"], cwd=ROOT, capture_output=True, text=True, timeout=170, check=False
+    )
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    out = demo.stdout
+    assert "all checks passed" in out
+    assert "changed                 5" in out and out.count("candidates              0") == 1
+    for line in (
+        "hr-1001  succeeded  UserMailbox",
+        "hr-1002  succeeded  SharedMailbox",
+        "hr-1003  succeeded  RoomMailbox",
+        "hr-1004  failed",
+    ):
+        assert line in out
