@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
 
-.PHONY: setup run test lint typecheck pytest sandbox clean
+.PHONY: setup run test lint typecheck pytest bench sandbox clean
 
 setup: $(STAMP) $(NODE)
 
@@ -40,6 +40,11 @@ typecheck: $(STAMP)
 
 pytest: setup
 	$(BIN)/pytest
+
+# Benchmarks against the sandbox (about 10 minutes; the serial pipeline is the slow part).
+# Not part of `make test`: it measures, it does not assert. Writes bench/RESULTS.md.
+bench: setup
+	$(BIN)/python -m bench.run
 
 sandbox: $(STAMP)
 	$(BIN)/exoprov sandbox
