@@ -39,8 +39,13 @@ def import_ms(modules: str) -> float:
     names = [m.strip() for m in modules.split(",")]
     totals = []
     for _ in range(RUNS):
-        done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {modules}"], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {modules}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         total = 0
         for line in done.stderr.splitlines():
             match = _LINE.match(line)

@@ -38,8 +38,12 @@ class Tenant:
         return result
 
     def _call(self, method: str, name: str, body: Any = None) -> Any:
-        response = self._http.request(method, f"{self.sandbox.url}/_sandbox/{name}",
-                                      body=json.dumps(body) if body is not None else None, timeout=600)
+        response = self._http.request(
+            method,
+            f"{self.sandbox.url}/_sandbox/{name}",
+            body=json.dumps(body) if body is not None else None,
+            timeout=600,
+        )
         if response.status != 200:
             raise RuntimeError(f"sandbox {name}: HTTP {response.status} {response.data[:200]!r}")
         return json.loads(response.data)
@@ -68,8 +72,13 @@ def run_child(args: list[str], env: dict[str, str]) -> ChildRun:
         process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(out_path.read_text(), err_path.read_text(), process.returncode,
-                    time.monotonic() - started, usage.ru_maxrss / 1024)
+    return ChildRun(
+        out_path.read_text(),
+        err_path.read_text(),
+        process.returncode,
+        time.monotonic() - started,
+        usage.ru_maxrss / 1024,
+    )
 
 
 def machine() -> str:
@@ -88,8 +97,10 @@ def machine() -> str:
         memory = f", {kb / 1024**2:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    return (f"{model}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{model}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def base_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:

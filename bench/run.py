@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark against the sandbox, print the tables, write bench/RESULTS.md.
 
-    python -m bench.run [--sizes 10000,50000,100000] [--chain 500] [--no-serial]
+python -m bench.run [--sizes 10000,50000,100000] [--chain 500] [--no-serial]
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         azurite.stop()
         sandbox.stop()
 
-    extra = [r for r in sweeps if r.method == "exoprov" and r.requests != expected_requests(r)]
+    extra = [r.mailboxes for r in sweeps if r.method == "exoprov" and r.requests != expected_requests(r)]
+    request_verdict = (
+        f"MORE than that at {extra}" if extra else "exactly that at every size (no unclear writes to settle)"
+    )
     report = f"""# Benchmark results
 
 Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, by `make bench` in {time.monotonic() - started:.0f} s.
@@ -70,7 +73,7 @@ one `Set-Mailbox` per candidate in series (bench/serial.py). exoprov = `exoprov 
 {sweep_table(sweeps)}
 
 Requests per exoprov sweep = 1 organization read + pages + ceil(candidates / 10):
-{"exactly that at every size (no unclear writes to settle)" if not extra else f"MORE than that at {[r.mailboxes for r in extra]}"}.
+{request_verdict}.
 Throttled answers: {", ".join(f"{r.method} {r.mailboxes:,}: {r.throttled}" for r in sweeps)};
 Retry-After violations: {sum(r.retry_after_violations for r in sweeps)}.
 

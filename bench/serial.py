@@ -19,17 +19,29 @@ def main() -> None:
     settings = Settings.from_env()
     exchange = Clients.from_settings(settings).exchange()
     started = time.monotonic()
-    listing = Command("Get-Mailbox", {"ResultSize": "Unlimited"},
-                      ("ExternalDirectoryObjectId", "IsDirSynced", "IsExchangeCloudManaged"))
+    listing = Command(
+        "Get-Mailbox",
+        {"ResultSize": "Unlimited"},
+        ("ExternalDirectoryObjectId", "IsDirSynced", "IsExchangeCloudManaged"),
+    )
     mailboxes = [m for page in exchange.pages(listing) for m in page]
     candidates = [m for m in mailboxes if m.get("IsDirSynced") and not m.get("IsExchangeCloudManaged")]
     changed = 0
     for mailbox in candidates:
-        exchange.invoke(Command("Set-Mailbox", {"Identity": mailbox["ExternalDirectoryObjectId"],
-                                                "IsExchangeCloudManaged": True}))
+        exchange.invoke(
+            Command("Set-Mailbox", {"Identity": mailbox["ExternalDirectoryObjectId"], "IsExchangeCloudManaged": True})
+        )
         changed += 1
-    print(json.dumps({"durationSeconds": time.monotonic() - started, "scanned": len(mailboxes),
-                      "candidates": len(candidates), "changed": changed}))
+    print(
+        json.dumps(
+            {
+                "durationSeconds": time.monotonic() - started,
+                "scanned": len(mailboxes),
+                "candidates": len(candidates),
+                "changed": changed,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list
         candidates = size // 10
         methods = ["serial", "exoprov"] if serial else ["exoprov"]
         for method in methods:
-            tenant.reset({"generate": {"mailboxes": size, "candidates": candidates, "seed": 5}},
-                         latency=LATENCY, concurrency_limit=CONCURRENCY_LIMIT, retry_after=0.05)
+            tenant.reset(
+                {"generate": {"mailboxes": size, "candidates": candidates, "seed": 5}},
+                latency=LATENCY,
+                concurrency_limit=CONCURRENCY_LIMIT,
+                retry_after=0.05,
+            )
             env = base_env(tenant.sandbox, ENFORCE_MAX_CHANGES="0", HTTP_MAX_ATTEMPTS="20")
             args = ["-m", "bench.serial"] if method == "serial" else ["-m", "shared.cli", "sweep", "--apply", "--json"]
             log(f"  {method:<8} {size:>7,} mailboxes ...")
@@ -47,14 +51,24 @@ def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list
                 raise RuntimeError(f"{method} at {size}: exit {child.returncode}: {child.stderr[-1500:]}")
             report = child.json()
             stats = tenant.stats()
-            row = SweepRow(size, candidates, method, float(report["durationSeconds"]), int(stats["requestsTotal"]),
-                           child.peak_rss_mb, int(report["changed"]), int(stats["throttled"]),
-                           len(stats["retryAfterViolations"]))
+            row = SweepRow(
+                size,
+                candidates,
+                method,
+                float(report["durationSeconds"]),
+                int(stats["requestsTotal"]),
+                child.peak_rss_mb,
+                int(report["changed"]),
+                int(stats["throttled"]),
+                len(stats["retryAfterViolations"]),
+            )
             if row.changed != candidates:
                 raise RuntimeError(f"{method} at {size} changed {row.changed} of {candidates}")
             rows.append(row)
-            log(f"  {method:<8} {size:>7,} mailboxes: {row.seconds:.2f} s, {row.requests} requests, "
-                f"{row.peak_rss_mb:.0f} MB peak")
+            log(
+                f"  {method:<8} {size:>7,} mailboxes: {row.seconds:.2f} s, {row.requests} requests, "
+                f"{row.peak_rss_mb:.0f} MB peak"
+            )
     return rows
 
 

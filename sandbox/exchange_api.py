@@ -62,7 +62,7 @@ class ExchangeApi:
         if cmdlet is None:
             return Reply.json(400, _error(400, "System.ArgumentException", "The request body has no CmdletInput."))
         select = _select(query)
-        self.stats.count("commands", cmdlet)
+        self._record(cmdlet, params)
         if cmdlet in self.knobs.denied_cmdlets:
             reason = f"The user or application is not allowed to run {cmdlet}"
             return Reply.json(
@@ -121,14 +121,14 @@ class ExchangeApi:
         cmdlet, params = _cmdlet_input(item.get("body"))
         if cmdlet is None:
             return {"id": item_id, "status": 400, "body": _error(400, "System.ArgumentException", "No CmdletInput.")}
-        self.stats.count("commands", cmdlet)
+        self._record(cmdlet, params)
         write = not cmdlet.startswith("Get-")
         if write and self.dice.roll(self.knobs.fault_item_429_rate):
             self.stats.count("faults", "item_429")
             return {
                 "id": item_id,
                 "status": 429,
-                "headers": {"Retry-After": str(self.knobs.retry_after)},
+                "headers": {} if self.knobs.omit_retry_after else {"Retry-After": str(self.knobs.retry_after)},
                 "body": _error(429, "Microsoft.Exchange.Throttling", "Too many requests; try again later."),
             }
         try:
@@ -148,6 +148,13 @@ class ExchangeApi:
         select = _select(parse_qs(url.query))
         value = [_project(r, select) for r in itertools.islice(records, MAX_PAGE_SIZE)]
         return {"id": item_id, "status": 200, "body": _page_body(base, value, warnings)}
+
+    def _record(self, cmdlet: str, params: dict[str, Any]) -> None:
+        self.stats.count("commands", cmdlet)
+        if "Identity" in params:
+            self.stats.count("identities", str(params["Identity"]))
+        if "Filter" in params:
+            self.stats.count("filters", str(params["Filter"]))
 
     def _page(
         self,

@@ -20,6 +20,7 @@ class Knobs:
     concurrency_limit: int = 0  # Exchange requests in flight per tenant; 0 = unlimited
     requests_per_second: float = 0.0  # Exchange request rate; 0 = unlimited
     retry_after: float = 1.0  # what a throttling answer asks for
+    omit_retry_after: bool = False  # throttle without saying how long (the client must back off by itself)
     fault_503_rate: float = 0.0  # 503 without Retry-After, nothing done
     fault_429_rate: float = 0.0  # 429 with Retry-After, nothing done
     fault_504_rate: float = 0.0  # 504 gateway timeout after the work was done
@@ -29,6 +30,7 @@ class Knobs:
     hang_seconds: float = 30.0
     fault_drop_rate: float = 0.0  # close the connection without an answer (after applying)
     token_fault_rate: float = 0.0  # the identity endpoint fails
+    token_outage_seconds: float = 0.0  # the identity endpoint fails for this long from when the knob is set
     token_lifetime: float = 3600.0
     nextlink_ttl: float = 300.0
     batch_limit: int = 20
@@ -58,6 +60,8 @@ class Stats:
         self.statuses: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
+        self.identities: Counter[str] = Counter()  # every Identity parameter Exchange was sent
+        self.filters: Counter[str] = Counter()  # every Filter parameter Exchange was sent
         self.throttled = 0
         self.retry_after_violations: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -94,9 +98,12 @@ class Stats:
                 "statuses": {str(k): v for k, v in self.statuses.items()},
                 "faults": dict(self.faults),
                 "tokens": dict(self.tokens),
+                "identities": dict(self.identities),
+                "filters": dict(self.filters),
                 "throttled": self.throttled,
                 "retryAfterViolations": list(self.retry_after_violations),
                 "maxInFlight": self.max_in_flight,
+                "inFlight": self.in_flight,
             }
 
 

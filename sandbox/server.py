@@ -66,6 +66,7 @@ class Sandbox:
     def apply_tenant_knobs(self) -> None:
         self.tenant.conversion_lag = self.knobs.conversion_lag
         self.tenant.mailbox_delay = self.knobs.mailbox_delay
+        self.token_outage_until = time.time() + self.knobs.token_outage_seconds
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -136,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
     def _token(self, box: Sandbox, query: dict[str, list[str]]) -> Reply:
         if self.headers.get("X-IDENTITY-HEADER") != box.identity_header:
             return Reply.json(401, {"statusCode": 401, "message": "X-IDENTITY-HEADER is missing or wrong."})
-        if box.dice.roll(box.knobs.token_fault_rate):
+        if box.dice.roll(box.knobs.token_fault_rate) or time.time() < box.token_outage_until:
             box.stats.count("faults", "token")
             return Reply.json(500, {"statusCode": 500, "message": "The identity endpoint is unavailable."})
         resource = query.get("resource", [""])[0].rstrip("/")
@@ -252,6 +253,8 @@ class Handler(BaseHTTPRequestHandler):
     def _throttle(self, box: Sandbox, request_id: str, seconds: float, message: str) -> Reply:
         with box.stats.lock:
             box.stats.throttled += 1
+        if box.knobs.omit_retry_after:
+            return Reply.json(429, {"error": {"code": "TooManyRequests", "message": message}})
         box.stats.remember_retry_after(request_id, seconds)
         return Reply.json(
             429, {"error": {"code": "TooManyRequests", "message": message}}, {"Retry-After": f"{seconds:g}"}

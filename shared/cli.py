@@ -133,6 +133,7 @@ def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
         clients.dispatcher(),
         concurrency=settings.worker_concurrency,
         retry_seconds=settings.queue_retry_seconds,
+        lease_seconds=settings.worker_lease_seconds,
         schedule=Schedule.parse(settings.enforce_schedule) if with_sweep else None,
         sweep=run_scheduled_sweep if with_sweep else None,
         progress=lambda handled, queued: print(

@@ -90,7 +90,12 @@ def run_doctor(out: TextIO) -> int:
             http_backoff_seconds=0.2,
             http_read_timeout_seconds=min(settings.http_read_timeout_seconds, 30),
         )
-        state["clients"] = Clients.from_settings(settings)
+        try:
+            state["clients"] = Clients.from_settings(settings)
+        except ExoprovError as exc:
+            raise CheckFailed(
+                str(exc), "correct the setting named above; see README 'Identity and permissions'"
+            ) from exc
         return f"cloud {settings.cloud.name}, mode {settings.enforce_mode}, exchange {settings.exchange_endpoint}"
 
     def token_check() -> str:

@@ -25,6 +25,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
+from shared.logs import audit
 from shared.settings import Settings
 
 log = logging.getLogger("exoprov.enforcement")
@@ -348,6 +349,7 @@ class _Applier:
         return not_applied
 
     def _succeed(self, mailbox: Mailbox) -> None:
+        audit("Set-Mailbox IsExchangeCloudManaged", mailbox.label, False, True)
         with self._lock:
             self._report.changed += 1
             self._done += 1

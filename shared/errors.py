@@ -8,7 +8,8 @@ The root splits on the one question every caller asks: will the same call succee
     │   ├── ThrottledError          429 / "concurrent requests per tenant" (carries retry_after)
     │   ├── ServiceUnavailableError 5xx or a network failure before the request was processed
     │   ├── OutcomeUnknownError     a write may or may not have happened; settle it by reading back
-    │   └── DualWriteError          Exchange could not write through to Entra ("DualWrite")
+    │   ├── DualWriteError          Exchange could not write through to Entra ("DualWrite")
+    │   └── TokenUnavailableError   the identity endpoint failed to issue a token this time
     └── PermanentError              retrying the same call cannot help
         ├── AuthenticationError     no token could be acquired for a resource
         ├── PermissionDeniedError   401/403: the identity lacks a role, consent or RBAC scope
@@ -112,6 +113,12 @@ class DualWriteError(TransientError):
     code = "dual_write"
 
 
+class TokenUnavailableError(TransientError):
+    """The token endpoint failed (an outage, a 5xx); the credential itself is configured."""
+
+    code = "token_unavailable"
+
+
 class PermanentError(ServiceError):
     """Retrying the same call cannot help."""
 
@@ -119,7 +126,7 @@ class PermanentError(ServiceError):
 
 
 class AuthenticationError(PermanentError):
-    """No token could be acquired; the message says which credential was tried."""
+    """No credential is configured that could give a token; the message says which ones exist."""
 
     code = "authentication_failed"
 

@@ -8,8 +8,9 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
+_audit = logging.getLogger("exoprov.audit")
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("exoprov_correlation", default="-")
 
 
@@ -27,6 +28,35 @@ def correlation_scope(value: str | None = None) -> Iterator[str]:
         yield value
     finally:
         _correlation.reset(token)
+
+
+def audit(
+    action: str, target: str, before: Any, after: Any, *, request_id: str | None = None, noop: bool = False
+) -> None:
+    """One structured event per write: what changed on whom, before and after, for which request or run.
+
+    The event rides on the log record as `record.audit`, so log pipelines (and tests) read it as data.
+    """
+    event = {
+        "action": action,
+        "target": target,
+        "before": before,
+        "after": after,
+        "noop": noop,
+        "requestId": request_id,
+        "correlationId": correlation_id(),
+    }
+    _audit.info(
+        "write %s on %s (request %s, corr %s): %s -> %s%s",
+        action,
+        target,
+        request_id or "-",
+        event["correlationId"],
+        before,
+        after,
+        " (no change)" if noop else "",
+        extra={"audit": event},
+    )
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

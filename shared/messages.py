@@ -16,9 +16,11 @@ from shared.settings import MAILBOX_TYPES, Settings, license_allowed
 MAX_MESSAGE_BYTES = 64 * 1024  # the storage queue limit; nothing larger can be a real request
 MAX_JSON_DEPTH = 8
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Entra's UPN rules: a local part of permitted characters (no leading, trailing or double dot), and a domain.
+# Entra's documented UPN rules: a name of letters, digits and ' . - _ ! # ^ ~ (no leading, trailing or double
+# dot; `$` too, which Graph documents for UPNs that start with it), and a domain. Anything else is refused at
+# the door rather than waited on until SYNC_WAIT_MINUTES for a user that cannot exist.
 UPN = re.compile(
-    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9'._!#^~&%+$-]{1,64}(?<!\.)@(?=.{1,255}$)"
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9'._!#^~$-]{1,64}(?<!\.)@(?=.{1,255}$)"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -185,6 +187,9 @@ def _depth(value: Any, level: int = 1) -> int:
     return level
 
 
+STEPS = ("license", "mailbox", "configure")
+
+
 @dataclass
 class StepMessage:
     """The envelope that carries a request from step to step, with what the chain learned so far."""
@@ -219,10 +224,36 @@ class StepMessage:
 
     @classmethod
     def loads(cls, text: str) -> StepMessage:
+        """Parse an envelope; ValueError unless it is exactly what a step of this version wrote."""
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("v") != 1:
+        if not isinstance(data, dict) or data.get("v") != 1 or set(data) != set(_ENVELOPE):
             raise ValueError("not a version-1 step message")
+        for name, kind in _ENVELOPE.items():
+            if not isinstance(data[name], kind) or isinstance(data[name], bool) is not (kind is bool):
+                raise ValueError(f"step message field {name} is not {kind}")
+        request = data["request"]
+        if (
+            data["step"] not in STEPS
+            or set(request) != FIELDS
+            or not isinstance(request["requestId"], str)
+            or not REQUEST_ID.match(request["requestId"])
+            or not isinstance(request["userPrincipalName"], str)
+            or request["mailboxType"] not in TARGET_DETAILS
+        ):
+            raise ValueError("step message does not carry a valid request")
         return cls(**data)
+
+
+_ENVELOPE: dict[str, type | tuple[type, ...]] = {
+    "step": str,
+    "request": dict,
+    "chain_id": str,
+    "accepted_at": (int, float),
+    "wait_started_at": (int, float),
+    "polls": int,
+    "state": dict,
+    "v": int,
+}
 
 
 @dataclass

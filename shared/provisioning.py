@@ -27,11 +27,11 @@ from shared.errors import (
 )
 from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
+from shared.logs import audit
 from shared.messages import Request, Result, StepMessage, parse_request
 from shared.settings import Settings
 
 log = logging.getLogger("exoprov.provisioning")
-audit = logging.getLogger("exoprov.audit")
 
 CONTRACT_CODES = {
     "invalid_request",
@@ -85,8 +85,14 @@ class Chain:
 
     settings: Settings
     graph: GraphClient
-    exchange: ExchangeClient
+    # A factory, not a client: the Exchange client needs a token (for the tenant id), and a worker must
+    # start, and wait, even while the identity endpoint is down.
+    exchange_client: Callable[[], ExchangeClient]
     clock: Callable[[], float] = time.time
+
+    @property
+    def exchange(self) -> ExchangeClient:
+        return self.exchange_client()
 
     # -- the steps ------------------------------------------------------------------------------
 
@@ -321,23 +327,4 @@ def _bytes(total_item_size: str) -> int | None:
 
 
 def _audit(request: Request, action: str, target: str, before: Any, after: Any, noop: bool = False) -> None:
-    """One structured event per write: who asked, what changed on whom, before and after."""
-    audit.info(
-        "write %s on %s for request %s: %s -> %s%s",
-        action,
-        target,
-        request.request_id,
-        before,
-        after,
-        " (no change)" if noop else "",
-        extra={
-            "audit": {
-                "requestId": request.request_id,
-                "action": action,
-                "target": target,
-                "before": before,
-                "after": after,
-                "noop": noop,
-            }
-        },
-    )
+    audit(action, target, before, after, request_id=request.request_id, noop=noop)

@@ -93,6 +93,7 @@ class Settings:
     conversion_wait_minutes: float = 60.0
     worker_concurrency: int = 4
     queue_retry_seconds: int = 30
+    worker_lease_seconds: int = 300
     storage_blob_service_uri: str | None = None
     http_connect_timeout_seconds: float = 10.0
     http_read_timeout_seconds: float = 120.0
@@ -146,6 +147,7 @@ class Settings:
             conversion_wait_minutes=reader.get("CONVERSION_WAIT_MINUTES", 60.0, _duration),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", 4, _int_between(1, 32)),
             queue_retry_seconds=reader.get("QUEUE_RETRY_SECONDS", 30, _int_between(0, 3600)),
+            worker_lease_seconds=reader.get("WORKER_LEASE_SECONDS", 300, _int_between(1, 3600)),
             storage_blob_service_uri=reader.get("AzureWebJobsStorage__blobServiceUri", None, _url(allow_path=True)),
             http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration),
             http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration),

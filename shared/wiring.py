@@ -101,7 +101,7 @@ class Clients:
         with self._lock:
             if self._dispatcher is None:
                 storage = self.storage()
-                chain = Chain(self.settings, self.graph(), self.exchange())
+                chain = Chain(self.settings, self.graph(), self.exchange)
                 self._dispatcher = Dispatcher(chain, storage, Ledger(storage.ledger_container))
             return self._dispatcher
 

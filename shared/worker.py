@@ -23,7 +23,6 @@ from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON
 
 log = logging.getLogger("exoprov.worker")
 
-LEASE_SECONDS = 300  # how long a message in hand stays invisible to other workers
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
 EXIT_OK, EXIT_TIMEOUT = 0, 3
 
@@ -36,6 +35,7 @@ class Worker:
     dispatcher: Dispatcher
     concurrency: int = 4
     retry_seconds: int = 30
+    lease_seconds: int = 300  # a message in hand stays invisible this long; a killed worker's comes back after it
     schedule: Schedule | None = None
     sweep: Callable[[], Any] | None = None
     clock: Callable[[], float] = time.monotonic
@@ -65,21 +65,26 @@ class Worker:
         with ThreadPoolExecutor(self.concurrency + 1, "exoprov-worker") as pool:
             while not self._stop.is_set():
                 self._in_flight = {f for f in self._in_flight if not f.done()}
-                took = self._fill(pool)
+                try:
+                    took = self._fill(pool)
+                except Exception as exc:  # storage unreachable: wait and poll again, never die
+                    log.warning("cannot read the queues (%s); retrying in %.0f s", _first_line(exc), IDLE_POLL_MAX)
+                    self._stop.wait(IDLE_POLL_MAX)
+                    continue
                 if next_sweep is not None and datetime.now(UTC) >= next_sweep and (sweeping is None or sweeping.done()):
                     sweeping = pool.submit(self._run_sweep)
                     next_sweep = self._next_sweep()
-                if until_idle and not took and not self._in_flight and self.storage.pending(self._all_queues()) == 0:
+                if until_idle and not took and not self._in_flight and self._pending() == 0:
                     log.info("all queues are empty; %d message(s) handled", self.handled)
                     return EXIT_OK
                 if timeout is not None and self.clock() - started > timeout:
-                    left = self.storage.pending(self._all_queues())
+                    left = self._pending()
                     log.error("timed out after %.0f s with %d message(s) still queued", timeout, left)
                     self.stop()
                     return EXIT_TIMEOUT
                 if self.progress and self.clock() - last_progress >= self.progress_every:
                     last_progress = self.clock()
-                    self.progress(self.handled, self.storage.pending(self._all_queues()))
+                    self.progress(self.handled, self._pending())
                 idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(0.1, idle_wait * 2))
                 self._stop.wait(idle_wait)
             for future in list(self._in_flight):
@@ -89,6 +94,14 @@ class Worker:
     def _all_queues(self) -> tuple[str, ...]:
         return (*CHAIN_QUEUES, *POISON_QUEUES)
 
+    def _pending(self) -> int:
+        """Messages still queued, or -1 when storage cannot say (which is never "idle")."""
+        try:
+            return self.storage.pending(self._all_queues())
+        except Exception as exc:
+            log.warning("cannot count the queues (%s)", _first_line(exc))
+            return -1
+
     def _fill(self, pool: ThreadPoolExecutor) -> int:
         """Take messages from every queue while there is room in the pool; return how many were taken."""
         took = 0
@@ -97,13 +110,24 @@ class Worker:
             if room <= 0:
                 break
             for message in self.storage.queue(queue).receive_messages(
-                messages_per_page=min(room, 32), max_messages=room, visibility_timeout=LEASE_SECONDS
+                messages_per_page=min(room, 32), max_messages=room, visibility_timeout=self.lease_seconds
             ):
                 self._in_flight.add(pool.submit(self._process, queue, message))
                 took += 1
         return took
 
     def _process(self, queue: str, message: Any) -> None:
+        try:
+            self._handle(queue, message)
+        except Exception as exc:  # storage failed while settling the message: it comes back after its lease
+            log.error(
+                "message %s on %s could not be settled (%s); it returns after its lease",
+                message.id,
+                queue,
+                _first_line(exc),
+            )
+
+    def _handle(self, queue: str, message: Any) -> None:
         client = self.storage.queue(queue)
         try:
             if queue.endswith(POISON_SUFFIX):
@@ -149,6 +173,11 @@ class Worker:
                 self.sweep()
             except Exception:
                 log.exception("the scheduled sweep failed; the next one runs on schedule")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _expected(exc: Exception) -> bool:

@@ -35,6 +35,7 @@ NOT_SET_IN_AZURE = {
     "HTTP_BACKOFF_SECONDS": "as above",
     "WORKER_CONCURRENCY": "the standalone worker only; host.json governs the function app",
     "QUEUE_RETRY_SECONDS": "as above (host.json visibilityTimeout)",
+    "WORKER_LEASE_SECONDS": "as above (the host holds a message for 10 minutes)",
 }
 HOST_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
 BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"

@@ -216,3 +216,18 @@ def test_progress_reaches_the_total(env, sandbox) -> None:
     seen: list[tuple[int, int]] = []
     run_sweep(apply=True, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (6, 6) and len(seen) == 6
+
+
+def test_every_flip_leaves_one_audit_event_with_the_run_correlation_id(env, sandbox, caplog) -> None:
+    """Each mailbox the sweep flips emits one structured audit event (before false, after true) tagged with the run."""
+    import logging
+
+    from shared.logs import correlation_scope
+
+    caplog.set_level(logging.INFO, logger="exoprov.audit")
+    with correlation_scope("run-42"):
+        report = run_sweep(apply=True)
+    events = [r.__dict__["audit"] for r in caplog.records if "audit" in r.__dict__]
+    assert len(events) == report.changed == 6
+    assert all(e["before"] is False and e["after"] is True and e["correlationId"] == "run-42" for e in events)
+    assert len({e["target"] for e in events}) == 6
