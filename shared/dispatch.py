@@ -61,8 +61,9 @@ class Dispatcher:
                     request_id,
                     upn,
                     "internal_error",
-                    f"the {step} step failed {MAX_DEQUEUE_COUNT} times in a row (queue {origin}); the logs under "
-                    f"correlation id {request_id} say why. The request can be sent again with a new requestId",
+                    f"the {step} step failed {MAX_DEQUEUE_COUNT} times in a row (queue {origin}), after its own "
+                    f"retries; the logs under correlation id {request_id} say why. The request can be sent again "
+                    "with a new requestId",
                 )
             )
 

@@ -22,6 +22,7 @@ from shared.errors import (
     NoLicensesError,
     NotFoundError,
     PermanentError,
+    ThrottledError,
     TransientError,
     UsageLocationError,
 )
@@ -55,6 +56,7 @@ MAILBOX_SELECT = (
 )
 SET_MAILBOX_TYPE = {"Shared": "Shared", "Room": "Room", "Equipment": "Equipment"}
 SHARED_LICENSE_FREE_BYTES = 50 * 1024**3  # a shared mailbox needs no license below 50 GB
+TRANSIENT_RETRIES = 8  # a step's own retries of transient errors, before the queue's (host.json) take over
 
 
 @dataclass(frozen=True)
@@ -191,12 +193,37 @@ class Chain:
     # -- running a step ------------------------------------------------------------------------
 
     def run(self, message: StepMessage) -> Outcome:
-        """Run the step the message names; a permanent error ends the request with its code."""
+        """Run the step the message names; a permanent error ends the request with its code.
+
+        A transient error (throttling, a 5xx, an unclear write) sends the same step again after Retry-After or a
+        growing delay, up to TRANSIENT_RETRIES times; every step is idempotent, so running it again is safe.
+        Only then does the error reach the queue, whose own retries end on the poison queue.
+        """
         step = {"license": self.license, "mailbox": self.mailbox, "configure": self.configure}[message.step]
         try:
             return step(message)
-        except TransientError:
-            raise
+        except TransientError as exc:
+            key = f"retries.{message.step}"  # per step: the state travels along the chain
+            retries = int(message.state.get(key, 0))
+            if retries >= TRANSIENT_RETRIES:
+                raise
+            retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
+            delay = (
+                retry_after
+                if retry_after is not None
+                else min(self.settings.poll_max_seconds, self.settings.poll_min_seconds * 2**retries)
+            )
+            log.warning(
+                "request %s: %s step meets a transient error (%s); again in %.1f s (retry %d of %d)",
+                message.request_id,
+                message.step,
+                exc,
+                delay,
+                retries + 1,
+                TRANSIENT_RETRIES,
+            )
+            again = dataclasses.replace(message, state={**message.state, key: retries + 1})
+            return Next(again, delay)
         except ExoprovError as exc:
             code = exc.code if exc.code in CONTRACT_CODES else "internal_error"
             log.warning("request %s failed in %s: %s", message.request_id, message.step, exc)
