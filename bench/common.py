@@ -12,41 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
+from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Tenant:
-    """The sandbox under benchmark: reset it, read its counters."""
+class Tenant(SandboxControl):
+    """The sandbox under benchmark."""
 
     def __init__(self, sandbox: SandboxProcess) -> None:
+        super().__init__(sandbox.url, sandbox.env, sandbox.pid)
         self.sandbox = sandbox
-        self._http = urllib3.PoolManager()
-
-    def reset(self, seed: dict[str, Any], **knobs: Any) -> None:
-        self._call("POST", "reset", {"seed": seed, "knobs": knobs})
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "stats")
-        return result
-
-    def mailboxes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "mailboxes")
-        return result
-
-    def _call(self, method: str, name: str, body: Any = None) -> Any:
-        response = self._http.request(
-            method,
-            f"{self.sandbox.url}/_sandbox/{name}",
-            body=json.dumps(body) if body is not None else None,
-            timeout=600,
-        )
-        if response.status != 200:
-            raise RuntimeError(f"sandbox {name}: HTTP {response.status} {response.data[:200]!r}")
-        return json.loads(response.data)
 
 
 @dataclass

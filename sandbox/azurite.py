@@ -5,8 +5,6 @@ Data lives in a folder (not in memory), so stopping and restarting Azurite keeps
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -79,13 +77,9 @@ class Azurite:
         """Stop Azurite by its process id (its process group: npm's shim starts node as a child)."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        from sandbox.main import terminate
+
+        terminate(self.process, group=True)
         self._log.close()
         self.process = None
 

@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 from sandbox.azurite import Azurite
+from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +50,9 @@ def main() -> int:
             f"sandbox tenant on {sandbox.url} (pid {sandbox.pid}); Azurite on ports "
             f"{azurite.blob_port}/{azurite.queue_port} (pid {azurite.process.pid if azurite.process else '-'})\n"
         )
+        control = SandboxControl(sandbox.url)
         for user in NEW_HIRES:
-            urllib3.request("POST", f"{sandbox.url}/_sandbox/users", body=json.dumps(user))
+            control.add_user(**user)
         _create_queues(env)
         code = _steps(env)
         if code == 0:

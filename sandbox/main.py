@@ -105,12 +105,19 @@ class SandboxProcess:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        terminate(self.process)
         if self.process.stdout:
             self.process.stdout.close()
+
+
+def terminate(process: subprocess.Popen[Any], *, group: bool = False) -> None:
+    """Stop a child by its pid (or its process group): SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    kill = os.killpg if group else os.kill
+    kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

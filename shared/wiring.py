@@ -58,13 +58,8 @@ class Clients:
     def exchange(self) -> ExchangeClient:
         with self._lock:
             if self._exchange is None:
-                http = ServiceClient(
-                    "exchange",
-                    self.settings.exchange_endpoint,
-                    self.settings.exchange_resource,
-                    "EXCHANGE_ENDPOINT",
-                    self.tokens,
-                    policy_for(self.settings),
+                http = self._service(
+                    "exchange", self.settings.exchange_endpoint, self.settings.exchange_resource, "EXCHANGE_ENDPOINT"
                 )
                 self._exchange = ExchangeClient(http, self.tenant_id())
             return self._exchange
@@ -72,16 +67,13 @@ class Clients:
     def graph(self) -> GraphClient:
         with self._lock:
             if self._graph is None:
-                http = ServiceClient(
-                    "graph",
-                    self.settings.graph_endpoint,
-                    self.settings.graph_resource,
-                    "GRAPH_ENDPOINT",
-                    self.tokens,
-                    policy_for(self.settings),
+                self._graph = GraphClient(
+                    self._service("graph", self.settings.graph_endpoint, self.settings.graph_resource, "GRAPH_ENDPOINT")
                 )
-                self._graph = GraphClient(http)
             return self._graph
+
+    def _service(self, name: str, endpoint: str, resource: str, setting: str) -> ServiceClient:
+        return ServiceClient(name, endpoint, resource, setting, self.tokens, policy_for(self.settings))
 
     def storage(self) -> Storage:
         """The storage account of AzureWebJobsStorage (queues and the result ledger)."""

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 from hypothesis import settings as hypothesis_settings
 
 from sandbox.azurite import Azurite
+from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
 from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
 from shared.settings import Settings
@@ -48,54 +47,7 @@ APP_SETTINGS = [
 ]
 
 
-class SandboxHandle:
-    """Controls the sandbox process over its /_sandbox endpoints."""
-
-    def __init__(self, url: str, env: dict[str, str], pid: int) -> None:
-        self.url = url
-        self.env = env
-        self.pid = pid
-        self._http = urllib3.PoolManager()
-
-    def _call(self, method: str, name: str, body: Any = None) -> Any:
-        response = self._http.request(
-            method,
-            f"{self.url}/_sandbox/{name}",
-            body=json.dumps(body) if body is not None else None,
-            headers={"Content-Type": "application/json"},
-        )
-        assert response.status == 200, response.data
-        return json.loads(response.data)
-
-    def reset(self, seed: str | dict[str, Any] = "default", **knobs: Any) -> None:
-        self._call("POST", "reset", {"seed": seed, "knobs": knobs})
-
-    def knobs(self, **knobs: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", "knobs", knobs)
-        return result
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "stats")
-        return result
-
-    def mailboxes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "mailboxes")
-        return result
-
-    def sync_mail(self, upn: str, mail: str) -> None:
-        self._call("POST", "sync-mail", {"upn": upn, "mail": mail})
-
-    def rotate_keys(self) -> None:
-        self._call("POST", "rotate-keys", {})
-
-    def add_user(self, **spec: Any) -> str:
-        """Create a user "on-premises"; it appears in the tenant after spec['syncDelaySeconds']."""
-        result: dict[str, str] = self._call("POST", "users", spec)
-        return result["id"]
-
-    def licenses(self) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = self._call("GET", "licenses")
-        return result
+SandboxHandle = SandboxControl  # the name the tests use for it
 
 
 @pytest.fixture(scope="session")
