@@ -2,9 +2,11 @@
 
 import azure.functions as func
 
+from functions.doctor import bp as doctor
 from functions.enforce import bp as enforce
 from functions.provision import bp as provision
 
 app = func.FunctionApp()
 app.register_functions(enforce)
 app.register_functions(provision)
+app.register_functions(doctor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from azure.functions import HttpRequest
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
@@ -50,6 +51,22 @@ QUEUE_FUNCTIONS = {
     "mailbox_gave_up": "provision-mailbox-poison",
     "configure_gave_up": "provision-configure-poison",
 }
+
+
+def test_the_doctor_runs_as_the_app_behind_a_function_key(functions, chain_env) -> None:
+    """GET /api/doctor (function key) runs every check with the app's own identity: 200 and the report."""
+    (trigger, _) = json.loads(functions["doctor"].get_function_json())["bindings"]
+    assert (trigger["type"], trigger["route"], trigger["authLevel"]) == ("httpTrigger", "doctor", "FUNCTION")
+    response = functions["doctor"].get_user_function()(HttpRequest("GET", "/api/doctor", body=b""))
+    assert response.status_code == 200
+    assert "all checks passed" in response.get_body().decode() and "  ok  storage" in response.get_body().decode()
+
+
+def test_the_doctor_answers_503_when_a_check_fails(functions, env, sandbox) -> None:
+    """A missing grant makes the doctor endpoint answer 503 with the failing line and its fix."""
+    sandbox.knobs(roles={"https://outlook.office365.com": []})
+    response = functions["doctor"].get_user_function()(HttpRequest("GET", "/api/doctor", body=b""))
+    assert response.status_code == 503 and "FAIL  exchange role" in response.get_body().decode()
 
 
 def test_every_chain_queue_and_its_poison_queue_has_a_trigger(functions) -> None:
