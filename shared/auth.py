@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.errors import AuthenticationError, ConfigurationError, TokenUnavailableError
+from shared.errors import AuthenticationError, ConfigurationError, TokenUnavailableError, first_line
 from shared.settings import Settings
 
 log = logging.getLogger("exoprov.auth")
@@ -97,7 +97,7 @@ def build_credential(settings: Settings) -> TokenCredential:
         except (ValueError, TypeError) as exc:  # cryptography's reasons; they never contain the password
             raise ConfigurationError(
                 "AZURE_CLIENT_CERTIFICATE_PATH",
-                f"cannot load {settings.certificate_path}: {str(exc).splitlines()[0]} (expected a PEM with its "
+                f"cannot load {settings.certificate_path}: {first_line(exc)} (expected a PEM with its "
                 "private key, or PKCS#12; check AZURE_CLIENT_CERTIFICATE_PASSWORD)",
             ) from exc
     from azure.identity import DefaultAzureCredential
@@ -142,7 +142,7 @@ class TokenProvider:
             else:
                 raw = self._credential.get_token(f"{resource}/.default")
         except Exception as exc:  # azure-identity raises several unrelated types
-            log.warning("token for %s failed after %.0f ms: %s", resource, _ms(started), _first_line(exc))
+            log.warning("token for %s failed after %.0f ms: %s", resource, _ms(started), first_line(exc))
             hint = (
                 "In Azure, check that the app has a managed identity (and AZURE_CLIENT_ID for a user-assigned "
                 "one); on a laptop, run 'az login'; on a job server, set AZURE_CLIENT_CERTIFICATE_PATH"
@@ -150,7 +150,7 @@ class TokenProvider:
             if type(exc).__name__ == "CredentialUnavailableError":
                 raise AuthenticationError(f"no credential can give a token for {resource}: {exc}. {hint}") from exc
             # A configured credential whose endpoint failed: an outage passes, so the work is retried.
-            raise TokenUnavailableError(f"could not get a token for {resource}: {_first_line(exc)}. {hint}") from exc
+            raise TokenUnavailableError(f"could not get a token for {resource}: {first_line(exc)}. {hint}") from exc
         self.acquisitions[resource] += 1
         token = Token(raw.token, float(raw.expires_on), decode_claims(raw.token))
         log.info(
@@ -161,10 +161,6 @@ class TokenProvider:
             ",".join(token.roles) or "-",
         )
         return token
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _ms(started: float) -> float:

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from shared.auth import Token
 from shared.enforcement import read_tenant_default
-from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
+from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError, first_line
 from shared.exchange import ROLE, Command
 from shared.settings import Settings
 from shared.wiring import Clients
@@ -200,7 +200,7 @@ def run_doctor(out: TextIO) -> int:
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "set AzureWebJobsStorage (README 'Settings')") from exc
         except Exception as exc:  # the storage SDK's errors carry the service's own reason
-            reason = str(exc).splitlines()[0]
+            reason = first_line(exc)
             raise CheckFailed(
                 f"storage: {reason}",
                 "'azd provision' creates the queues and the ledger container and grants Storage Queue Data "

@@ -74,7 +74,6 @@ class ServiceError(ExoprovError):
     """An error reported by (or on the way to) Exchange Online or Microsoft Graph."""
 
     def __init__(self, message: str, context: CallContext | None = None) -> None:
-        self.detail = message
         self.context = context
         super().__init__(f"{message} ({context.describe()})" if context else message)
 
@@ -203,3 +202,9 @@ class InvalidRequestError(ExoprovError):
         self.request_id = request_id
         self.code = code
         self.upn = upn
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (SDK errors run to pages), or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

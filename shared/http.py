@@ -124,7 +124,6 @@ class ServiceClient:
         # Shared by every thread: once the service says "wait", nobody calls it before then.
         self._not_before = 0.0
         self._gate = threading.Lock()
-        self.calls = 0
 
     def request(
         self,
@@ -282,7 +281,6 @@ class ServiceClient:
     def _log(
         self, method: str, operation: str, outcome: str, started: float, attempt: int, context: CallContext
     ) -> None:
-        self.calls += 1
         log.info(
             "%s %s %s%s -> %s in %.0f ms (attempt %d, cid %s, corr %s)",
             self.service,

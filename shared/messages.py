@@ -274,9 +274,9 @@ class Result:
 
     @classmethod
     def failed(
-        cls, request_id: str, upn: str | None, code: str, message: str, mailbox_type: str | None = None, **known: Any
+        cls, request_id: str, upn: str | None, code: str, message: str, mailbox_type: str | None = None
     ) -> Result:
-        return cls(request_id, upn, "failed", mailbox_type, error={"code": code, "message": message}, **known)
+        return cls(request_id, upn, "failed", mailbox_type, error={"code": code, "message": message})
 
     def to_json(self) -> dict[str, Any]:
         return {

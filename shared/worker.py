@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.cron import Schedule
 from shared.dispatch import Dispatcher
+from shared.errors import ExoprovError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, Storage
 
@@ -68,7 +69,7 @@ class Worker:
                 try:
                     took = self._fill(pool)
                 except Exception as exc:  # storage unreachable: wait and poll again, never die
-                    log.warning("cannot read the queues (%s); retrying in %.0f s", _first_line(exc), IDLE_POLL_MAX)
+                    log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
                     self._stop.wait(IDLE_POLL_MAX)
                     continue
                 if next_sweep is not None and datetime.now(UTC) >= next_sweep and (sweeping is None or sweeping.done()):
@@ -99,7 +100,7 @@ class Worker:
         try:
             return self.storage.pending(self._all_queues())
         except Exception as exc:
-            log.warning("cannot count the queues (%s)", _first_line(exc))
+            log.warning("cannot count the queues (%s)", first_line(exc))
             return -1
 
     def _fill(self, pool: ThreadPoolExecutor) -> int:
@@ -124,7 +125,7 @@ class Worker:
                 "message %s on %s could not be settled (%s); it returns after its lease",
                 message.id,
                 queue,
-                _first_line(exc),
+                first_line(exc),
             )
 
     def _handle(self, queue: str, message: Any) -> None:
@@ -154,7 +155,7 @@ class Worker:
                     message.dequeue_count,
                     exc,
                     self.retry_seconds,
-                    exc_info=not _expected(exc),
+                    exc_info=not isinstance(exc, ExoprovError),
                 )
                 client.update_message(message, visibility_timeout=self.retry_seconds)
             return
@@ -173,14 +174,3 @@ class Worker:
                 self.sweep()
             except Exception:
                 log.exception("the scheduled sweep failed; the next one runs on schedule")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _expected(exc: Exception) -> bool:
-    from shared.errors import ExoprovError
-
-    return isinstance(exc, ExoprovError)
