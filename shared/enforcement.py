@@ -17,12 +17,12 @@ from typing import Any
 
 from shared.errors import (
     BadRequestError,
+    BudgetExhaustedError,
     ExoprovError,
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
     ThrottledError,
-    TransientError,
 )
 from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
 from shared.logs import audit
@@ -39,6 +39,7 @@ LIST_SELECT = (
     "IsExchangeCloudManaged",
 )
 DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
+BUDGET_NOTE = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
 
 Progress = Callable[[int, int], None]
@@ -165,18 +166,16 @@ def sweep(
     started = time.monotonic()
     deadline = started + settings.enforce_time_budget_seconds
     report = Report(mode="apply" if apply else "report", max_changes=settings.enforce_max_changes)
-    report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
-    if report.tenant_default_cloud_managed:
-        report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
     try:
+        report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
         plan = list_and_plan(exchange, settings, deadline)
-    except (ThrottledError, TransientError) as exc:
-        if time.monotonic() < deadline:
-            raise
+    except BudgetExhaustedError as exc:
         report.complete = False
         report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
         report.duration_seconds = time.monotonic() - started
         return report
+    if report.tenant_default_cloud_managed:
+        report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
     _copy_counts(plan, report)
     limit = settings.enforce_max_changes
     if limit and len(plan.candidates) > limit:
@@ -270,7 +269,7 @@ class _Applier:
     def _should_stop(self) -> bool:
         with self._lock:
             if not self._stop_reason and time.monotonic() >= self._deadline:
-                self._stop_reason = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
+                self._stop_reason = BUDGET_NOTE
             return bool(self._stop_reason)
 
     def _skip(self, count: int) -> None:
@@ -302,6 +301,10 @@ class _Applier:
             outcomes = self._exchange.batch(commands, deadline=self._deadline)
         except OutcomeUnknownError:
             return list(chunk), []
+        except BudgetExhaustedError:
+            self._stop(BUDGET_NOTE)
+            self._skip(len(chunk))
+            return [], []
         except PermissionDeniedError as exc:
             self._stop(f"stopped: {exc}")
             for mailbox in chunk:

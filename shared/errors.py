@@ -9,7 +9,8 @@ The root splits on the one question every caller asks: will the same call succee
     │   ├── ServiceUnavailableError 5xx or a network failure before the request was processed
     │   ├── OutcomeUnknownError     a write may or may not have happened; settle it by reading back
     │   ├── DualWriteError          Exchange could not write through to Entra ("DualWrite")
-    │   └── TokenUnavailableError   the identity endpoint failed to issue a token this time
+    │   ├── TokenUnavailableError   the identity endpoint failed to issue a token this time
+    │   └── BudgetExhaustedError    waiting to retry would overrun the caller's time budget
     └── PermanentError              retrying the same call cannot help
         ├── AuthenticationError     no token could be acquired for a resource
         ├── PermissionDeniedError   401/403: the identity lacks a role, consent or RBAC scope
@@ -116,6 +117,12 @@ class TokenUnavailableError(TransientError):
     """The token endpoint failed (an outage, a 5xx); the credential itself is configured."""
 
     code = "token_unavailable"
+
+
+class BudgetExhaustedError(TransientError):
+    """A retry was due, but the wait (Retry-After or backoff) would end after the caller's deadline."""
+
+    code = "time_budget_exhausted"
 
 
 class PermanentError(ServiceError):

@@ -31,6 +31,7 @@ from urllib3.exceptions import (
 
 from shared.auth import TokenProvider, claims_challenge
 from shared.errors import (
+    BudgetExhaustedError,
     CallContext,
     OutcomeUnknownError,
     ServiceUnavailableError,
@@ -249,7 +250,7 @@ class ServiceClient:
         if wait <= 0:
             return
         if deadline is not None and time.monotonic() + wait > deadline:
-            raise ThrottledError("the service asked us to wait beyond the time budget", context, wait)
+            raise BudgetExhaustedError(f"the service asked for a {wait:.1f} s wait, beyond the time budget", context)
         time.sleep(wait)
 
     def _throttle(self, retry_after: float | None, attempt: int, context: CallContext, deadline: float | None) -> None:
@@ -271,7 +272,7 @@ class ServiceClient:
             return
         wait = self._backoff_seconds(attempt)
         if deadline is not None and time.monotonic() + wait > deadline:
-            raise ServiceUnavailableError(f"{why}; no time left in the budget to retry", context)
+            raise BudgetExhaustedError(f"{why}; no time left in the budget to retry", context)
         time.sleep(wait)
 
     def _backoff_seconds(self, attempt: int) -> float:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shared.errors import OutcomeUnknownError, ServiceUnavailableError, ThrottledError
+from shared.errors import BudgetExhaustedError, OutcomeUnknownError, ServiceUnavailableError
 from shared.exchange import Command
 from shared.http import decompress, parse_retry_after
 from shared.settings import Settings
@@ -139,11 +139,11 @@ def test_a_token_never_leaves_for_another_host(clients: Clients) -> None:
 
 
 def test_a_deadline_stops_waiting_for_a_long_retry_after(clients: Clients, sandbox) -> None:
-    """A Retry-After beyond the caller's deadline raises ThrottledError instead of sleeping past it."""
+    """A Retry-After beyond the caller's deadline raises BudgetExhaustedError at once instead of sleeping past it."""
     exo = clients.exchange()
     sandbox.knobs(fault_429_rate=1.0, retry_after=5)
     started = time.monotonic()
-    with pytest.raises(ThrottledError):
+    with pytest.raises(BudgetExhaustedError):
         exo.invoke(ORG, deadline=time.monotonic() + 0.5)
     assert time.monotonic() - started < 1.5
 

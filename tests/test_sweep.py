@@ -231,3 +231,13 @@ def test_every_flip_leaves_one_audit_event_with_the_run_correlation_id(env, sand
     assert len(events) == report.changed == 6
     assert all(e["before"] is False and e["after"] is True and e["correlationId"] == "run-42" for e in events)
     assert len({e["target"] for e in events}) == 6
+
+
+def test_a_retry_after_beyond_the_time_budget_ends_the_run_as_incomplete(env, sandbox, monkeypatch) -> None:
+    """A wait the service asks for that outlasts the budget stops the run cleanly: incomplete, nothing changed."""
+    monkeypatch.setenv("ENFORCE_TIME_BUDGET_SECONDS", "1")
+    sandbox.knobs(fault_429_rate=1.0, retry_after=5)
+    report = run_sweep(apply=True)
+    assert (report.complete, report.changed) == (False, 0)
+    assert "time budget" in report.notes[-1]
+    assert sandbox.stats()["writes"] == {} and sandbox.stats()["retryAfterViolations"] == []
