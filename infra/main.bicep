@@ -185,7 +185,7 @@ module api './app/api.bicep' = {
       ENFORCE_MAX_CHANGES: enforceMaxChanges
       ENFORCE_RECIPIENT_TYPES: enforceRecipientTypes
       ENFORCE_EXCLUDE: enforceExclude
-      ENFORCE_CONCURRENCY: '4'
+      ENFORCE_CONCURRENCY: '2'
       ENFORCE_TIME_BUDGET_SECONDS: '1500' // under the 30-minute functionTimeout of host.json
       ALLOWED_LICENSES: allowedLicenses
       DEFAULT_LICENSE: defaultLicense

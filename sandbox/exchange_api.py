@@ -17,6 +17,14 @@ from sandbox.tenant import CmdletError, Tenant, UnknownCmdlet
 
 MAX_PAGE_SIZE = 1000
 NUL_BODY = b"\x00" * 32
+ODATA_EXCEPTION = "Microsoft.Exchange.Admin.OData.Core.ODataServiceException"
+DIRECT_INVOKE = "Microsoft.Exchange.Management.PSDirectInvoke.DirectInvokeCmdletExecutionException"
+EXPIRED_CONTINUATION = "Expired or Invalid pagination request. Default Expiry time is 00:30:00"
+MORE_RESULTS = (
+    "There are more results available than are currently displayed. To view them, increase the value for the "
+    "ResultSize parameter."
+)
+GUID_PROPERTIES = frozenset({"ExchangeGuid", "Guid", "ArchiveGuid", "ArchiveDatabaseGuid", "ExchangeObjectId"})
 
 
 @dataclass
@@ -64,24 +72,31 @@ class ExchangeApi:
         select = _select(query)
         self._record(cmdlet, params)
         if cmdlet in self.knobs.denied_cmdlets:
-            reason = f"The user or application is not allowed to run {cmdlet}"
-            return Reply.json(
-                403,
-                {"error": {"code": "Forbidden", "message": reason}},
-                {"x-ms-diagnostics": f'2000009;reason="{reason}"'},
-            )
+            # Outside the identity's RBAC: a NUL-padded 403 whose only reason is the x-ms-diagnostics header.
+            reason = f"The caller does not have a role that allows {cmdlet}."
+            return Reply(403, NUL_BODY, {"x-ms-diagnostics": f'2000003;reason="{reason}"'})
         try:
             records, warnings = self.tenant.run(cmdlet, params)
         except UnknownCmdlet:
             return _nul_403()
         except CmdletError as exc:
-            return Reply.json(
-                exc.status, _error(exc.status, exc.exception_type, exc.message), {"X-ExceptionType": exc.exception_type}
-            )
+            return Reply.json(exc.status, _error(exc.status, exc.exception_type, exc.message, exc.details))
         if not cmdlet.startswith("Get-") and self.dice.roll(self.knobs.fault_empty_error_rate):
             self.stats.count("faults", "empty_error")
             return Reply.json(500, {"error": {"code": "InternalServerError", "message": "", "details": []}})
         page_size = _page_size(headers.get("Prefer", ""))
+        limit = _result_size(params.get("ResultSize"))
+        if limit is not None:
+            # A numeric ResultSize is applied by the service: that many rows, a warning when there were more,
+            # and a nextLink that a live capture could never follow.
+            rows = iter(records)
+            head = list(itertools.islice(rows, limit))
+            if next(rows, None) is not None:
+                value = [_project(r, select) for r in head[:page_size]]
+                payload = _page_body(base, value, [*warnings, MORE_RESULTS])
+                payload["@odata.nextLink"] = f"{origin}{base}/InvokeCommand?%24skiptoken={secrets.token_urlsafe(12)}"
+                return Reply.json(200, payload)
+            records = head
         return self._page(origin, base, iter(records), body, select, warnings, page_size)
 
     def batch(self, base: str, headers: Any, body: Any) -> Reply:
@@ -139,8 +154,7 @@ class ExchangeApi:
             return {
                 "id": item_id,
                 "status": exc.status,
-                "headers": {"X-ExceptionType": exc.exception_type},
-                "body": _error(exc.status, exc.exception_type, exc.message),
+                "body": _error(exc.status, exc.exception_type, exc.message, exc.details),
             }
         if write and self.dice.roll(self.knobs.fault_empty_error_rate):
             self.stats.count("faults", "empty_error")
@@ -181,25 +195,16 @@ class ExchangeApi:
                     page_size,
                 )
             selected = f"$select={','.join(select)}&" if select else ""
+            origin = self.knobs.nextlink_origin or origin  # a fault: a link to a host the client must not trust
             payload["@odata.nextLink"] = f"{origin}{base}/InvokeCommand?{selected}$skiptoken={token}"
         return Reply.json(200, payload)
 
     def _next_page(self, origin: str, base: str, token: str, body: Any) -> Reply:
         with self._lock:
             state = self._continuations.pop(token, None)
-        if state is None or state.expires < time.monotonic():
-            return Reply.json(
-                400, _error(400, "System.ArgumentException", "The continuation token is unknown or has expired.")
-            )
-        if body != state.body:
-            return Reply.json(
-                400,
-                _error(
-                    400,
-                    "System.ArgumentException",
-                    "A continuation must be POSTed with the same body as the first page.",
-                ),
-            )
+        # What a live capture saw for a replayed or expired link, and for one POSTed with another body.
+        if state is None or state.expires < time.monotonic() or body != state.body:
+            return _expired()
         return self._page(origin, base, state.records, body, state.select, [], state.page_size)
 
 
@@ -224,13 +229,23 @@ def _page_size(prefer: str) -> int:
     return MAX_PAGE_SIZE
 
 
+def _result_size(value: Any) -> int | None:
+    """A numeric ResultSize, or None for "Unlimited" and absent."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(value, 1)
+    if isinstance(value, str) and value.isdigit():
+        return max(int(value), 1)
+    return None
+
+
 def _project(record: dict[str, Any], select: tuple[str, ...]) -> dict[str, Any]:
     keys = select or tuple(record)
     out: dict[str, Any] = {}
     for key in keys:
         if key in record:
             value = record[key]
-            if key in ("ExchangeGuid", "Guid"):
+            if key in GUID_PROPERTIES:
+                out[f"{key}@data.type"] = "System.Guid"
                 out[f"{key}@odata.type"] = "#Guid"
             elif isinstance(value, list):
                 out[f"{key}@odata.type"] = "#Collection(String)"
@@ -240,26 +255,43 @@ def _project(record: dict[str, Any], select: tuple[str, ...]) -> dict[str, Any]:
 
 def _page_body(base: str, value: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:
     return {
-        "@odata.context": f"https://outlook.office.com{base}/$metadata#Collection(Exchange.GenericHashTable)",
+        "@odata.context": f"https://outlook.office365.com{base}/$metadata#Collection(Exchange.GenericHashTable)",
         "adminapi.warnings@odata.type": "#Collection(String)",
         "@adminapi.warnings": warnings,
         "value": value,
     }
 
 
-def _error(status: int, exception_type: str, message: str) -> dict[str, Any]:
+def _error(status: int, exception_type: str, message: str, details: bool = True) -> dict[str, Any]:
+    """Exchange's error envelope (tests/contracts/exchange/exchange.error.*.json).
+
+    Usually the reason is in `details[].message` ("id|Type|text"); some 400s (a value that cannot be
+    converted, an expired continuation) carry no details and hide it in `innererror.internalexception`.
+    """
     code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}.get(
         status, "InternalServerError"
     )
-    error_id = "Ex" + secrets.token_hex(3).upper()
-    return {
-        "error": {
-            "code": code,
-            "message": "Error executing cmdlet",
-            "details": [{"code": "Context", "target": "", "message": f"{error_id}|{exception_type}|{message}"}],
-            "innererror": {"message": message, "type": exception_type},
+    generic = "Error executing cmdlet" if details else "Invalid Operation"
+    if details:
+        internal = {
+            "message": f"Exception of type '{DIRECT_INVOKE}' was thrown.",
+            "type": DIRECT_INVOKE,
+            "stacktrace": "",
         }
-    }
+    else:
+        internal = {"message": message, "type": exception_type, "stacktrace": ""}
+    error: dict[str, Any] = {"code": code, "message": generic}
+    if details:
+        error_id = "Ex" + secrets.token_hex(3).upper()
+        error["details"] = [{"code": "Client", "target": "", "message": f"{error_id}|{exception_type}|{message}"}]
+    error["innererror"] = {"message": generic, "type": ODATA_EXCEPTION, "stacktrace": "", "internalexception": internal}
+    error["adminapi.warnings@odata.type"] = "#Collection(String)"
+    error["@adminapi.warnings"] = []
+    return {"error": error}
+
+
+def _expired() -> Reply:
+    return Reply.json(400, _error(400, ODATA_EXCEPTION, EXPIRED_CONTINUATION, details=False))
 
 
 def _nul_403() -> Reply:

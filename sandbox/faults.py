@@ -18,6 +18,10 @@ class Knobs:
 
     latency: float = 0.0
     concurrency_limit: int = 0  # Exchange requests in flight per tenant; 0 = unlimited
+    # No public capture shows the refusal's status or a Retry-After (only its text): by default the
+    # inconvenient guess, a plain-text 400 without Retry-After, so the client must back off on its own.
+    concurrency_refusal_status: int = 400
+    concurrency_retry_after: bool = False
     requests_per_second: float = 0.0  # Exchange request rate; 0 = unlimited
     retry_after: float = 1.0  # what a throttling answer asks for
     omit_retry_after: bool = False  # throttle without saying how long (the client must back off by itself)
@@ -33,9 +37,13 @@ class Knobs:
     token_outage_seconds: float = 0.0  # the identity endpoint fails for this long from when the knob is set
     token_lifetime: float = 3600.0
     nextlink_ttl: float = 300.0
+    nextlink_origin: str = ""  # a fault: nextLinks point at this scheme://host instead of the sandbox
     batch_limit: int = 20
     conversion_lag: float = 0.0
     mailbox_delay: float = 0.0  # licence assigned -> mailbox appears
+    # Entra replication: a Graph write (usageLocation, licenses) shows in reads this much later, and a user
+    # that reads return is unknown to writes for as long. On by default: the chain must never assume otherwise.
+    replication_lag: float = 1.5
     graph_fault_429_rate: float = 0.0
     graph_fault_503_rate: float = 0.0
     seed: int = 7

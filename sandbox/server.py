@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Sandbox:
     def apply_tenant_knobs(self) -> None:
         self.tenant.conversion_lag = self.knobs.conversion_lag
         self.tenant.mailbox_delay = self.knobs.mailbox_delay
+        self.tenant.replication_lag = self.knobs.replication_lag
         self.token_outage_until = time.time() + self.knobs.token_outage_seconds
 
 
@@ -114,7 +116,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/adminapi/beta/"):
             return self._exchange(box, path, query, body)
         if path.startswith("/v1.0/"):
-            return self._graph(box, path, body)
+            return self._graph(box, path, query, body)
         return Reply.json(404, {"error": {"code": "NotFound", "message": f"no route for {path}"}})
 
     def _send(self, reply: Reply) -> None:
@@ -140,6 +142,17 @@ class Handler(BaseHTTPRequestHandler):
         if box.dice.roll(box.knobs.token_fault_rate) or time.time() < box.token_outage_until:
             box.stats.count("faults", "token")
             return Reply.json(500, {"statusCode": 500, "message": "The identity endpoint is unavailable."})
+        client_id = query.get("client_id", [""])[0]
+        if client_id and client_id.lower() != box.issuer.app_id.lower():
+            # What App Service answers for a user-assigned identity it does not have (contracts/identity).
+            return Reply.json(
+                400,
+                {
+                    "statusCode": 400,
+                    "message": "Unable to load the proper Managed Identity.",
+                    "correlationId": str(uuid.uuid4()),
+                },
+            )
         resource = query.get("resource", [""])[0].rstrip("/")
         if resource.endswith("/.default"):
             resource = resource[: -len("/.default")]
@@ -195,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
             return Reply.json(405, {"error": {"code": "MethodNotAllowed", "message": f"{self.command} {endpoint}"}})
         retry_after = box.limiter.enter()
         if retry_after is not None:
-            return self._throttle(box, request_id, retry_after, CONCURRENCY_MESSAGE)
+            return self._refuse_concurrency(box, request_id, retry_after)
         try:
             return self._served(box, "/".join(parts[:4]), endpoint, query, body, request_id)
         finally:
@@ -232,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- Graph -----------------------------------------------------------------------------
 
-    def _graph(self, box: Sandbox, path: str, body: Any) -> Reply:
+    def _graph(self, box: Sandbox, path: str, query: dict[str, list[str]], body: Any) -> Reply:
         request_id = self.headers.get("client-request-id", "")
         box.stats.check_retry_after(request_id)
         box.stats.count("requests", f"graph {self.command} {_graph_operation(path)}")
@@ -244,11 +257,38 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(knobs.latency)
         if box.dice.roll(knobs.graph_fault_429_rate):
             box.stats.count("faults", "graph_429")
-            return self._throttle(box, request_id, knobs.retry_after, "Too many requests.")
+            return self._graph_throttle(box, request_id, knobs.retry_after)
         if box.dice.roll(knobs.graph_fault_503_rate):
             box.stats.count("faults", "graph_503")
             return Reply.json(503, {"error": {"code": "serviceNotAvailable", "message": "Service unavailable."}})
-        return graph.handle(self.command, path, body, list(claims.get("roles", [])))
+        return graph.handle(self.command, path, query, body, list(claims.get("roles", [])), request_id)
+
+    def _refuse_concurrency(self, box: Sandbox, request_id: str, seconds: float) -> Reply:
+        """The per-tenant concurrency refusal: known by its text only; status and Retry-After are knobs."""
+        with box.stats.lock:
+            box.stats.throttled += 1
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if box.knobs.concurrency_retry_after:
+            box.stats.remember_retry_after(request_id, seconds)
+            headers["Retry-After"] = f"{seconds:g}"
+        return Reply(box.knobs.concurrency_refusal_status, CONCURRENCY_MESSAGE.encode(), headers)
+
+    def _graph_throttle(self, box: Sandbox, request_id: str, seconds: float) -> Reply:
+        """Graph's documented 429 (tests/contracts/graph/graph.error.throttled.json)."""
+        with box.stats.lock:
+            box.stats.throttled += 1
+        inner = {
+            "code": "429",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+            "message": "Please retry after",
+            "request-id": str(uuid.uuid4()),
+            "status": "429",
+        }
+        body = {"error": {"code": "TooManyRequests", "message": "Please retry again later.", "innerError": inner}}
+        if box.knobs.omit_retry_after:
+            return Reply.json(429, body)
+        box.stats.remember_retry_after(request_id, seconds)
+        return Reply.json(429, body, {"Retry-After": f"{seconds:g}"})
 
     def _throttle(self, box: Sandbox, request_id: str, seconds: float, message: str) -> Reply:
         with box.stats.lock:
@@ -290,7 +330,7 @@ class Handler(BaseHTTPRequestHandler):
             return Reply.json(200, {"ok": True})
         if name == "users" and self.command == "POST":
             with box.tenant.lock:
-                user = box.tenant.add_user(body)  # an AD user created now, appearing after its sync delay
+                user = box.tenant.add_user(body, new=True)  # an AD user created now, appearing after its sync delay
             return Reply.json(200, {"id": user.id})
         if name == "licenses":
             return Reply.json(200, {u.upn: sorted(u.licenses) for u in box.tenant.users.values()})

@@ -24,6 +24,8 @@ EXCHANGE_PLANS = {"EXCHANGE_S_STANDARD", "EXCHANGE_S_ENTERPRISE", "EXCHANGE_S_DE
 NOT_FOUND = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
 TASK_ERROR = "Microsoft.Exchange.Management.Tasks.RecipientTaskException"
 BIND_ERROR = "System.Management.Automation.ParameterBindingException"
+TRANSFORM_ERROR = "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException"
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 NO_CHANGE = "The command completed successfully but no settings of '{}' have been modified."
 WRITE_SCOPE = (
     "The operation on mailbox \"{id}\" failed because it's out of the current user's write scope. "
@@ -76,11 +78,12 @@ MAILBOX_FILTERABLE = (
 class CmdletError(Exception):
     """A cmdlet failure as Exchange reports it: HTTP status, exception type, message."""
 
-    def __init__(self, status: int, exception_type: str, message: str) -> None:
+    def __init__(self, status: int, exception_type: str, message: str, details: bool = True) -> None:
         super().__init__(message)
         self.status = status
         self.exception_type = exception_type
         self.message = message
+        self.details = details  # False: the reason is only in innererror.internalexception (a live 400 has that)
 
 
 @dataclass(slots=True)
@@ -103,6 +106,7 @@ class Mailbox:
     size_gb: float = 0.1
     archive: bool = False
     hold: bool = False
+    archive_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(slots=True)
@@ -119,11 +123,26 @@ class User:
     guest: bool = False
     licenses: dict[str, License] = field(default_factory=dict)
     visible_at: float = 0.0
+    writable_at: float = 0.0  # a user new to Entra reaches the replica that takes writes later than reads
     mailbox: Mailbox | None = None
+    # What Graph reads still show while a write replicates: property -> (old value, shown until).
+    stale: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
     def primary_smtp(self) -> str:
         """B3/B4: the `mail` value when set, else the UPN."""
         return self.mail or self.upn
+
+    def replicated(self, name: str, current: Any, now: float) -> Any:
+        """What a read on another replica returns for `name`: the old value until the write has replicated."""
+        old = self.stale.get(name)
+        return old[0] if old and now < old[1] else current
+
+    def replicate(self, name: str, old: Any, now: float, lag: float) -> None:
+        """Record a write to `name`: other replicas show the value from before it for `lag` seconds."""
+        pending = self.stale.get(name)
+        if pending and now < pending[1]:
+            old = pending[0]  # a second write before the first replicated: reads still show the oldest
+        self.stale[name] = (old, now + lag)
 
 
 @dataclass(slots=True)
@@ -174,8 +193,11 @@ class Tenant:
 
     # -- building ------------------------------------------------------------------------------
 
-    def add_user(self, spec: dict[str, Any]) -> User:
-        """Add a user from a seed entry; a `mailboxType` gives it an existing mailbox."""
+    def add_user(self, spec: dict[str, Any], *, new: bool = False) -> User:
+        """Add a user from a seed entry; a `mailboxType` gives it an existing mailbox.
+
+        A `new` user is one AD creates now: reads see it after its sync delay, writes after the replication lag too.
+        """
         upn = spec["upn"]
         user = User(
             id=spec.get("id") or _guid(),
@@ -190,6 +212,8 @@ class Tenant:
             guest=bool(spec.get("guest", False)),
             visible_at=self.clock() + float(spec.get("syncDelaySeconds", 0)),
         )
+        if new:
+            user.writable_at = user.visible_at + self.replication_lag
         for sku in spec.get("licenses", []):
             sku_id = self.sku_id(sku) or sku
             user.licenses[sku_id] = License(sku_id, inherited=bool(spec.get("licenseInherited", False)))
@@ -345,9 +369,10 @@ class Tenant:
             if not isinstance(value, bool):
                 raise CmdletError(
                     400,
-                    BIND_ERROR,
+                    TRANSFORM_ERROR,
                     "Cannot process argument transformation on parameter "
                     f'\'IsExchangeCloudManaged\'. Cannot convert value "{value}" to type "System.Boolean".',
+                    details=False,
                 )
             if box.cloud_managed == value:
                 return [], [NO_CHANGE.format(identity)]
@@ -368,9 +393,12 @@ class Tenant:
         if target is None:
             raise CmdletError(
                 400,
-                BIND_ERROR,
-                f"Cannot process argument transformation on parameter 'Type'. "
-                f'Cannot convert value "{kind}" to type "ConvertibleMailboxSubType".',
+                TRANSFORM_ERROR,
+                f"Cannot process argument transformation on parameter 'Type'. Cannot convert value \"{kind}\" to "
+                'type "Microsoft.Exchange.Data.Directory.Recipient.ConvertibleMailboxSubType". Error: "Unable to '
+                f"match the identifier name {kind} to a valid enumerator name. Specify one of the following "
+                'enumerator names and try again: Regular, Room, Equipment, Shared, Workspace, Desk"',
+                details=False,
             )
         box = user.mailbox
         assert box is not None
@@ -382,6 +410,7 @@ class Tenant:
 
     conversion_lag = 0.0
     mailbox_delay = 0.0
+    replication_lag = 0.0
 
     # -- licensing (Graph's assignLicense, and what Exchange does about it) ----------------------
 
@@ -408,6 +437,7 @@ class Tenant:
         """B2: an Exchange plan creates the mailbox, after the provisioning delay, with B3/B4 addresses."""
         sku = self.sku(sku_id)
         assert sku is not None
+        user.replicate("licenses", dict(user.licenses), self.clock(), self.replication_lag)
         if sku_id not in user.licenses:
             sku["consumedUnits"] = int(sku.get("consumedUnits", 0)) + 1
         user.licenses[sku_id] = License(sku_id, list(disabled_plans))
@@ -420,6 +450,7 @@ class Tenant:
         sku = self.sku(sku_id)
         if sku is not None:
             sku["consumedUnits"] = max(0, int(sku.get("consumedUnits", 0)) - 1)
+        user.replicate("licenses", dict(user.licenses), self.clock(), self.replication_lag)
         del user.licenses[sku_id]
         box = user.mailbox
         if box is not None and not self.has_exchange_plan(user):
@@ -596,7 +627,18 @@ def mailbox_record(user: User) -> dict[str, Any]:
         "ExternalDirectoryObjectId": user.id,
         "ExchangeGuid": box.guid,
         "Guid": box.guid,
-        "ArchiveStatus": "Active" if box.archive else "None",
+        # An archive shows in ArchiveGuid and ArchiveDatabase; on a synced mailbox ArchiveStatus can read None
+        # although the archive exists (Microsoft's KB 4486848), so that is what the sandbox answers.
+        "ArchiveGuid": box.archive_guid if box.archive else ZERO_GUID,
+        "ArchiveDatabase": "CONPR01DG042-db017" if box.archive else None,
+        "ArchiveDatabaseGuid": "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170" if box.archive else ZERO_GUID,
+        "ArchiveName": [f"In-Place Archive - {user.display_name}"] if box.archive else [],
+        "ArchiveDomain": None,
+        "ArchiveQuota": "100 GB (107,374,182,400 bytes)",
+        "ArchiveWarningQuota": "90 GB (96,636,764,160 bytes)",
+        "AutoExpandingArchiveEnabled": False,
+        "ArchiveState": "Local" if box.archive else "None",
+        "ArchiveStatus": "Active" if box.archive and not user.dir_synced else "None",
         "LitigationHoldEnabled": box.hold,
         "HiddenFromAddressListsEnabled": bool(box.custom.get("HiddenFromAddressListsEnabled", False)),
     }

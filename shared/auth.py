@@ -143,14 +143,7 @@ class TokenProvider:
                 raw = self._credential.get_token(f"{resource}/.default")
         except Exception as exc:  # azure-identity raises several unrelated types
             log.warning("token for %s failed after %.0f ms: %s", resource, _ms(started), first_line(exc))
-            hint = (
-                "In Azure, check that the app has a managed identity (and AZURE_CLIENT_ID for a user-assigned "
-                "one); on a laptop, run 'az login'; on a job server, set AZURE_CLIENT_CERTIFICATE_PATH"
-            )
-            if type(exc).__name__ == "CredentialUnavailableError":
-                raise AuthenticationError(f"no credential can give a token for {resource}: {exc}. {hint}") from exc
-            # A configured credential whose endpoint failed: an outage passes, so the work is retried.
-            raise TokenUnavailableError(f"could not get a token for {resource}: {first_line(exc)}. {hint}") from exc
+            raise token_failure(resource, exc) from exc
         self.acquisitions[resource] += 1
         token = Token(raw.token, float(raw.expires_on), decode_claims(raw.token))
         log.info(
@@ -161,6 +154,31 @@ class TokenProvider:
             ",".join(token.roles) or "-",
         )
         return token
+
+
+# azure-identity puts what the token endpoint answered only in its message text: the App Service managed
+# identity (through MSAL) reports "(invalid_scope) <status>, <message>", and DefaultAzureCredential raises one
+# ClientAuthenticationError summarising every credential, with no status attribute to read.
+_ENDPOINT_STATUS = re.compile(r"\(invalid_scope\) (\d{3}),")
+_NETWORK_TEXT = re.compile(r"Max retries exceeded|Connection refused|Connection reset|timed out", re.IGNORECASE)
+TOKEN_HINT = (
+    "In Azure, check that the app has a managed identity (and AZURE_CLIENT_ID names it, for a user-assigned "
+    "one); on a laptop, run 'az login'; on a job server, set AZURE_CLIENT_CERTIFICATE_PATH"
+)
+
+
+def token_failure(resource: str, exc: BaseException) -> AuthenticationError | TokenUnavailableError:
+    """Classify a failed token request: an endpoint outage passes (transient), a misconfiguration does not."""
+    text = str(exc)
+    statuses = {int(status) for status in _ENDPOINT_STATUS.findall(text)}
+    response_status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(response_status, int):
+        statuses.add(response_status)
+    network = type(exc).__name__ in ("ServiceRequestError", "ServiceResponseError") or bool(_NETWORK_TEXT.search(text))
+    reason = next((line.strip() for line in text.splitlines() if "(invalid_scope)" in line), first_line(exc))
+    if network or any(status >= 500 or status == 429 for status in statuses):
+        return TokenUnavailableError(f"could not get a token for {resource}: {reason}. {TOKEN_HINT}")
+    return AuthenticationError(f"no credential can give a token for {resource}: {reason}. {TOKEN_HINT}")
 
 
 def _ms(started: float) -> float:

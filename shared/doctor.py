@@ -123,7 +123,8 @@ def run_doctor(out: TextIO) -> int:
         try:
             exchange = clients.exchange()
             default = read_tenant_default(exchange)
-            exchange.invoke(Command("Get-Mailbox", {"ResultSize": 1}, ("UserPrincipalName",)))
+            # One page of one mailbox, never the whole tenant: invoke() would follow every nextLink.
+            exchange.first_page(Command("Get-Mailbox", {}, ("UserPrincipalName",)), page_size=1)
         except ServiceUnavailableError as exc:
             raise CheckFailed(
                 str(exc),

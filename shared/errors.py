@@ -12,11 +12,12 @@ The root splits on the one question every caller asks: will the same call succee
     │   ├── TokenUnavailableError   the identity endpoint failed to issue a token this time
     │   └── BudgetExhaustedError    waiting to retry would overrun the caller's time budget
     └── PermanentError              retrying the same call cannot help
-        ├── AuthenticationError     no token could be acquired for a resource
+        ├── AuthenticationError     the identity is misconfigured: no token can be had for a resource
         ├── PermissionDeniedError   401/403: the identity lacks a role, consent or RBAC scope
         │   └── UnknownCmdletError  403 with an empty body: cmdlet unknown or outside RBAC
         ├── NotFoundError           the object does not exist (yet: replication lags)
         ├── BadRequestError         the service refused a parameter or the request shape
+        ├── UnexpectedAnswerError   a 2xx the client cannot follow (a nextLink to another host)
         ├── WriteScopeError         the object is mastered on-premises (B7, B18, B21, B23)
         └── LicenseError            a license cannot be assigned or removed as asked
             ├── UsageLocationError      the user has no usage location (`usage_location_missing`)
@@ -134,7 +135,7 @@ class PermanentError(ServiceError):
 class AuthenticationError(PermanentError):
     """No credential is configured that could give a token; the message says which ones exist."""
 
-    code = "authentication_failed"
+    code = "permission_denied"  # for the HR system it is the same: the identity cannot act
 
 
 class PermissionDeniedError(PermanentError):
@@ -159,6 +160,12 @@ class BadRequestError(PermanentError):
     """The service refused a parameter or the request shape."""
 
     code = "bad_request"
+
+
+class UnexpectedAnswerError(PermanentError):
+    """The service answered in a way the client cannot follow safely, e.g. a nextLink to another host."""
+
+    code = "unexpected_answer"
 
 
 class WriteScopeError(PermanentError):

@@ -108,6 +108,10 @@ class ExchangeClient:
         for page in self._pages(command, page_size, deadline):
             yield page.value
 
+    def first_page(self, command: Command, *, page_size: int) -> list[dict[str, Any]]:
+        """The first page only: how to read "a few" objects (a numeric ResultSize ends in a link nobody can follow)."""
+        return next(self.pages(command, page_size=page_size), [])
+
     def batch(self, commands: Sequence[Command], *, deadline: float | None = None) -> list[Outcome]:
         """Run up to BATCH_LIMIT cmdlets in one $batch; each item ends in a result or an error."""
         if not 0 < len(commands) <= BATCH_LIMIT:
@@ -132,28 +136,12 @@ class ExchangeClient:
             deadline=deadline,
         )
         payload = response.json()
-        if response.status != 200 or not isinstance(payload, dict):
+        if not 200 <= response.status < 300 or not isinstance(payload, dict):
             raise map_error(response, write=any(c.write for c in commands))
-        by_id = {str(item.get("id")): item for item in payload.get("responses", []) if isinstance(item, dict)}
-        outcomes = []
-        for index, command in enumerate(commands):
-            item = by_id.get(str(index))
-            context = CallContext("exchange", command.cmdlet, command.target, response.context.correlation_id)
-            if item is None:
-                error: ExoprovError = OutcomeUnknownError("the $batch answer has no item for this command", context)
-                outcomes.append(Outcome(command, error=error))
-                continue
-            status = int(item.get("status", 0))
-            context.status = status
-            body = item.get("body")
-            if status == 200:
-                outcomes.append(Outcome(command, result=_result(body)))
-                continue
-            item_response = Response(status, _headers(item.get("headers")), _encode(body), context)
-            error = map_error(item_response, write=command.write)
-            if isinstance(error, ThrottledError):
-                self._http.hold(error.retry_after or 1.0)
-            outcomes.append(Outcome(command, error=error))
+        outcomes = batch_outcomes(payload, commands, response.context.correlation_id)
+        for outcome in outcomes:
+            if isinstance(outcome.error, ThrottledError):
+                self._http.hold(outcome.error.retry_after or 1.0)
         return outcomes
 
     def _pages(self, command: Command, page_size: int, deadline: float | None) -> Iterator[Result]:
@@ -177,9 +165,9 @@ class ExchangeClient:
                 deadline=deadline,
             )
             payload = response.json()
-            if response.status != 200 or not isinstance(payload, dict):
+            if not 200 <= response.status < 300:
                 raise map_error(response, write=command.write)
-            yield _result(payload)
+            yield _result(payload)  # a 2xx without a JSON body (a Set- that returns nothing) is an empty page
             next_link = payload.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
 
@@ -188,6 +176,28 @@ class ExchangeClient:
         if select:
             url += "?$select=" + quote(",".join(select), safe=",")
         return url
+
+
+def batch_outcomes(payload: dict[str, Any], commands: Sequence[Command], correlation_id: str) -> list[Outcome]:
+    """One outcome per command from a $batch answer, matched by item id (the order is not promised)."""
+    by_id = {str(item.get("id")): item for item in payload.get("responses", []) if isinstance(item, dict)}
+    outcomes = []
+    for index, command in enumerate(commands):
+        item = by_id.get(str(index))
+        context = CallContext("exchange", command.cmdlet, command.target, correlation_id)
+        if item is None:
+            error: ExoprovError = OutcomeUnknownError("the $batch answer has no item for this command", context)
+            outcomes.append(Outcome(command, error=error))
+            continue
+        status = int(item.get("status", 0))
+        context.status = status
+        body = item.get("body")
+        if 200 <= status < 300:
+            outcomes.append(Outcome(command, result=_result(body)))
+            continue
+        item_response = Response(status, _headers(item.get("headers")), _encode(body), context)
+        outcomes.append(Outcome(command, error=map_error(item_response, write=command.write)))
+    return outcomes
 
 
 def map_error(response: Response, *, write: bool) -> ExoprovError:
@@ -199,6 +209,9 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
     error = error if isinstance(error, dict) else {}
     exception_type, text = _details(error)
     text = text or str(error.get("message") or "").strip()
+    if payload is None:
+        # Not JSON: the per-tenant concurrency refusal, for one, is plain text (a NUL-filled body gives "").
+        text = response.body.strip(b"\x00 \r\n\t").decode("utf-8", "replace")[:2000]
     exception_type = exception_type or response.headers.get("X-ExceptionType", "")
     diagnostics = response.headers.get("x-ms-diagnostics", "")
     if status == 401:
@@ -207,17 +220,23 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
             f"needs the {ROLE} application role on Office 365 Exchange Online, with admin consent",
             context,
         )
+    if status == 403 and diagnostics:
+        return PermissionDeniedError(
+            f"Exchange denied {context.operation}: {diagnostics}. Check the identity's Exchange role "
+            "(Exchange Administrator) and its management scope",
+            context,
+        )
     if status == 403 and not response.body.strip(b"\x00 \r\n\t"):
         return UnknownCmdletError(
-            f"Exchange answered 403 with an empty body to {context.operation}: the cmdlet does not "
-            "exist, or the identity's Exchange role does not include it (assign Exchange "
-            "Administrator, or a role group with Mail Recipients)",
+            f"Exchange answered 403 with an empty body to {context.operation}: the cmdlet does not exist, the "
+            "identity has the Exchange.ManageAsApp role but no Exchange directory role, or its Exchange role does "
+            "not include this cmdlet (assign Exchange Administrator, or a role group with Mail Recipients)",
             context,
         )
     if status == 403:
         return PermissionDeniedError(
-            f"Exchange denied {context.operation}: {diagnostics or text or 'no reason given'}. Check the "
-            "identity's Exchange role (Exchange Administrator) and its management scope",
+            f"Exchange denied {context.operation}: {text or 'no reason given'}. Check the identity's Exchange role "
+            "(Exchange Administrator) and its management scope",
             context,
         )
     if CONCURRENCY_TEXT in text or status == 429:
@@ -243,7 +262,11 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
 
 
 def _details(error: dict[str, Any]) -> tuple[str, str]:
-    """The exception type and text from `error.details[].message` ("id|ExceptionType|text")."""
+    """The exception type and text from `error.details[].message` ("id|ExceptionType|text").
+
+    Some real 400s carry no details: then the reason and its specific type are one level down, in
+    `error.innererror.internalexception` (`innererror.type` only names the generic OData exception).
+    """
     for detail in error.get("details") or []:
         message = str(detail.get("message", "")) if isinstance(detail, dict) else ""
         if not message.strip():
@@ -252,7 +275,18 @@ def _details(error: dict[str, Any]) -> tuple[str, str]:
         if len(parts) == 3:
             return parts[1], parts[2].strip()
         return "", message.strip()
-    return "", ""
+    inner = _key(error, "innererror")
+    exception = _key(inner, "internalexception")
+    text = str(_key(exception, "message") or _key(inner, "message") or "").strip()
+    kind = str(_key(exception, "type") or _key(inner, "type") or "")
+    return kind, text
+
+
+def _key(data: Any, name: str) -> Any:
+    """`data[name]` ignoring the key's case (clients have seen both innererror and innerError)."""
+    if not isinstance(data, dict):
+        return None
+    return next((value for key, value in data.items() if key.lower() == name), None)
 
 
 def _result(payload: Any) -> Result:

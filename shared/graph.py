@@ -128,8 +128,7 @@ class GraphClient:
             operation="PATCH user usageLocation",
             target=user_id,
         )
-        if response.status != 204:
-            self._payload(response)
+        self._payload(response)
 
     def skus(self) -> list[Sku]:
         """The tenant's subscribed SKUs, cached for a few minutes (each read costs 3 resource units)."""
@@ -157,23 +156,25 @@ class GraphClient:
                 return sku
         raise NoLicensesError(f"the tenant has no subscription for {part_or_id}")
 
-    def assign_exchange_license(self, user_id: str, sku: Sku) -> GraphUser:
-        """Assign the SKU with only its Exchange plan enabled; the answer is the updated user."""
+    def assign_exchange_license(self, user_id: str, sku: Sku) -> None:
+        """Assign the SKU with only its Exchange plan enabled; returning means Graph *accepted* it.
+
+        The answer carries the user's default properties only, never its licenses: confirm the outcome
+        with get_user, which may lag behind (docs/wire-protocols.md, "assignLicense").
+        """
         if not sku.exchange_plans:
             raise PermanentError(f"{sku.part_number} has no Exchange Online service plan")
         body = {
             "addLicenses": [{"skuId": sku.sku_id, "disabledPlans": list(sku.other_user_plans)}],
             "removeLicenses": [],
         }
-        return self._assign(user_id, body, f"assignLicense +{sku.part_number}")
+        self._assign(user_id, body, f"assignLicense +{sku.part_number}")
 
-    def remove_license(self, user_id: str, sku: Sku) -> GraphUser:
-        """Remove the SKU from the user; the answer is the updated user."""
-        return self._assign(
-            user_id, {"addLicenses": [], "removeLicenses": [sku.sku_id]}, f"assignLicense -{sku.part_number}"
-        )
+    def remove_license(self, user_id: str, sku: Sku) -> None:
+        """Remove the SKU from the user; returning means Graph accepted it (confirm with get_user)."""
+        self._assign(user_id, {"addLicenses": [], "removeLicenses": [sku.sku_id]}, f"assignLicense -{sku.part_number}")
 
-    def _assign(self, user_id: str, body: dict[str, Any], operation: str) -> GraphUser:
+    def _assign(self, user_id: str, body: dict[str, Any], operation: str) -> None:
         # Both arrays always go out: Graph refuses a payload that lacks either (sdk-powershell #3361).
         response = self._http.request(
             "POST",
@@ -183,17 +184,23 @@ class GraphClient:
             operation=operation,
             target=user_id,
         )
-        return GraphUser.from_json(self._payload(response))
+        self._payload(response)
 
     def _user_url(self, upn_or_id: str) -> str:
         if upn_or_id.startswith("$"):
-            return f"{self._root}/users('{quote(upn_or_id, safe='')}')"  # Graph's form for UPNs starting with $
+            # Graph's form for UPNs starting with $: an OData string literal, so an apostrophe is doubled.
+            literal = upn_or_id.replace("'", "''")
+            return f"{self._root}/users('{quote(literal, safe='')}')"
         return f"{self._root}/users/{quote(upn_or_id, safe='@')}"
 
     def _payload(self, response: Response) -> dict[str, Any]:
+        """The JSON object of any 2xx answer ({} when it has no body, as a 204 has)."""
         payload = response.json()
-        if 200 <= response.status < 300 and isinstance(payload, dict):
-            return payload
+        if 200 <= response.status < 300:
+            if isinstance(payload, dict):
+                return payload
+            if payload is None:
+                return {}
         raise map_graph_error(response, payload)
 
 

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import (
@@ -36,6 +37,7 @@ from shared.errors import (
     OutcomeUnknownError,
     ServiceUnavailableError,
     ThrottledError,
+    UnexpectedAnswerError,
 )
 from shared.logs import correlation_id
 
@@ -143,18 +145,28 @@ class ServiceClient:
         `write` marks calls that change state: they are replayed only when the service said it did
         not run them (throttling, a refused connection); anything ambiguous raises OutcomeUnknownError.
         """
+        context = CallContext(self.service, operation, target, str(uuid.uuid4()))
         if not url.startswith(self.base_url + "/"):
             # A token for this resource must never travel anywhere but this service's endpoint.
-            raise ValueError(f"{url!r} is outside {self.endpoint_setting}={self.base_url}")
+            raise UnexpectedAnswerError(
+                f"refusing to call {_origin(url)}: it is outside {self.endpoint_setting}={self.base_url}, and "
+                f"exoprov sends its {self.service} token nowhere else (a link the service returned points elsewhere; "
+                f"if the service really moved, set {self.endpoint_setting})",
+                context,
+            )
         payload = json.dumps(body).encode() if body is not None else None
-        context = CallContext(self.service, operation, target, str(uuid.uuid4()))
         refreshed = refresh_now = False
         claims: str | None = None
+        refused: str | None = None  # the token a 401 refused
+        last_401: Response | None = None
         last_error = ""
         last_retry_after: float | None = None
         for attempt in range(1, self.policy.max_attempts + 1):
             self._wait_for_gate(context, deadline)
             token = self.tokens.get(self.resource, refresh=refresh_now, claims=claims)
+            if refresh_now and not claims and token.value == refused and last_401 is not None:
+                # The credential handed back the token just refused (its own cache): resending it is pointless.
+                return last_401
             refresh_now, claims = False, None
             started = time.monotonic()
             try:
@@ -175,9 +187,11 @@ class ServiceClient:
             context.status = response.status
             self._log(method, operation, str(response.status), started, attempt, context)
             if response.status == 401 and not refreshed:
-                # One fresh token per call: a revoked or rotated token is normal, a loop is not.
+                # One fresh token per call: a revoked or rotated token is normal, a loop is not. With the
+                # service's claims challenge azure-identity bypasses its cache; without one it may not.
                 refreshed = refresh_now = True
                 claims = claims_challenge(response.headers.get("WWW-Authenticate")) or None
+                refused, last_401 = token.value, response
                 continue
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.policy.max_retry_after)
             if _is_throttle(response, retry_after):
@@ -303,6 +317,16 @@ def _is_throttle(response: Response, retry_after: float | None) -> bool:
         return True  # a 503 that says when to come back did not run the request: safe to replay
     # Exchange reports its per-tenant concurrency limit in text, not always with a 429.
     return response.status >= 400 and CONCURRENCY_TEXT in response.body[:4096].decode("utf-8", "replace")
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of a URL: enough to name it in an error without echoing a query or a password."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
 def _reason(exc: Exception) -> str:

@@ -21,7 +21,6 @@ from shared.errors import (
     LicenseInheritedError,
     NoLicensesError,
     NotFoundError,
-    PermanentError,
     ThrottledError,
     TransientError,
     UsageLocationError,
@@ -52,11 +51,17 @@ MAILBOX_SELECT = (
     "RecipientTypeDetails",
     "IsExchangeCloudManaged",
     "ArchiveStatus",
+    "ArchiveGuid",
+    "ArchiveDatabase",
+    "ArchiveState",
     "LitigationHoldEnabled",
 )
 SET_MAILBOX_TYPE = {"Shared": "Shared", "Room": "Room", "Equipment": "Equipment"}
 SHARED_LICENSE_FREE_BYTES = 50 * 1024**3  # a shared mailbox needs no license below 50 GB
 TRANSIENT_RETRIES = 8  # a step's own retries of transient errors, before the queue's (host.json) take over
+# Waiting for Entra replication: seconds, not the minutes of POLL_*; first look again after 1 s, then 2, 4 ...
+LAG_POLL_FIRST_SECONDS = 1.0
+LAG_POLL_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class Chain:
         return Next(StepMessage("license", request.to_json(), chain_id, now, now), 0.0)
 
     def license(self, message: StepMessage) -> Outcome:
-        """Wait for the synced user, give it a usage location if it has none, and license it once."""
+        """Wait for the synced user, give it a usage location if it has none, license it once, confirm it shows."""
         request = message.parsed_request()
         user = self.graph.get_user(request.user_principal_name)
         if user is None:
@@ -124,15 +129,36 @@ class Chain:
                 "it is in the directory sync scope",
             )
         sku = self.graph.find_sku(request.license)
-        state: dict[str, Any] = {"userId": user.id, "skuId": sku.sku_id}
-        if sku.sku_id not in user.licenses:
-            self._ensure_usage_location(request, user)
-            self._assign(request, user, sku)
-            state["licensedByChain"] = True
         now = self.clock()
-        following = dataclasses.replace(
-            message, step="mailbox", wait_started_at=now, polls=0, state={**message.state, **state}
-        )
+        state = {"userFirstSeenAt": now, **message.state, "userId": user.id, "skuId": sku.sku_id}
+        message = dataclasses.replace(message, state=state)
+        if sku.sku_id not in user.licenses:
+            if "licenseAssignedAt" in state:
+                # Graph accepted our assignment; this read came from a replica that has not seen it yet.
+                return self._await_replication(
+                    message,
+                    "licenseAssignedAt",
+                    "internal_error",
+                    f"Graph accepted the assignment of {sku.part_number} to {request.user_principal_name}, but "
+                    "reads of the user still do not show it; the license may yet appear, check the user",
+                )
+            try:
+                self._ensure_usage_location(request, user, state)
+                self._assign(request, user, sku)
+            except UsageLocationError as exc:
+                if "usageLocationSetAt" not in state:
+                    raise  # the user's own usage location was refused: not a lag of ours
+                return self._await_replication(message, "usageLocationSetAt", exc.code, str(exc))
+            except NotFoundError as exc:
+                # A user that a read just returned can still be unknown to the replica that takes the write.
+                return self._await_replication(message, "userFirstSeenAt", "user_not_found", str(exc))
+            state.update(licenseAssignedAt=self.clock(), licensedByChain=True)
+            message = dataclasses.replace(message, state=state)
+            confirmed = self.graph.get_user(user.id)
+            if confirmed is None or sku.sku_id not in confirmed.licenses:
+                return self._await_replication(message, "licenseAssignedAt", "internal_error", "")
+        now = self.clock()
+        following = dataclasses.replace(message, step="mailbox", wait_started_at=now, polls=0, state=_settled(state))
         # Exchange takes minutes to create a mailbox: look first after the shortest poll interval.
         return Next(following, 0.0 if not state.get("licensedByChain") else self.settings.poll_min_seconds)
 
@@ -181,7 +207,9 @@ class Chain:
             )
         result = self._result(request, box)
         if request.mailbox_type != "User" and not request.keep_license:
-            self._release_license(request, user_id, box, result)
+            waiting = self._release_license(message, request, box, result)
+            if waiting is not None:
+                return waiting
         log.info(
             "request %s done: %s %s",
             request.request_id,
@@ -251,9 +279,42 @@ class Chain:
         log.info("request %s waits %.1f s in %s (poll %d)", message.request_id, delay, message.step, message.polls + 1)
         return Next(dataclasses.replace(message, polls=message.polls + 1), delay)
 
-    def _ensure_usage_location(self, request: Request, user: GraphUser) -> None:
-        if user.usage_location:
-            return  # never overwrite a usage location the user already has
+    def _await_replication(self, message: StepMessage, since: str, code: str, why: str) -> Outcome:
+        """Run the step again shortly: Entra has not replicated a write (or a new user) to every replica yet.
+
+        The window counts from `state[since]`, our own write or our first sight of the user; after
+        REPLICATION_WAIT_SECONDS the request ends with `code`, so a real refusal is not retried for ever.
+        """
+        state = message.state
+        waited = self.clock() - float(state[since])
+        window = self.settings.replication_wait_seconds
+        if waited >= window:
+            request = message.parsed_request()
+            why = why or f"reads of {request.user_principal_name} did not catch up with exoprov's own write"
+            return Finish(
+                Result.failed(
+                    request.request_id,
+                    request.user_principal_name,
+                    code,
+                    f"{why} (waited {waited:.0f} s for replication, REPLICATION_WAIT_SECONDS={window:g})",
+                    request.mailbox_type,
+                )
+            )
+        polls = int(state.get("lagPolls", 0))
+        delay = min(LAG_POLL_MAX_SECONDS, LAG_POLL_FIRST_SECONDS * 2 ** min(polls, 16), window - waited)
+        log.info(
+            "request %s: %s waits %.1f s for Entra replication (%s %.1f s ago)",
+            message.request_id,
+            message.step,
+            delay,
+            since,
+            waited,
+        )
+        return Next(dataclasses.replace(message, state={**state, "lagPolls": polls + 1}), delay)
+
+    def _ensure_usage_location(self, request: Request, user: GraphUser, state: dict[str, Any]) -> None:
+        if user.usage_location or "usageLocationSetAt" in state:
+            return  # never overwrite a usage location the user already has, nor write ours twice
         country = request.usage_location or self.settings.default_usage_location
         if not country:
             raise UsageLocationError(
@@ -261,16 +322,21 @@ class Chain:
                 "DEFAULT_USAGE_LOCATION gives one; set msExchUsageLocation on-premises or send usageLocation"
             )
         self.graph.set_usage_location(user.id, country)
+        state["usageLocationSetAt"] = self.clock()
         _audit(request, "usageLocation", user.user_principal_name, None, country)
 
     def _assign(self, request: Request, user: GraphUser, sku: Sku) -> None:
         if sku.free_units <= 0:
             self.graph.forget_skus()  # the count may be stale; the next request reads it fresh
             raise NoLicensesError(f"{sku.part_number} has no free units ({sku.free_units} left)")
-        updated = self.graph.assign_exchange_license(user.id, sku)
-        if sku.sku_id not in updated.licenses:
-            raise PermanentError(f"Graph accepted the assignment of {sku.part_number} but the user does not show it")
-        _audit(request, "license.add", user.user_principal_name, sorted(user.licenses), sorted(updated.licenses))
+        self.graph.assign_exchange_license(user.id, sku)
+        _audit(
+            request,
+            "license.add",
+            user.user_principal_name,
+            sorted(user.licenses),
+            sorted({*user.licenses, sku.sku_id}),
+        )
 
     def _write(self, request: Request, cmdlet: str, parameters: dict[str, Any]) -> None:
         result = self.exchange.invoke(Command(cmdlet, parameters))
@@ -299,17 +365,23 @@ class Chain:
         result.recipient_type_details = box.get("RecipientTypeDetails")
         result.is_exchange_cloud_managed = box.get("IsExchangeCloudManaged")
 
-    def _release_license(self, request: Request, user_id: str, box: dict[str, Any], result: Result) -> None:
-        """Remove the temporary license, only from a verified non-user mailbox that no longer needs it."""
+    def _release_license(
+        self, message: StepMessage, request: Request, box: dict[str, Any], result: Result
+    ) -> Outcome | None:
+        """Remove the temporary license from a verified non-user mailbox that no longer needs it, and confirm it.
+
+        Returns None when `result` is final, or the outcome that waits for Graph's reads to show the removal.
+        """
         if box.get("RecipientTypeDetails") == "UserMailbox":
             raise AssertionError("refusing to remove a license from a mailbox that reads UserMailbox")
+        user_id = str(message.state["userId"])
         user = self.graph.get_user(user_id)
         if user is None:
             raise NotFoundError(f"{request.user_principal_name} disappeared from Entra ID")
         sku = self.graph.find_sku(request.license)
         if sku.sku_id not in user.licenses:
-            result.license_removed = True  # an earlier delivery of this message removed it
-            return
+            result.license_removed = True  # this step removed it, or an earlier delivery of this message did
+            return None
         group = user.licenses[sku.sku_id]
         if group:
             raise LicenseInheritedError(
@@ -317,19 +389,39 @@ class Chain:
                 f"{sku.part_number} is inherited from group {group} and cannot be removed from the user; "
                 "remove the user from that group"
             )
-        reason = self._license_still_needed(request, user_id, box)
-        if reason:
-            result.notes.append(f"license kept: {reason}")
-            return
-        updated = self.graph.remove_license(user.id, sku)
-        if sku.sku_id in updated.licenses:
-            raise PermanentError(f"Graph accepted the removal of {sku.part_number} but the user still shows it")
-        result.license_removed = True
-        _audit(request, "license.remove", user.user_principal_name, sorted(user.licenses), sorted(updated.licenses))
+        state = message.state
+        if "licenseRemovedAt" not in state:
+            reason = self._license_still_needed(request, user_id, box)
+            if reason:
+                result.notes.append(f"license kept: {reason}")
+                return None
+            self.graph.remove_license(user.id, sku)
+            _audit(
+                request,
+                "license.remove",
+                user.user_principal_name,
+                sorted(user.licenses),
+                sorted(set(user.licenses) - {sku.sku_id}),
+            )
+            state = {**state, "licenseRemovedAt": self.clock()}
+            confirmed = self.graph.get_user(user_id)
+            if confirmed is not None and sku.sku_id not in confirmed.licenses:
+                result.license_removed = True
+                return None
+        waited = self.clock() - float(state["licenseRemovedAt"])
+        if waited >= self.settings.replication_wait_seconds:
+            result.notes.append(
+                f"Graph accepted the removal of {sku.part_number}, but reads still showed it after {waited:.0f} s "
+                "(REPLICATION_WAIT_SECONDS); check the user's licenses"
+            )
+            return None
+        return self._await_replication(
+            dataclasses.replace(message, state=state), "licenseRemovedAt", "internal_error", ""
+        )
 
     def _license_still_needed(self, request: Request, user_id: str, box: dict[str, Any]) -> str | None:
         """Why the mailbox still needs its license (archive, hold, 50 GB or more), or None."""
-        if box.get("ArchiveStatus") not in (None, "None"):
+        if has_archive(box):
             return "the mailbox has an archive"
         if box.get("LitigationHoldEnabled") is True:
             return "the mailbox is on litigation hold"
@@ -343,6 +435,25 @@ class Chain:
                 f"the mailbox holds {size / 1024**3:.1f} GB, at or above the 50 GB a {kind} mailbox may hold unlicensed"
             )
         return None
+
+
+def has_archive(box: dict[str, Any]) -> bool:
+    """Whether the mailbox has an archive; on synced mailboxes ArchiveStatus can read None while one exists.
+
+    Any of the properties saying so is enough: a license kept by mistake costs money, one removed by mistake data.
+    """
+    guid = str(box.get("ArchiveGuid") or "").strip("{}")
+    return (
+        guid.replace("0", "").replace("-", "") != ""
+        or bool(box.get("ArchiveDatabase"))
+        or box.get("ArchiveState") not in (None, "", "None")
+        or box.get("ArchiveStatus") not in (None, "", "None")
+    )
+
+
+def _settled(state: dict[str, Any]) -> dict[str, Any]:
+    """The state without the replication bookkeeping of a step that is over."""
+    return {k: v for k, v in state.items() if k not in ("lagPolls", "usageLocationSetAt")}
 
 
 def _bytes(total_item_size: str) -> int | None:

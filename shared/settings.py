@@ -46,10 +46,12 @@ CLOUDS: dict[str, Cloud] = {
         "https://outlook-dod.office365.us",
         "login.microsoftonline.us",
     ),
+    # Unverified against a real tenant: the ExchangeOnlineManagement module's own environment table uses
+    # partner.outlook.cn (host and token resource); Learn names outlook.office365.cn for the v2.0 API only.
     "china": Cloud(
         "china",
         "https://microsoftgraph.chinacloudapi.cn",
-        "https://outlook.office365.cn",
+        "https://partner.outlook.cn",
         "login.chinacloudapi.cn",
     ),
 }
@@ -81,7 +83,7 @@ class Settings:
     enforce_max_changes: int = 500
     enforce_recipient_types: frozenset[str] = frozenset(RECIPIENT_TYPES)
     enforce_exclude: frozenset[str] = frozenset()
-    enforce_concurrency: int = 4
+    enforce_concurrency: int = 2
     enforce_time_budget_seconds: float = 1500.0
     allowed_licenses: tuple[str, ...] = ()
     default_license: str | None = None
@@ -91,6 +93,7 @@ class Settings:
     poll_min_seconds: float = 60.0
     poll_max_seconds: float = 900.0
     conversion_wait_minutes: float = 60.0
+    replication_wait_seconds: float = 300.0
     worker_concurrency: int = 4
     queue_retry_seconds: int = 30
     worker_lease_seconds: int = 300
@@ -135,7 +138,7 @@ class Settings:
             enforce_max_changes=reader.get("ENFORCE_MAX_CHANGES", 500, _int_between(0, 10**9)),
             enforce_recipient_types=reader.get("ENFORCE_RECIPIENT_TYPES", frozenset(RECIPIENT_TYPES), _recipient_types),
             enforce_exclude=reader.get("ENFORCE_EXCLUDE", frozenset(), _identity_set),
-            enforce_concurrency=reader.get("ENFORCE_CONCURRENCY", 4, _int_between(1, 16)),
+            enforce_concurrency=reader.get("ENFORCE_CONCURRENCY", 2, _int_between(1, 16)),
             enforce_time_budget_seconds=reader.get("ENFORCE_TIME_BUDGET_SECONDS", 1500.0, _duration),
             allowed_licenses=reader.get("ALLOWED_LICENSES", (), _licenses),
             default_license=reader.get("DEFAULT_LICENSE", None, _license),
@@ -145,6 +148,7 @@ class Settings:
             poll_min_seconds=poll_min,
             poll_max_seconds=poll_max,
             conversion_wait_minutes=reader.get("CONVERSION_WAIT_MINUTES", 60.0, _duration),
+            replication_wait_seconds=reader.get("REPLICATION_WAIT_SECONDS", 300.0, _duration),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", 4, _int_between(1, 32)),
             queue_retry_seconds=reader.get("QUEUE_RETRY_SECONDS", 30, _int_between(0, 3600)),
             worker_lease_seconds=reader.get("WORKER_LEASE_SECONDS", 300, _int_between(1, 3600)),

@@ -43,7 +43,11 @@ APP_SETTINGS = [
     "IDENTITY_HEADER",
     "MSI_ENDPOINT",
     "MSI_SECRET",
-    *[name for name in os.environ if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_"))],
+    *[
+        name
+        for name in os.environ
+        if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_", "REPLICATION_"))
+    ],
 ]
 
 

@@ -64,7 +64,9 @@ def test_requests_carry_tenant_guid_and_app_anchor(sandbox, clients: Clients) ->
 
 def test_an_unknown_cmdlet_is_a_403_with_a_nul_body_mapped_to_unknown_cmdlet(exo: ExchangeClient) -> None:
     """Exchange's NUL-filled gzip 403 becomes UnknownCmdletError with a hint about roles."""
-    with pytest.raises(UnknownCmdletError, match="does not exist, or the identity's Exchange role"):
+    with pytest.raises(
+        UnknownCmdletError, match="the cmdlet does not exist, the identity has the Exchange.ManageAsApp"
+    ):
         exo.invoke(Command("Get-Nonsense"))
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shared.errors import BudgetExhaustedError, OutcomeUnknownError, ServiceUnavailableError
+from shared.errors import BudgetExhaustedError, OutcomeUnknownError, ServiceUnavailableError, UnexpectedAnswerError
 from shared.exchange import Command
 from shared.http import decompress, parse_retry_after
 from shared.settings import Settings
@@ -134,7 +134,7 @@ def test_an_unreachable_endpoint_names_the_setting_to_check(env, monkeypatch) ->
 def test_a_token_never_leaves_for_another_host(clients: Clients) -> None:
     """The client refuses to send a request (and its token) outside its own endpoint."""
     http = clients.exchange()._http
-    with pytest.raises(ValueError, match="outside EXCHANGE_ENDPOINT"):
+    with pytest.raises(UnexpectedAnswerError, match="outside EXCHANGE_ENDPOINT"):
         http.request("POST", "https://evil.example.com/adminapi/beta/x/InvokeCommand", write=False, operation="x")
 
 

@@ -33,6 +33,7 @@ NOT_SET_IN_AZURE = {
     "HTTP_MAX_RETRY_AFTER_SECONDS": "as above",
     "HTTP_MAX_ATTEMPTS": "as above",
     "HTTP_BACKOFF_SECONDS": "as above",
+    "REPLICATION_WAIT_SECONDS": "as above",
     "WORKER_CONCURRENCY": "the standalone worker only; host.json governs the function app",
     "QUEUE_RETRY_SECONDS": "as above (host.json visibilityTimeout)",
     "WORKER_LEASE_SECONDS": "as above (the host holds a message for 10 minutes)",

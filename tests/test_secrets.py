@@ -10,6 +10,7 @@ import pytest
 from sandbox.azurite import DEV_KEY
 from shared.cli import main
 from shared.enforcement import sweep
+from shared.errors import UnexpectedAnswerError
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 
@@ -68,7 +69,7 @@ def test_no_token_key_or_identity_secret_in_any_log_of_a_chain_and_a_sweep(
 def test_a_graph_token_never_leaves_for_another_host(env) -> None:
     """The Graph client refuses a URL outside GRAPH_ENDPOINT before any token is attached."""
     http = fresh_clients().graph()._http
-    with pytest.raises(ValueError, match="outside GRAPH_ENDPOINT"):
+    with pytest.raises(UnexpectedAnswerError, match="outside GRAPH_ENDPOINT"):
         http.request("GET", "https://graph.example.net/v1.0/users", write=False, operation="x")
 
 

@@ -18,7 +18,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.enforce_mode == "report"
     assert settings.enforce_max_changes == 500
     assert settings.enforce_recipient_types == {"UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox"}
-    assert settings.enforce_concurrency == 4
+    assert settings.enforce_concurrency == 2
     assert (settings.sync_wait_minutes, settings.mailbox_wait_minutes) == (1440, 1440)
     assert (settings.poll_min_seconds, settings.poll_max_seconds) == (60, 900)
 
