@@ -67,6 +67,12 @@ param pollMaxSeconds string = '900'
 // multiply its calls into the tenant's Exchange concurrency budget (40 is the lowest cap Flex accepts).
 param maximumInstanceCount int = 40
 
+@description('Object id of the HR system\'s identity (service principal, user or group); empty to grant nothing')
+param hrPrincipalId string = ''
+
+@allowed(['ServicePrincipal', 'User', 'Group'])
+param hrPrincipalType string = 'ServicePrincipal'
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -206,6 +212,17 @@ module rbac './app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.name
     principalId: identity.outputs.principalId
+  }
+}
+
+// The HR system's identity, when given: it may send requests and take results, nothing else.
+module hrAccess './app/hr-access.bicep' = if (!empty(hrPrincipalId)) {
+  name: 'hrAccess'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    principalId: hrPrincipalId
+    principalType: hrPrincipalType
   }
 }
 

@@ -42,6 +42,10 @@ class SandboxControl:
         result: dict[str, str] = self._call("POST", "users", spec)
         return result["id"]
 
+    def set_consumed_units(self, sku: str, consumed: int) -> None:
+        """Units of a SKU taken elsewhere in the tenant (or given back), as another admin would."""
+        self._call("POST", "skus", {"sku": sku, "consumedUnits": consumed})
+
     def sync_mail(self, upn: str, mail: str) -> None:
         self._call("POST", "sync-mail", {"upn": upn, "mail": mail})
 

@@ -60,12 +60,21 @@ class ExchangeApi:
         self.stats = stats
         self.dice = dice
         self._continuations: dict[str, _Continuation] = {}
+        self._continuations_served = 0
         self._lock = threading.Lock()
 
     def invoke(self, origin: str, base: str, query: dict[str, list[str]], headers: Any, body: Any) -> Reply:
         skiptoken = query.get("$skiptoken", [""])[0]
         if skiptoken:
-            return self._next_page(origin, base, skiptoken, body)
+            with self._lock:
+                self._continuations_served += 1
+                lost = self._continuations_served in self.knobs.fault_lost_pages
+            reply = self._next_page(origin, base, skiptoken, body)
+            if lost:
+                # The page was served and its link spent, but the answer never arrived: a gateway timeout.
+                self.stats.count("faults", "lost_page")
+                return Reply.json(504, {"error": {"code": "GatewayTimeout", "message": "Gateway Timeout"}})
+            return reply
         cmdlet, params = _cmdlet_input(body)
         if cmdlet is None:
             return Reply.json(400, _error(400, "System.ArgumentException", "The request body has no CmdletInput."))
@@ -84,7 +93,7 @@ class ExchangeApi:
         if not cmdlet.startswith("Get-") and self.dice.roll(self.knobs.fault_empty_error_rate):
             self.stats.count("faults", "empty_error")
             return Reply.json(500, {"error": {"code": "InternalServerError", "message": "", "details": []}})
-        page_size = _page_size(headers.get("Prefer", ""))
+        page_size = _page_size(headers.get("Prefer", ""), self.knobs.page_size_cap)
         limit = _result_size(params.get("ResultSize"))
         if limit is not None:
             # A numeric ResultSize is applied by the service: that many rows, a warning when there were more,
@@ -138,6 +147,9 @@ class ExchangeApi:
             return {"id": item_id, "status": 400, "body": _error(400, "System.ArgumentException", "No CmdletInput.")}
         self._record(cmdlet, params)
         write = not cmdlet.startswith("Get-")
+        if cmdlet == "Get-Mailbox" and "Identity" in params and self.dice.roll(self.knobs.fault_readback_rate):
+            self.stats.count("faults", "readback")
+            return {"id": item_id, "status": 503, "body": _error(503, ODATA_EXCEPTION, "Service Unavailable")}
         if write and self.dice.roll(self.knobs.fault_item_429_rate):
             self.stats.count("faults", "item_429")
             return {
@@ -221,12 +233,12 @@ def _select(query: dict[str, list[str]]) -> tuple[str, ...]:
     return tuple(p for p in raw.split(",") if p)
 
 
-def _page_size(prefer: str) -> int:
+def _page_size(prefer: str, cap: int = MAX_PAGE_SIZE) -> int:
     for part in prefer.split(","):
         name, _, value = part.strip().partition("=")
         if name == "odata.maxpagesize" and value.isdigit():
-            return max(1, min(int(value), MAX_PAGE_SIZE))
-    return MAX_PAGE_SIZE
+            return max(1, min(int(value), cap))
+    return cap
 
 
 def _result_size(value: Any) -> int | None:

@@ -38,6 +38,9 @@ class Knobs:
     token_lifetime: float = 3600.0
     nextlink_ttl: float = 300.0
     nextlink_origin: str = ""  # a fault: nextLinks point at this scheme://host instead of the sandbox
+    page_size_cap: int = 1000  # the most rows a page holds, whatever odata.maxpagesize asks (many pages)
+    fault_lost_pages: list[int] = field(default_factory=list)  # these continuations (1st, 2nd...) lose their answer
+    fault_readback_rate: float = 0.0  # a Get-Mailbox -Identity inside a $batch answers 503
     batch_limit: int = 20
     conversion_lag: float = 0.0
     mailbox_delay: float = 0.0  # licence assigned -> mailbox appears

@@ -21,13 +21,19 @@ from shared.settings import is_loopback_host
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="exoprov sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    parser.add_argument("--port", type=_port, default=8765, help="port (0 picks a free one)")
     parser.add_argument("--seed", default="default", help="seed name in sandbox/seeds, or a JSON file")
     parser.add_argument("--knobs", default="{}", help="JSON object of knobs (latency, faults, limits)")
     parser.add_argument("--lifetime", type=float, default=0, help="stop after this many seconds (0: never)")
     parser.add_argument("--json", action="store_true", help="print one JSON line (url, pid, env) when ready")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
-        knobs: dict[str, Any] = json.loads(args.knobs)
+        knobs = json.loads(args.knobs)
+        if not isinstance(knobs, dict):
+            raise ValueError("--knobs must be a JSON object, e.g. '{\"latency\": 0.05}'")
         sandbox = Sandbox(args.seed, knobs)
-    except (OSError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
+        print(f"exoprov sandbox: --knobs is not JSON ({exc.msg} at character {exc.pos})", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"exoprov sandbox: {exc}", file=sys.stderr)
         return 2
-    server = SandboxServer(args.host, args.port, sandbox)
+    try:
+        server = SandboxServer(args.host, args.port, sandbox)
+    except OSError as exc:
+        print(f"exoprov sandbox: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -332,6 +332,13 @@ class Handler(BaseHTTPRequestHandler):
             with box.tenant.lock:
                 user = box.tenant.add_user(body, new=True)  # an AD user created now, appearing after its sync delay
             return Reply.json(200, {"id": user.id})
+        if name == "skus" and self.command == "POST":
+            sku = box.tenant.sku(box.tenant.sku_id(str(body.get("sku", ""))) or "")
+            if sku is None:
+                return Reply.json(400, {"error": f"no SKU {body.get('sku')!r}"})
+            with box.tenant.lock:
+                sku["consumedUnits"] = int(body["consumedUnits"])  # another admin's assignments, or returns
+            return Reply.json(200, {"ok": True})
         if name == "licenses":
             return Reply.json(200, {u.upn: sorted(u.licenses) for u in box.tenant.users.values()})
         if name == "mailboxes":

@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
 from shared import logs
-from shared.errors import ExoprovError
+from shared.errors import ConfigurationError, ExoprovError
 
-EXIT_OK, EXIT_FAILED, EXIT_BRAKE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
+
+
+SETTINGS_HELP = {
+    "sweep": "EXCHANGE_ENDPOINT, CLOUD, AZURE_*, ENFORCE_MODE, ENFORCE_MAX_CHANGES, ENFORCE_RECIPIENT_TYPES, "
+    "ENFORCE_EXCLUDE, ENFORCE_CONCURRENCY, ENFORCE_TIME_BUDGET_SECONDS, HTTP_*",
+    "doctor": "every setting (it checks them all)",
+    "worker": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_*, *_WAIT_MINUTES, POLL_*, REPLICATION_WAIT_SECONDS, "
+    "WORKER_*, QUEUE_RETRY_SECONDS, ENFORCE_SCHEDULE and the sweep's settings, HTTP_*",
+    "submit": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_LICENSE",
+    "results": "AzureWebJobsStorage",
+}
+EXIT_HELP = {
+    "sweep": "0 nothing failed; 1 a mailbox failed or a setting is wrong; 2 the brake engaged (nothing changed); "
+    "130 interrupted (the report says what was done)",
+    "doctor": "0 every check passed; 1 a check failed (each says how to fix it)",
+    "worker": "0 stopped, or idle with --until-idle; 1 a setting is wrong; 3 --timeout ran out with work left",
+    "submit": "0 queued (prints the requestId); 1 refused (names the field) or storage unreachable",
+    "results": "0 done; 1 storage unreachable",
+}
+
+
+def _seconds(text: str) -> float:
+    """A command-line duration: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds, 0 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exoprov",
         description="Exchange Online provisioning and cloud-management enforcement for hybrid-identity tenants.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every call to stderr"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every call to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sweep = commands.add_parser("sweep", help="make dir-synced mailboxes cloud-managed (one run now)")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=f"exit codes: {EXIT_HELP[name]}\nsettings read: {SETTINGS_HELP[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[verbose],
+        )
+
+    sweep = command("sweep", "make dir-synced mailboxes cloud-managed (one run now)")
     mode = sweep.add_mutually_exclusive_group()
     mode.add_argument(
         "--apply",
@@ -40,19 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="change nothing, only report what would change",
     )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep.add_argument("--csv", metavar="FILE", help="also write every candidate to FILE (identity, UPN, type)")
 
-    commands.add_parser("doctor", help="check settings, identity, permissions and reachability")
+    command("doctor", "check settings, identity, permissions and reachability")
 
-    worker = commands.add_parser("worker", help="process the provisioning queues and run the sweep on schedule")
+    worker = command("worker", "process the provisioning queues and run the sweep on schedule")
     worker.add_argument(
         "--until-idle",
         action="store_true",
         help="exit 0 once every queue of the chain (delayed messages included) is empty",
     )
-    worker.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 3)")
+    worker.add_argument("--timeout", type=_seconds, metavar="S", help="give up after S seconds (exit 3)")
     worker.add_argument("--no-sweep", action="store_true", help="do not run the sweep on ENFORCE_SCHEDULE")
 
-    submit = commands.add_parser("submit", help="validate one provisioning request and put it on the queue")
+    submit = command("submit", "validate one provisioning request and put it on the queue")
     source = submit.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="F", help="a JSON request (contract 1); - reads standard input")
     source.add_argument("--upn", metavar="U", help="the user principal name")
@@ -63,12 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-cloud-managed", action="store_true", help="do not set IsExchangeCloudManaged")
     submit.add_argument("--request-id", metavar="ID", help="default: a new one")
 
-    results = commands.add_parser("results", help="print (and take) result messages as JSON lines")
-    results.add_argument("--wait", type=float, default=0.0, metavar="S", help="keep reading for S seconds")
+    results = command("results", "print (and take) result messages as JSON lines")
+    results.add_argument("--wait", type=_seconds, default=0.0, metavar="S", help="keep reading for S seconds")
 
     # Its options belong to sandbox.main; they are passed through untouched.
     commands.add_parser("sandbox", help="run the sandbox tenant on loopback (--help for its options)", add_help=False)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("exoprov")
+    except PackageNotFoundError:
+        return "(source checkout)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(verbose=args.verbose)
     try:
         if args.command == "sweep":
-            return _sweep(args.mode, args.json)
+            return _sweep(args.mode, args.json, args.csv)
         if args.command == "doctor":
             from shared.doctor import run_doctor
 
@@ -93,13 +150,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExoprovError as exc:
         print(f"exoprov {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        if not type(exc).__module__.startswith("azure."):
+            raise
+        from shared.queues import storage_failure
+        from shared.settings import Settings
+
+        print(f"exoprov {args.command}: {storage_failure(exc, Settings.from_env())}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"exoprov {args.command}: interrupted", file=sys.stderr)
         return 130
     raise AssertionError(args.command)
 
 
-def _sweep(mode: str | None, as_json: bool) -> int:
+def _sweep(mode: str | None, as_json: bool, csv_path: str | None) -> int:
+    import signal
+    import threading
+
     from shared.enforcement import Report, sweep
     from shared.settings import Settings
     from shared.wiring import Clients
@@ -107,15 +175,42 @@ def _sweep(mode: str | None, as_json: bool) -> int:
     settings = Settings.from_env()
     clients = Clients.from_settings(settings)
     apply = (mode or settings.enforce_mode) == "apply"
-    with logs.correlation_scope():
-        report: Report = sweep(clients.exchange(), settings, apply=apply, progress=_Progress(sys.stderr))
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(format_report(report.to_json()))
+    cancel = threading.Event()
+
+    def stop_submitting(*_: object) -> None:
+        # The first Ctrl-C lets the writes in flight finish and still prints the report; a second one aborts.
+        print("exoprov sweep: stopping after the writes in flight (Ctrl-C again to abort)", file=sys.stderr)
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop_submitting)
+    try:
+        with logs.correlation_scope():
+            report: Report = sweep(
+                clients.exchange(), settings, apply=apply, progress=_Progress(sys.stderr), cancel=cancel
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if csv_path:
+        _write_candidates(csv_path, report.candidate_list)
+    print(json.dumps(report.to_json(), indent=2) if as_json else format_report(report.to_json()))
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if report.brake_engaged:
         return EXIT_BRAKE
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _write_candidates(path: str, candidates: list[dict[str, str]]) -> None:
+    import csv
+
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, ["identity", "userPrincipalName", "recipientTypeDetails"])
+            writer.writeheader()
+            writer.writerows(candidates)
+    except OSError as exc:
+        raise ConfigurationError("--csv", f"cannot write {path}: {exc.strerror}") from exc
 
 
 def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
@@ -163,8 +258,11 @@ def _submit(args: argparse.Namespace) -> int:
         if args.file == "-":
             text = sys.stdin.read()
         else:
-            with open(args.file, encoding="utf-8") as handle:
-                text = handle.read()
+            try:
+                with open(args.file, encoding="utf-8-sig") as handle:
+                    text = handle.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigurationError("--file", f"cannot read {args.file}: {getattr(exc, 'strerror', exc)}") from exc
     else:
         body: dict[str, object] = {
             "requestId": args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
@@ -249,6 +347,7 @@ def format_report(report: dict[str, object]) -> str:
         ("candidates", report["candidates"]),
         ("changed", report["changed"]),
         ("failed", report["failed"]),
+        ("outcome unknown", report["unknown"]),
         ("not attempted", report["notAttempted"]),
         ("brake engaged", f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"),
         ("tenant default", {True: "on", False: "off", None: "unknown"}[tenant_default]),  # type: ignore[index]
@@ -258,10 +357,22 @@ def format_report(report: dict[str, object]) -> str:
     lines += [f"  {name:<24}{value}" for name, value in rows]
     for note in report["notes"]:  # type: ignore[attr-defined]
         lines.append(f"  note: {note}")
-    failures = report["failures"]
-    if failures:
-        lines.append("  failures:")
-        lines += [f"    {f['identity']}: {f['error']}" for f in failures]  # type: ignore[attr-defined]
+    candidates: list[dict[str, str]] = report["candidateList"]  # type: ignore[assignment]
+    if candidates:
+        shown = candidates[:CANDIDATES_SHOWN]
+        title = "candidates" if report["mode"] == "report" else "candidates of this run"
+        more = (
+            f" (the first {len(shown)} of {len(candidates)}; all: --json or --csv FILE)"
+            if len(shown) < len(candidates)
+            else ""
+        )
+        lines.append(f"  {title}{more}:")
+        lines += [f"    {c['userPrincipalName'] or c['identity']}  {c['recipientTypeDetails']}" for c in shown]
+    for title, key in (("failures", "failures"), ("outcome unknown (the next run settles them)", "unknowns")):
+        entries = report[key]
+        if entries:
+            lines.append(f"  {title}:")
+            lines += [f"    {f['identity']}: {f['error']}" for f in entries]  # type: ignore[attr-defined]
     return "\n".join(lines)
 
 

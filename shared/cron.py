@@ -82,7 +82,7 @@ def _field(text: str, low: int, high: int) -> frozenset[int]:
     values: set[int] = set()
     for part in text.lower().split(","):
         body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
+        step = _value(step_text) if step_text else 1
         if body == "*":
             first, last = low, high
         elif "-" in body:
@@ -91,11 +91,19 @@ def _field(text: str, low: int, high: int) -> frozenset[int]:
         else:
             first = _value(body)
             last = high if step_text else first
-        if not (low <= first <= last <= high + (1 if high == 6 else 0)) or step < 1:
+        if step < 1:
+            raise ValueError(f"{text!r}: a step must be 1 or more")
+        if first > last:
+            raise ValueError(f"{text!r}: the range {first}-{last} runs backwards")
+        if not (low <= first and last <= high + (1 if high == 6 else 0)):
             raise ValueError(f"{text!r} is outside {low}-{high}")
         values.update(range(first, last + 1, step))
     return frozenset(values)
 
 
 def _value(text: str) -> int:
-    return _NAMES[text] if text in _NAMES else int(text)
+    if text in _NAMES:
+        return _NAMES[text]
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{text!r} is not a number or a month or weekday name (L, W and # are not supported)")
+    return int(text)

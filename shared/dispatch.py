@@ -1,22 +1,32 @@
 """Applies the chain's outcomes to the queues: the one place both runtimes hand a message to.
 
-A message that cannot be handled raises, and the runtime's retry rule (host.json, or the worker's
-copy of it) makes it visible again, until `MAX_DEQUEUE_COUNT` moves it to the poison queue, where
-`handle_poison` turns it into a failed result so that the HR system always hears back.
+Only `provision-requests` is an entry point. A step message runs only when the ledger expects exactly it
+(same chain, same sequence number, same digest): a redelivered one finishes what its first delivery
+recorded, and one that no accepted request led to is refused and parked. An outcome is recorded in the
+ledger before it is sent, so that a crash in between is repaired by the next delivery.
+
+A message that cannot be handled raises, and the runtime's retry rule (host.json, or the worker's copy of
+it) makes it visible again, until `MAX_DEQUEUE_COUNT` moves it to the poison queue, where `handle_poison`
+turns it into a failed result so that the HR system always hears back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from typing import Literal
 
-from shared.ledger import Ledger
+from shared.errors import InvalidRequestError, RequestBusyError, first_line
+from shared.ledger import STEP_LEASE_SECONDS, ChainState, Ledger, Outbox, digest
 from shared.logs import correlation_scope
-from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, recover_request_id
+from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_request, recover_request_id
 from shared.provisioning import Chain, Finish, Next, Outcome, UnreadableMessage
 from shared.queues import MAX_DEQUEUE_COUNT, POISON_SUFFIX, REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE, Storage
 
 log = logging.getLogger("exoprov.dispatch")
+
+Verdict = Literal["current", "stale", "refused"]
 
 
 class Dispatcher:
@@ -33,49 +43,92 @@ class Dispatcher:
         if queue == REQUESTS:
             self._accept(text, message_id)
             return
-        step = next((s for s, q in STEP_QUEUES.items() if q == queue), None)
-        if step is None:
+        if queue not in STEP_QUEUES.values():
             raise ValueError(f"{queue} is not a queue of the chain")
-        try:
-            message = StepMessage.loads(text)
-        except (ValueError, TypeError, KeyError):
-            log.error("unreadable message on %s, parked: %.200r", queue, text)
-            self.storage.send(queue + POISON_SUFFIX, text)
+        message = self._step_message(queue, text)
+        if message is None:
             return
         with correlation_scope(message.request_id):
-            self._apply(self.chain.run(message))
+            state = self.ledger.read(message.request_id)
+            if self._verdict(state, message, text, queue) != "current":
+                return
+            try:
+                with self.ledger.hold(message.request_id) as lease:
+                    state = self.ledger.read(message.request_id)  # what it is now that we hold it
+                    if self._verdict(state, message, text, queue, lease) != "current":
+                        return
+                    assert state is not None
+                    try:
+                        outcome = self.chain.run(message)
+                    except Exception as exc:
+                        self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
+                        raise
+                    recorded = self._record(state, outcome, lease)
+            except RequestBusyError as exc:
+                self._later(queue, text, exc)
+                return
+            if recorded is not None:
+                self._flush(recorded)
 
     def handle_poison(self, queue: str, body: bytes | str) -> None:
         """A message the chain gave up on: tell the requester, or keep it for a person if no one can be told."""
         text = decode_body(body) if isinstance(body, bytes) else body
         origin = queue.removesuffix(POISON_SUFFIX)
         request_id, upn, step = _identify(text)
-        if request_id is None:
-            log.error("message without a requestId gave up on %s; kept on %s: %.200r", origin, UNREADABLE, text)
+        message = None if origin == REQUESTS else self._step_message(origin, text, park=False)
+        if request_id is None or (origin != REQUESTS and message is None):
+            log.error("a message no request can be told of gave up on %s; kept on %s: %.200r", origin, UNREADABLE, text)
             self.storage.send(UNREADABLE, text)
             return
         with correlation_scope(request_id):
-            log.error("request %s gave up on %s after %d attempts", request_id, origin, MAX_DEQUEUE_COUNT)
-            self.publish(
-                Result.failed(
-                    request_id,
-                    upn,
-                    "internal_error",
-                    f"the {step} step failed {MAX_DEQUEUE_COUNT} times in a row (queue {origin}), after its own "
-                    f"retries; the logs under correlation id {request_id} say why. The request can be sent again "
-                    "with a new requestId",
-                )
-            )
+            if self.ledger.read(request_id) is None:
+                if message is not None:
+                    self._verdict(None, message, text, origin)  # no accepted request led to it: parked
+                    return
+                if self.ledger.claim(request_id, f"poison:{origin}") is None:
+                    return  # its request was claimed a moment ago: that chain answers
+            try:
+                with self.ledger.hold(request_id) as lease:
+                    state = self.ledger.read(request_id)
+                    assert state is not None
+                    if message is not None and self._verdict(state, message, text, origin, lease) != "current":
+                        return
+                    if message is None and state.cursor > 0:
+                        self._flush(state, lease)  # the request was accepted after all: its chain goes on
+                        return
+                    log.error("request %s gave up on %s after %d attempts", request_id, origin, MAX_DEQUEUE_COUNT)
+                    why = f"; the last error: {state.last_error}" if state.last_error else ""
+                    failure = Result.failed(
+                        request_id,
+                        upn,
+                        "internal_error",
+                        f"the {step} step failed {MAX_DEQUEUE_COUNT} times in a row (queue {origin}), after its "
+                        f"own retries{why}. The logs under correlation id {request_id} say more; the request can "
+                        "be sent again with a new requestId",
+                    )
+                    recorded = self._record(state, Finish(failure), lease)
+            except RequestBusyError as exc:
+                self._later(queue, text, exc)
+                return
+            if recorded is not None:
+                self._flush(recorded)
 
-    def publish(self, result: Result) -> None:
-        """Send the result, unless one was already sent for this request."""
-        text = result.dumps()
-        if not self.ledger.should_send(result.request_id, text):
-            log.info("result for %s was already sent; not sending again", result.request_id)
-            return
-        self.storage.send(RESULTS, text)
-        self.ledger.mark_sent(result.request_id)
-        log.info("result for %s: %s %s", result.request_id, result.status, (result.error or {}).get("code", ""))
+    def publish(self, request_id: str, result_json: str) -> None:
+        """Send a result, unless one was already sent for this request."""
+        state = self.ledger.result_state(request_id, result_json)
+        if state == "pending" and self._still_queued(result_json):
+            state = "sent"  # an attempt died between sending it and noting so; it is on the queue
+        if state == "sent":
+            log.info("result for %s was already sent; not sending again", request_id)
+        else:
+            self.storage.send(RESULTS, result_json)
+            result = json.loads(result_json)
+            log.info("result for %s: %s %s", request_id, result["status"], (result.get("error") or {}).get("code", ""))
+        self.ledger.result_sent(request_id)
+
+    def _still_queued(self, result_json: str) -> bool:
+        """Whether this very result waits on the results queue (only the first 32 messages can be seen)."""
+        return any(m.content == result_json for m in self.storage.queue(RESULTS).peek_messages(max_messages=32))
 
     def _accept(self, text: str, message_id: str) -> None:
         try:
@@ -86,18 +139,103 @@ class Dispatcher:
             return
         request_id = outcome.message.request_id if isinstance(outcome, Next) else outcome.result.request_id
         with correlation_scope(request_id):
-            if not self.ledger.claim(request_id, message_id):
+            state = self.ledger.claim(request_id, message_id)
+            if state is None:
                 log.warning(
                     "request %s was already received; this duplicate is ignored (one result per requestId)", request_id
                 )
                 return
-            self._apply(outcome)
+            if state.cursor > 0:
+                log.info("request %s: a redelivery of its request; the chain already goes on", request_id)
+                self._flush(state)
+                return
+            recorded = self._record(state, outcome)
+            if recorded is not None:
+                self._flush(recorded)
 
-    def _apply(self, outcome: Outcome) -> None:
+    def _step_message(self, queue: str, text: str, *, park: bool = True) -> StepMessage | None:
+        """The step message, checked against the contract and the allowlist; None (and parked) if it is not one."""
+        try:
+            message = StepMessage.loads(text)
+            _check_contract(message, self.chain)
+        except (ValueError, TypeError, KeyError, InvalidRequestError) as exc:
+            if park:
+                log.error(
+                    "refused a message on %s that no step of exoprov wrote (%s); kept on %s", queue, exc, UNREADABLE
+                )
+                self.storage.send(UNREADABLE, text)
+            return None
+        if STEP_QUEUES[message.step] != queue:
+            if park:
+                log.error("refused a %s step message on %s; kept on %s", message.step, queue, UNREADABLE)
+                self.storage.send(UNREADABLE, text)
+            return None
+        return message
+
+    def _verdict(
+        self, state: ChainState | None, message: StepMessage, text: str, queue: str, lease: object = None
+    ) -> Verdict:
+        """Whether the ledger expects this very message; a stale one repairs a lost send, a refused one is parked."""
+        if state is not None and state.chain_id == message.chain_id:
+            if message.seq < state.cursor:
+                log.info("request %s: step message %d already handled; dropping it", message.request_id, message.seq)
+                self._flush(state, lease)
+                return "stale"
+            if message.seq == state.cursor and state.expected == digest(text):
+                return "current"
+        log.error(
+            "request %s: refused a %s message that no accepted request led to (forged, or altered); kept on %s",
+            message.request_id,
+            queue,
+            UNREADABLE,
+        )
+        self.storage.send(UNREADABLE, text)
+        return "refused"
+
+    def _record(self, state: ChainState, outcome: Outcome, lease: object = None) -> ChainState | None:
+        """Write the outcome to the ledger before anything is sent; None when another delivery was first."""
         if isinstance(outcome, Finish):
-            self.publish(outcome.result)
+            recorded = self.ledger.advance(
+                state, Outbox(RESULTS, outcome.result.dumps(), 0.0), finished=True, lease=lease
+            )
         else:
-            self.storage.send(STEP_QUEUES[outcome.message.step], outcome.message.dumps(), outcome.delay)
+            following = dataclasses.replace(outcome.message, seq=state.cursor + 1)
+            box = Outbox(STEP_QUEUES[following.step], following.dumps(), outcome.delay)
+            recorded = self.ledger.advance(state, box, lease=lease)
+        if recorded is None:
+            now = self.ledger.read(state.request_id)
+            if now is None or now.cursor <= state.cursor:
+                # Nobody moved the chain on: the hold lapsed (a storage restart, a step past its lease).
+                raise RequestBusyError(f"request {state.request_id}: the ledger did not take this step's outcome")
+            log.warning(
+                "request %s: another delivery recorded this step first; this outcome is dropped", state.request_id
+            )
+        return recorded
+
+    def _later(self, queue: str, text: str, why: RequestBusyError) -> None:
+        """Put the message back for when the other delivery's hold has lapsed (without spending a retry)."""
+        log.info("%s; this message comes back in %d s", why, STEP_LEASE_SECONDS)
+        self.storage.send(queue, text, STEP_LEASE_SECONDS)
+
+    def _flush(self, state: ChainState, lease: object = None) -> None:
+        """Send the recorded outcome unless it is known to be sent already."""
+        box = state.outbox
+        if box is None or box.sent:
+            return
+        if box.queue == RESULTS:
+            self.publish(state.request_id, box.text)
+        else:
+            self.storage.send(box.queue, box.text, box.delay)
+        self.ledger.mark_sent(state, lease)
+
+
+def _check_contract(message: StepMessage, chain: Chain) -> None:
+    """The request a step carries must be one the contract accepts (the allowlist is the chain's to apply)."""
+    try:
+        parse_request(json.dumps(message.request), chain.settings)
+    except InvalidRequestError as exc:
+        if exc.code != "license_not_allowed":
+            raise
 
 
 def _identify(text: str) -> tuple[str | None, str | None, str]:

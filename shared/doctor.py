@@ -10,8 +10,8 @@ from typing import TextIO
 
 from shared.auth import Token
 from shared.enforcement import read_tenant_default
-from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError, first_line
-from shared.exchange import ROLE, Command
+from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
+from shared.exchange import BATCH_LIMIT, ROLE, Command
 from shared.settings import Settings
 from shared.wiring import Clients
 
@@ -157,6 +157,30 @@ def run_doctor(out: TextIO) -> int:
                 raise CheckFailed(f"Set-Mailbox -{name} is not allowed: {exc}", EXCHANGE_ROLE_FIX) from exc
         return "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed (probed on a non-existent mailbox)"
 
+    def exclusions_check() -> str:
+        # Each entry must name a mailbox, or the mailbox it was meant to protect is flipped like any other.
+        clients = _clients(state)
+        entries = sorted(clients.settings.enforce_exclude)
+        if not entries:
+            raise Skipped("ENFORCE_EXCLUDE is empty")
+        exchange = clients.exchange()
+        unmatched = []
+        for start in range(0, len(entries), BATCH_LIMIT):
+            chunk = entries[start : start + BATCH_LIMIT]
+            commands = [Command("Get-Mailbox", {"Identity": e}, ("ExternalDirectoryObjectId",)) for e in chunk]
+            for entry, outcome in zip(chunk, exchange.batch(commands), strict=True):
+                if isinstance(outcome.error, NotFoundError):
+                    unmatched.append(entry)
+                elif outcome.error is not None:
+                    raise CheckFailed(f"could not look up {entry}: {outcome.error}", "see the message above")
+        if unmatched:
+            raise CheckFailed(
+                f"ENFORCE_EXCLUDE entries that name no mailbox: {', '.join(unmatched)}",
+                "correct them (a UPN, any SMTP address of the mailbox, or its ExternalDirectoryObjectId) or remove "
+                "them; the mailboxes they were meant for are not protected",
+            )
+        return f"all {len(entries)} ENFORCE_EXCLUDE entries name a mailbox"
+
     def graph_token_check() -> str:
         clients = _clients(state)
         try:
@@ -201,9 +225,10 @@ def run_doctor(out: TextIO) -> int:
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "set AzureWebJobsStorage (README 'Settings')") from exc
         except Exception as exc:  # the storage SDK's errors carry the service's own reason
-            reason = first_line(exc)
+            from shared.queues import storage_failure
+
             raise CheckFailed(
-                f"storage: {reason}",
+                str(storage_failure(exc, settings)),
                 "'azd provision' creates the queues and the ledger container and grants Storage Queue Data "
                 "Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
             ) from exc
@@ -213,6 +238,7 @@ def run_doctor(out: TextIO) -> int:
         doctor.check("exchange role", role_check, required=False)
         if doctor.check("exchange admin api", exchange_check):
             doctor.check("exchange write cmdlets", write_cmdlets_check)
+            doctor.check("exclusions", exclusions_check)
         if doctor.check("graph token", graph_token_check, required=False):
             doctor.check("graph api", graph_check)
         doctor.check("storage", storage_check)

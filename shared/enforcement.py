@@ -23,6 +23,8 @@ from shared.errors import (
     OutcomeUnknownError,
     PermissionDeniedError,
     ThrottledError,
+    TransientError,
+    first_line,
 )
 from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
 from shared.logs import audit
@@ -34,6 +36,7 @@ LIST_SELECT = (
     "ExternalDirectoryObjectId",
     "UserPrincipalName",
     "PrimarySmtpAddress",
+    "EmailAddresses",
     "RecipientTypeDetails",
     "IsDirSynced",
     "IsExchangeCloudManaged",
@@ -41,6 +44,7 @@ LIST_SELECT = (
 DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
 BUDGET_NOTE = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
+LISTING_RESTARTS = 5
 
 Progress = Callable[[int, int], None]
 
@@ -72,8 +76,19 @@ class Mailbox:
     def label(self) -> str:
         return self.upn or self.identity
 
-    def matches(self, exclude: frozenset[str]) -> bool:
-        return any(key.lower() in exclude for key in (self.identity, self.upn, self.smtp) if key)
+    def to_json(self) -> dict[str, str]:
+        return {"identity": self.identity, "userPrincipalName": self.upn, "recipientTypeDetails": self.recipient_type}
+
+
+def exclusion_keys(record: dict[str, Any]) -> frozenset[str]:
+    """Every name an ENFORCE_EXCLUDE entry may use for this mailbox: id, UPN, and each of its SMTP addresses."""
+    keys = {str(record.get(name) or "") for name in ("ExternalDirectoryObjectId", "UserPrincipalName")}
+    keys.add(str(record.get("PrimarySmtpAddress") or ""))
+    for address in record.get("EmailAddresses") or []:
+        prefix, _, value = str(address).partition(":")
+        if value and prefix.lower() == "smtp":
+            keys.add(value)
+    return frozenset(key.lower() for key in keys if key)
 
 
 @dataclass
@@ -86,10 +101,13 @@ class Plan:
     out_of_scope: int = 0
     excluded: int = 0
     candidates: list[Mailbox] = field(default_factory=list)
+    matched_exclusions: set[str] = field(default_factory=set)
 
-    def add(self, mailbox: Mailbox, types: frozenset[str], exclude: frozenset[str]) -> None:
+    def add(self, mailbox: Mailbox, types: frozenset[str], exclude: frozenset[str], keys: frozenset[str]) -> None:
         """Classify one mailbox; pure apart from the counters, so the same input gives the same plan."""
         self.scanned += 1
+        hits = keys & exclude
+        self.matched_exclusions |= hits
         if not mailbox.dir_synced:
             return  # B9: cloud-only mailboxes are cloud-managed by nature
         self.dir_synced += 1
@@ -97,17 +115,20 @@ class Plan:
             self.out_of_scope += 1
         elif mailbox.cloud_managed:
             self.already_cloud_managed += 1
-        elif mailbox.matches(exclude):
+        elif hits:
             self.excluded += 1
         else:
             self.candidates.append(mailbox)
+
+    def add_record(self, record: dict[str, Any], types: frozenset[str], exclude: frozenset[str]) -> None:
+        self.add(Mailbox.from_record(record), types, exclude, exclusion_keys(record))
 
 
 def make_plan(records: Iterable[dict[str, Any]], types: frozenset[str], exclude: frozenset[str]) -> Plan:
     """Build the plan from listed records."""
     plan = Plan()
     for record in records:
-        plan.add(Mailbox.from_record(record), types, exclude)
+        plan.add_record(record, types, exclude)
     return plan
 
 
@@ -124,6 +145,7 @@ class Report:
     changed: int = 0
     excluded: int = 0
     failed: int = 0
+    unknown: int = 0
     not_attempted: int = 0
     brake_engaged: bool = False
     max_changes: int = 0
@@ -131,6 +153,10 @@ class Report:
     tenant_default_cloud_managed: bool | None = None
     duration_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    unknowns: list[dict[str, str]] = field(default_factory=list)
+    candidate_list: list[dict[str, str]] = field(default_factory=list)
+    unmatched_exclusions: list[str] = field(default_factory=list)
+    interrupted: bool = False
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +170,7 @@ class Report:
             "changed": self.changed,
             "excluded": self.excluded,
             "failed": self.failed,
+            "unknown": self.unknown,
             "notAttempted": self.not_attempted,
             "brakeEngaged": self.brake_engaged,
             "maxChanges": self.max_changes,
@@ -151,6 +178,10 @@ class Report:
             "tenantDefaultCloudManaged": self.tenant_default_cloud_managed,
             "durationSeconds": round(self.duration_seconds, 3),
             "failures": self.failures,
+            "unknowns": self.unknowns,
+            "candidateList": self.candidate_list,
+            "unmatchedExclusions": self.unmatched_exclusions,
+            "interrupted": self.interrupted,
             "notes": self.notes,
         }
 
@@ -161,22 +192,37 @@ def sweep(
     *,
     apply: bool,
     progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Report:
-    """One sweep: plan from a fresh listing, then (in apply mode, under the brake) flip the candidates."""
+    """One sweep: plan from a fresh listing, then (in apply mode, under the brake) flip the candidates.
+
+    Setting `cancel` (Ctrl-C) stops it submitting: what is in flight finishes, and the report says what was done.
+    """
     started = time.monotonic()
+    cancel = cancel or threading.Event()
     deadline = started + settings.enforce_time_budget_seconds
     report = Report(mode="apply" if apply else "report", max_changes=settings.enforce_max_changes)
     try:
         report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
-        plan = list_and_plan(exchange, settings, deadline)
+    except ExoprovError as exc:
+        # Information, not a precondition: the sweep goes on without it.
+        log.warning("Get-OrganizationConfig failed (%s); the sweep goes on without the tenant default", exc)
+        report.notes.append(f"the tenant default could not be read ({first_line(exc)}); the sweep went on")
+    try:
+        plan = list_and_plan(exchange, settings, deadline, cancel)
     except BudgetExhaustedError as exc:
         report.complete = False
         report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
         report.duration_seconds = time.monotonic() - started
         return report
+    except _Cancelled:
+        report.complete, report.interrupted = False, True
+        report.notes.append("interrupted during the listing; nothing was changed")
+        report.duration_seconds = time.monotonic() - started
+        return report
     if report.tenant_default_cloud_managed:
         report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
-    _copy_counts(plan, report)
+    _copy_counts(plan, report, settings.enforce_exclude)
     limit = settings.enforce_max_changes
     if limit and len(plan.candidates) > limit:
         report.brake_engaged = True
@@ -185,7 +231,7 @@ def sweep(
             "nothing was changed. Review the report, then raise the limit or exclude mailboxes"
         )
     elif apply and plan.candidates:
-        _Applier(exchange, settings, report, deadline, progress).run(plan.candidates)
+        _Applier(exchange, settings, report, deadline, progress, cancel).run(plan.candidates)
     report.duration_seconds = time.monotonic() - started
     log.info("sweep finished: %s", report.to_json())
     return report
@@ -203,22 +249,54 @@ def read_tenant_default(exchange: ExchangeClient, deadline: float | None = None)
     return result.value[0][TENANT_DEFAULT_PROPERTY] is True
 
 
-def list_and_plan(exchange: ExchangeClient, settings: Settings, deadline: float | None = None) -> Plan:
-    """Stream the dir-synced mailboxes page by page into a plan, keeping only what the plan needs."""
-    command = Command(
-        "Get-Mailbox",
-        {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"},
-        LIST_SELECT,
-    )
-    plan = Plan()
+class _Cancelled(Exception):
+    """The person running the sweep asked it to stop."""
+
+
+def list_and_plan(
+    exchange: ExchangeClient, settings: Settings, deadline: float | None = None, cancel: threading.Event | None = None
+) -> Plan:
+    """Stream the dir-synced mailboxes page by page into a plan, keeping only what the plan needs.
+
+    A continuation link lives minutes and dies with a lost answer: a page that cannot be had after the
+    first one starts the listing again from the top (at most LISTING_RESTARTS times), with a fresh plan,
+    so the counts are those of one complete listing.
+    """
+    command = Command("Get-Mailbox", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, LIST_SELECT)
     types, exclude = settings.enforce_recipient_types, settings.enforce_exclude
-    for page in exchange.pages(command, deadline=deadline):
-        for record in page:
-            plan.add(Mailbox.from_record(record), types, exclude)
-    return plan
+    for restart in range(LISTING_RESTARTS + 1):
+        plan, pages = Plan(), 0
+        try:
+            for page in exchange.pages(command, deadline=deadline):
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
+                pages += 1
+                for record in page:
+                    plan.add_record(record, types, exclude)
+            return plan
+        except BudgetExhaustedError:
+            raise
+        except (BadRequestError, TransientError) as exc:
+            if pages == 0 or restart == LISTING_RESTARTS:
+                raise
+            log.warning(
+                "the listing lost its place after %d page(s) (%s); starting it again (%d of %d)",
+                pages,
+                first_line(exc),
+                restart + 1,
+                LISTING_RESTARTS,
+            )
+    raise AssertionError("unreachable")
 
 
-def _copy_counts(plan: Plan, report: Report) -> None:
+def _copy_counts(plan: Plan, report: Report, exclude: frozenset[str]) -> None:
+    report.candidate_list = [m.to_json() for m in plan.candidates]
+    report.unmatched_exclusions = sorted(exclude - plan.matched_exclusions)
+    if report.unmatched_exclusions:
+        report.notes.append(
+            f"ENFORCE_EXCLUDE entries that match no mailbox: {', '.join(report.unmatched_exclusions)}; "
+            "check them: the mailbox they were meant for is not protected"
+        )
     report.scanned = plan.scanned
     report.dir_synced = plan.dir_synced
     report.already_cloud_managed = plan.already_cloud_managed
@@ -237,8 +315,10 @@ class _Applier:
         report: Report,
         deadline: float,
         progress: Progress | None,
+        cancel: threading.Event,
     ) -> None:
         self._exchange = exchange
+        self._cancel = cancel
         self._settings = settings
         self._report = report
         self._deadline = deadline
@@ -268,6 +348,9 @@ class _Applier:
 
     def _should_stop(self) -> bool:
         with self._lock:
+            if not self._stop_reason and self._cancel.is_set():
+                self._report.interrupted = True
+                self._stop_reason = "interrupted: the writes in flight were finished, the rest was not attempted"
             if not self._stop_reason and time.monotonic() >= self._deadline:
                 self._stop_reason = BUDGET_NOTE
             return bool(self._stop_reason)
@@ -334,12 +417,12 @@ class _Applier:
             outcomes = self._exchange.batch(commands, deadline=self._deadline)
         except ExoprovError as exc:
             for mailbox in unclear:
-                self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {exc}")
+                self._unknown(mailbox, f"the write's outcome is unknown and reading it back failed: {exc}")
             return []
         not_applied = []
         for mailbox, outcome in zip(unclear, outcomes, strict=True):
             if outcome.error is not None:
-                self._fail(mailbox, f"the write's outcome is unknown and reading it back failed: {outcome.error}")
+                self._unknown(mailbox, f"the write's outcome is unknown and reading it back failed: {outcome.error}")
             elif (
                 outcome.result
                 and outcome.result.value
@@ -361,9 +444,22 @@ class _Applier:
 
     def _fail(self, mailbox: Mailbox, message: str) -> None:
         log.warning("could not make %s cloud-managed: %s", mailbox.label, message)
+        self._settled(mailbox, message, unknown=False)
+
+    def _unknown(self, mailbox: Mailbox, message: str) -> None:
+        """The write may have applied; the next run's listing settles it, so it is neither changed nor failed."""
+        log.warning("%s may or may not be cloud-managed now: %s", mailbox.label, message)
+        self._settled(mailbox, message, unknown=True)
+
+    def _settled(self, mailbox: Mailbox, message: str, *, unknown: bool) -> None:
+        entry = {"identity": mailbox.label, "error": message}
         with self._lock:
-            self._report.failed += 1
-            self._report.failures.append({"identity": mailbox.label, "error": message})
+            if unknown:
+                self._report.unknown += 1
+                self._report.unknowns.append(entry)
+            else:
+                self._report.failed += 1
+                self._report.failures.append(entry)
             self._done += 1
             done = self._done
         self._tick(done)

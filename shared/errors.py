@@ -10,6 +10,8 @@ The root splits on the one question every caller asks: will the same call succee
     │   ├── OutcomeUnknownError     a write may or may not have happened; settle it by reading back
     │   ├── DualWriteError          Exchange could not write through to Entra ("DualWrite")
     │   ├── TokenUnavailableError   the identity endpoint failed to issue a token this time
+    │   ├── RequestBusyError        another delivery is working on the same request right now
+    │   ├── StorageUnavailableError the storage account (queues, ledger) did not answer
     │   └── BudgetExhaustedError    waiting to retry would overrun the caller's time budget
     └── PermanentError              retrying the same call cannot help
         ├── AuthenticationError     the identity is misconfigured: no token can be had for a resource
@@ -118,6 +120,18 @@ class TokenUnavailableError(TransientError):
     """The token endpoint failed (an outage, a 5xx); the credential itself is configured."""
 
     code = "token_unavailable"
+
+
+class RequestBusyError(TransientError):
+    """Another delivery holds the request's ledger entry; this message is tried again later."""
+
+    code = "request_busy"
+
+
+class StorageUnavailableError(TransientError):
+    """The storage account behind the queues and the ledger did not answer; the message names it."""
+
+    code = "storage_unavailable"
 
 
 class BudgetExhaustedError(TransientError):

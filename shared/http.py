@@ -46,6 +46,8 @@ log = logging.getLogger("exoprov.http")
 CONCURRENCY_TEXT = "maximum number of concurrent requests"
 RETRYABLE_READ_STATUSES = frozenset({500, 502, 503, 504})
 BACKOFF_CAP_SECONDS = 60.0
+CONCURRENCY_REFUSALS_PER_CALL = 30  # refusals a call may meet before it is given up (each waits and halves)
+GROW_AFTER_SUCCESSES = 8  # successful calls per unit of limit before one more may be in flight
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,52 @@ class Response:
             return None
 
 
+class InFlightLimit:
+    """How many calls may be in flight to a service at once: halved on a concurrency refusal, regrown slowly.
+
+    Additive increase, multiplicative decrease (as TCP does): a tenant whose limit is 1 gets one call at a
+    time after the first refusal, and a transient squeeze does not slow the rest of the run for ever.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most  # 0: no limit
+        self.limit = most
+        self._in_flight = 0
+        self._successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        if not self.most:
+            return
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.most:
+            return
+        with self._cond:
+            self._in_flight -= 1
+            self._successes += exc[0] is None
+            if self.limit < self.most and self._successes >= GROW_AFTER_SUCCESSES * self.limit:
+                self.limit += 1
+                self._successes = 0
+                log.info("in-flight limit back up to %d", self.limit)
+            self._cond.notify_all()
+
+    def refused(self) -> None:
+        """The service refused a call for concurrency: halve what we send at once (never below one)."""
+        if not self.most:
+            return
+        with self._cond:
+            lower = max(1, self.limit // 2)
+            if lower < self.limit:
+                log.warning("the service refused concurrent calls; in-flight limit %d -> %d", self.limit, lower)
+            self.limit = lower
+            self._successes = 0
+
+
 @dataclass
 class Policy:
     """The tunable parts of the policy; defaults suit production, tests shorten the waits."""
@@ -78,6 +126,7 @@ class Policy:
     max_retry_after: float = 300.0
     backoff_base: float = 1.0
     pool_size: int = 8
+    max_in_flight: int = 0  # calls at once to the service from this process; 0 = no limit
 
 
 def parse_retry_after(value: str | None, cap: float) -> float | None:
@@ -125,6 +174,7 @@ class ServiceClient:
             timeout=urllib3.Timeout(connect=self.policy.connect_timeout, read=self.policy.read_timeout),
         )
         # Shared by every thread: once the service says "wait", nobody calls it before then.
+        self.in_flight = InFlightLimit(self.policy.max_in_flight)
         self._not_before = 0.0
         self._gate = threading.Lock()
 
@@ -161,7 +211,9 @@ class ServiceClient:
         last_401: Response | None = None
         last_error = ""
         last_retry_after: float | None = None
-        for attempt in range(1, self.policy.max_attempts + 1):
+        attempt = refusals = 0
+        while attempt < self.policy.max_attempts:
+            attempt += 1
             self._wait_for_gate(context, deadline)
             token = self.tokens.get(self.resource, refresh=refresh_now, claims=claims)
             if refresh_now and not claims and token.value == refused and last_401 is not None:
@@ -170,7 +222,8 @@ class ServiceClient:
             refresh_now, claims = False, None
             started = time.monotonic()
             try:
-                response = self._send(method, url, payload, headers, token.value, context)
+                with self.in_flight:
+                    response = self._send(method, url, payload, headers, token.value, context)
             except (NewConnectionError, ConnectTimeoutError) as exc:
                 # Never reached the service: safe to try again, write or not.
                 last_error = f"cannot reach {self.base_url}: {_reason(exc)}"
@@ -194,6 +247,15 @@ class ServiceClient:
                 refused, last_401 = token.value, response
                 continue
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self.policy.max_retry_after)
+            if _is_concurrency_refusal(response) and refusals < CONCURRENCY_REFUSALS_PER_CALL:
+                # Too many of our own calls at once: fewer in flight from now on, and this one again. It
+                # spends no attempt, or a small tenant limit would fail calls that only had to queue.
+                refusals += 1
+                attempt -= 1
+                last_error = "throttled by the service"
+                self.in_flight.refused()
+                self._throttle(retry_after, min(refusals, 4), context, deadline)
+                continue
             if _is_throttle(response, retry_after):
                 last_error = "throttled by the service"
                 last_retry_after = retry_after
@@ -315,7 +377,11 @@ def _is_throttle(response: Response, retry_after: float | None) -> bool:
         return True
     if response.status == 503 and retry_after is not None:
         return True  # a 503 that says when to come back did not run the request: safe to replay
-    # Exchange reports its per-tenant concurrency limit in text, not always with a 429.
+    return _is_concurrency_refusal(response)
+
+
+def _is_concurrency_refusal(response: Response) -> bool:
+    # Exchange reports its per-tenant concurrency limit in text only; its status is not on public record.
     return response.status >= 400 and CONCURRENCY_TEXT in response.body[:4096].decode("utf-8", "replace")
 
 

@@ -1,48 +1,193 @@
-"""One result per request, whatever the queues redeliver: a small ledger of blobs keyed by requestId.
+"""One chain and one result per request, whatever the queues redeliver: a small ledger of blobs.
 
-`requests/{id}` is claimed once, by the chain that accepted the request (its first message id), so a
-duplicate request is not run twice. `results/{id}` is written before the result is sent and marked
-sent after, so a redelivered or duplicated chain never reports twice.
+`requests/{id}.json` is the chain's state: which message started it, the sequence number and digest of the
+one step message it expects next, and the message that follows until it is known to be sent (the outbox).
+A step runs only for the expected message, under a blob lease, and its outcome is recorded with a
+conditional write before it is sent. So a redelivered message converges on the first delivery's result,
+a crash between recording and sending is repaired by the next delivery, and a message that no accepted
+request led to (a forged or stale one) is refused. `results/{id}.json` marks a result as sent.
+
+Blob names end in `.json`: a requestId may be `.` or `..`, which are not blob names on their own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
+
+from shared.errors import RequestBusyError
 
 log = logging.getLogger("exoprov.ledger")
 
+STEP_LEASE_SECONDS = 15  # a dead worker's hold on a request lapses after this long (the service's minimum)
+RENEW_EVERY_SECONDS = 5.0  # a live worker renews its hold while a step runs, however long the step takes
+
+
+def digest(text: str) -> str:
+    """The fingerprint of a step message as the chain sent it."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """The message a step's outcome sends, kept until it is known to be sent."""
+
+    queue: str
+    text: str
+    delay: float
+    sent: bool = False
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Where a request's chain stands: the step message it expects next, and what to send."""
+
+    request_id: str
+    chain_id: str
+    cursor: int  # the sequence number of the message the chain expects next; 0 is the request itself
+    expected: str | None  # digest of that message (None for the request, which HR wrote)
+    outbox: Outbox | None = None
+    finished: bool = False
+    etag: str = ""
+    last_error: str | None = None  # why the expected step failed last, for the result if it gives up
+
+    def to_json(self) -> str:
+        outbox = None if self.outbox is None else self.outbox.__dict__
+        data = {"chain": self.chain_id, "cursor": self.cursor, "expected": self.expected, "outbox": outbox}
+        return json.dumps({**data, "finished": self.finished, "lastError": self.last_error}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, request_id: str, text: str, etag: str) -> ChainState:
+        data = json.loads(text)
+        outbox = Outbox(**data["outbox"]) if data.get("outbox") else None
+        cursor, expected, finished = int(data["cursor"]), data.get("expected"), bool(data["finished"])
+        return cls(request_id, data["chain"], cursor, expected, outbox, finished, etag, data.get("lastError"))
+
 
 class Ledger:
-    """Claims and result markers in the ledger container."""
+    """Chain states and result markers in the ledger container."""
 
     def __init__(self, container: Any) -> None:
         self._container = container
 
-    def claim(self, request_id: str, chain_id: str) -> bool:
-        """True when this chain owns the request (first claim, or a redelivery of the same message)."""
+    def claim(self, request_id: str, chain_id: str) -> ChainState | None:
+        """The request's state when this chain owns it (first claim, or a redelivery of the same message)."""
         from azure.core.exceptions import ResourceExistsError
 
-        blob = self._container.get_blob_client(f"requests/{request_id}")
+        blob = self._state_blob(request_id)
+        fresh = ChainState(request_id, chain_id, 0, None)
         try:
-            blob.upload_blob(chain_id.encode(), overwrite=False)
-            return True
+            written = blob.upload_blob(fresh.to_json().encode(), overwrite=False)
+            return replace(fresh, etag=written["etag"])
         except ResourceExistsError:
-            owner = blob.download_blob().readall().decode()
-            return bool(owner == chain_id)
+            state = self.read(request_id)
+            return state if state is not None and state.chain_id == chain_id else None
 
-    def should_send(self, request_id: str, result_json: str) -> bool:
-        """True unless a result for the request has already been sent."""
+    def read(self, request_id: str) -> ChainState | None:
+        """The request's state, or None when no accepted request has this id."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloaded = self._state_blob(request_id).download_blob()
+        except ResourceNotFoundError:
+            return None
+        return ChainState.from_json(request_id, downloaded.readall().decode(), downloaded.properties.etag)
+
+    @contextlib.contextmanager
+    def hold(self, request_id: str) -> Iterator[Any]:
+        """Hold the request's state for one step, so that two deliveries of one message never run at once."""
+        from azure.core.exceptions import AzureError, HttpResponseError
+
+        blob = self._state_blob(request_id)
+        try:
+            lease = blob.acquire_lease(lease_duration=STEP_LEASE_SECONDS)
+        except HttpResponseError as exc:
+            if exc.status_code == 409:
+                raise RequestBusyError(f"request {request_id} is being worked on by another delivery") from exc
+            raise
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(RENEW_EVERY_SECONDS):
+                try:
+                    lease.renew()
+                except AzureError as exc:  # the next conditional write will notice the lost hold
+                    log.warning("request %s: could not renew the hold (%s)", request_id, exc)
+                    return
+
+        renewer = threading.Thread(target=renew, name=f"hold-{request_id}", daemon=True)
+        renewer.start()
+        try:
+            yield lease
+        finally:
+            done.set()
+            renewer.join()
+            with contextlib.suppress(HttpResponseError):
+                lease.release()
+
+    def advance(
+        self, state: ChainState, outbox: Outbox, *, finished: bool = False, lease: Any = None
+    ) -> ChainState | None:
+        """Record a step's outcome: expect the next message, keep it in the outbox; None if someone was faster."""
+        following = replace(
+            state,
+            cursor=state.cursor + 1,
+            expected=None if finished else digest(outbox.text),
+            outbox=outbox,
+            finished=finished,
+            last_error=None,
+        )
+        return self._write(state, following, lease)
+
+    def note_error(self, state: ChainState, error: str, lease: Any = None) -> None:
+        """Remember why the expected step failed, so that the result of a request that gives up can say it."""
+        self._write(state, replace(state, last_error=error[:500]), lease)
+
+    def mark_sent(self, state: ChainState, lease: Any = None) -> None:
+        """Note that the outbox went out, so that a later delivery does not send it again."""
+        assert state.outbox is not None
+        self._write(state, replace(state, outbox=replace(state.outbox, sent=True)), lease)
+
+    def result_state(self, request_id: str, result_json: str) -> str:
+        """ "new" (and now marked pending), "pending" (an earlier attempt may have sent it) or "sent"."""
         from azure.core.exceptions import ResourceExistsError
 
-        blob = self._container.get_blob_client(f"results/{request_id}")
+        blob = self._container.get_blob_client(f"results/{request_id}.json")
         try:
             blob.upload_blob(result_json.encode(), overwrite=False, metadata={"state": "pending"})
-            return True
+            return "new"
         except ResourceExistsError:
-            # "pending": an earlier attempt died between writing the marker and sending; send again.
-            state = blob.get_blob_properties().metadata.get("state")
-            return bool(state != "sent")
+            return "sent" if blob.get_blob_properties().metadata.get("state") == "sent" else "pending"
 
-    def mark_sent(self, request_id: str) -> None:
-        self._container.get_blob_client(f"results/{request_id}").set_blob_metadata({"state": "sent"})
+    def result_sent(self, request_id: str) -> None:
+        self._container.get_blob_client(f"results/{request_id}.json").set_blob_metadata({"state": "sent"})
+
+    def _write(self, before: ChainState, after: ChainState, lease: Any) -> ChainState | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+
+        blob = self._state_blob(before.request_id)
+        try:
+            written = blob.upload_blob(
+                after.to_json().encode(),
+                overwrite=True,
+                etag=before.etag,
+                match_condition=MatchConditions.IfNotModified,
+                lease=lease,
+            )
+        except ResourceModifiedError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):  # the lease lapsed and another delivery holds it now
+                return None
+            raise
+        return replace(after, etag=written["etag"])
+
+    def _state_blob(self, request_id: str) -> Any:
+        return self._container.get_blob_client(f"requests/{request_id}.json")

@@ -75,6 +75,8 @@ def configure(verbose: bool = False) -> None:
     """Log to stderr with timestamps; the CLI and the worker call this, the Functions host has its own."""
     logger = logging.getLogger("exoprov")
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    # The Azure SDKs log every retry of theirs; exoprov says once, in one line, what failed and what it does.
+    logging.getLogger("azure").setLevel(logging.INFO if verbose else logging.ERROR)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

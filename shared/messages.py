@@ -69,13 +69,14 @@ def decode_body(raw: bytes | str) -> str:
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data) > MAX_MESSAGE_BYTES:
         raise InvalidRequestError("message", f"is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-    text = data.decode("utf-8", "replace").strip()
+    # utf-8-sig: PowerShell and .NET write a byte-order mark in front of the JSON.
+    text = data.decode("utf-8-sig", "replace").strip()
     if text and not text.startswith("{"):
         try:
             decoded = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             return text
-        return decoded.decode("utf-8", "replace").strip()
+        return decoded.decode("utf-8-sig", "replace").strip()
     return text
 
 
@@ -201,6 +202,7 @@ class StepMessage:
     wait_started_at: float
     polls: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0  # its place in the chain; the ledger expects exactly one sequence number at a time
     v: int = 1
 
     @property
@@ -252,6 +254,7 @@ _ENVELOPE: dict[str, type | tuple[type, ...]] = {
     "wait_started_at": (int, float),
     "polls": int,
     "state": dict,
+    "seq": int,
     "v": int,
 }
 

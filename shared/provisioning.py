@@ -29,7 +29,7 @@ from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
 from shared.logs import audit
 from shared.messages import Request, Result, StepMessage, parse_request
-from shared.settings import Settings
+from shared.settings import Settings, license_allowed
 
 log = logging.getLogger("exoprov.provisioning")
 
@@ -152,6 +152,20 @@ class Chain:
             except NotFoundError as exc:
                 # A user that a read just returned can still be unknown to the replica that takes the write.
                 return self._await_replication(message, "userFirstSeenAt", "user_not_found", str(exc))
+            except NoLicensesError as exc:
+                # Other requests may be returning units this minute (conversions to shared): wait, bounded.
+                self.graph.forget_skus()
+                message = dataclasses.replace(message, state={"noFreeUnitsSince": self.clock(), **state})
+                return self._retry_within(
+                    message,
+                    "noFreeUnitsSince",
+                    self.settings.license_wait_minutes * 60,
+                    exc.code,
+                    f"{exc}; none came free within {self.settings.license_wait_minutes:g} minutes "
+                    "(LICENSE_WAIT_MINUTES)",
+                    self.settings.poll_min_seconds,
+                    self.settings.poll_max_seconds,
+                )
             state.update(licenseAssignedAt=self.clock(), licensedByChain=True)
             message = dataclasses.replace(message, state=state)
             confirmed = self.graph.get_user(user.id)
@@ -228,6 +242,18 @@ class Chain:
         Only then does the error reach the queue, whose own retries end on the poison queue.
         """
         step = {"license": self.license, "mailbox": self.mailbox, "configure": self.configure}[message.step]
+        request = message.parsed_request()
+        if message.step == "license" and not license_allowed(request.license, self.settings.allowed_licenses):
+            # ALLOWED_LICENSES changed since the request was accepted: nothing is assigned any more.
+            return Finish(
+                Result.failed(
+                    request.request_id,
+                    request.user_principal_name,
+                    "license_not_allowed",
+                    f"license: {request.license} is no longer in ALLOWED_LICENSES",
+                    request.mailbox_type,
+                )
+            )
         try:
             return step(message)
         except TransientError as exc:
@@ -239,7 +265,7 @@ class Chain:
             delay = (
                 retry_after
                 if retry_after is not None
-                else min(self.settings.poll_max_seconds, self.settings.poll_min_seconds * 2**retries)
+                else backoff(self.settings.poll_min_seconds, self.settings.poll_max_seconds, retries)
             )
             log.warning(
                 "request %s: %s step meets a transient error (%s); again in %.1f s (retry %d of %d)",
@@ -274,7 +300,7 @@ class Chain:
             if mailbox:
                 self._describe(result, mailbox)
             return Finish(result)
-        delay = min(self.settings.poll_max_seconds, self.settings.poll_min_seconds * 2**message.polls)
+        delay = backoff(self.settings.poll_min_seconds, self.settings.poll_max_seconds, message.polls)
         delay = min(delay, max(budget - waited, 0.0))
         log.info("request %s waits %.1f s in %s (poll %d)", message.request_id, delay, message.step, message.polls + 1)
         return Next(dataclasses.replace(message, polls=message.polls + 1), delay)
@@ -285,31 +311,26 @@ class Chain:
         The window counts from `state[since]`, our own write or our first sight of the user; after
         REPLICATION_WAIT_SECONDS the request ends with `code`, so a real refusal is not retried for ever.
         """
+        request = message.parsed_request()
+        why = why or f"reads of {request.user_principal_name} did not catch up with exoprov's own write"
+        window = self.settings.replication_wait_seconds
+        why = f"{why} (waited for replication, REPLICATION_WAIT_SECONDS={window:g})"
+        return self._retry_within(message, since, window, code, why, LAG_POLL_FIRST_SECONDS, LAG_POLL_MAX_SECONDS)
+
+    def _retry_within(
+        self, message: StepMessage, since: str, window: float, code: str, why: str, first: float, most: float
+    ) -> Outcome:
+        """Run the step again after a growing delay while `state[since]` is less than `window` seconds ago."""
         state = message.state
         waited = self.clock() - float(state[since])
-        window = self.settings.replication_wait_seconds
         if waited >= window:
             request = message.parsed_request()
-            why = why or f"reads of {request.user_principal_name} did not catch up with exoprov's own write"
             return Finish(
-                Result.failed(
-                    request.request_id,
-                    request.user_principal_name,
-                    code,
-                    f"{why} (waited {waited:.0f} s for replication, REPLICATION_WAIT_SECONDS={window:g})",
-                    request.mailbox_type,
-                )
+                Result.failed(request.request_id, request.user_principal_name, code, why, request.mailbox_type)
             )
         polls = int(state.get("lagPolls", 0))
-        delay = min(LAG_POLL_MAX_SECONDS, LAG_POLL_FIRST_SECONDS * 2 ** min(polls, 16), window - waited)
-        log.info(
-            "request %s: %s waits %.1f s for Entra replication (%s %.1f s ago)",
-            message.request_id,
-            message.step,
-            delay,
-            since,
-            waited,
-        )
+        delay = min(backoff(first, most, polls), window - waited)
+        log.info("request %s: %s waits %.1f s (%s %.1f s ago)", message.request_id, message.step, delay, since, waited)
         return Next(dataclasses.replace(message, state={**state, "lagPolls": polls + 1}), delay)
 
     def _ensure_usage_location(self, request: Request, user: GraphUser, state: dict[str, Any]) -> None:
@@ -437,6 +458,11 @@ class Chain:
         return None
 
 
+def backoff(first: float, most: float, attempt: int) -> float:
+    """`first` doubled `attempt` times, at most `most`; safe for any attempt count (2**1100 overflows a float)."""
+    return min(most, first * 2.0 ** min(attempt, 60))
+
+
 def has_archive(box: dict[str, Any]) -> bool:
     """Whether the mailbox has an archive; on synced mailboxes ArchiveStatus can read None while one exists.
 
@@ -453,7 +479,7 @@ def has_archive(box: dict[str, Any]) -> bool:
 
 def _settled(state: dict[str, Any]) -> dict[str, Any]:
     """The state without the replication bookkeeping of a step that is over."""
-    return {k: v for k, v in state.items() if k not in ("lagPolls", "usageLocationSetAt")}
+    return {k: v for k, v in state.items() if k not in ("lagPolls", "usageLocationSetAt", "noFreeUnitsSince")}
 
 
 def _bytes(total_item_size: str) -> int | None:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, StorageUnavailableError, first_line
 from shared.logs import correlation_id
 from shared.settings import Settings
 
@@ -31,6 +31,7 @@ LEDGER_CONTAINER = "exoprov-ledger"
 # The same retry rule as host.json (extensions.queues), so both runtimes give up at the same point.
 MAX_DEQUEUE_COUNT = 5
 MAX_DELAY_SECONDS = 7 * 24 * 3600 - 60  # the service's visibility-timeout limit, with a margin
+STORAGE_CONNECT_TIMEOUT_SECONDS = 5
 
 
 @dataclass
@@ -43,17 +44,22 @@ class Storage:
 
     def __post_init__(self) -> None:
         from azure.storage.blob import BlobServiceClient
-        from azure.storage.queue import QueueServiceClient
+        from azure.storage.blob import ExponentialRetry as BlobRetry
+        from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
         settings = self.settings
+        # The SDK's default retries take about 80 s to give up on an unreachable account; a person at a
+        # prompt, and the worker's --timeout, need an answer in seconds. The queues retry work anyway.
+        timeouts: dict[str, Any] = {"connection_timeout": STORAGE_CONNECT_TIMEOUT_SECONDS, "read_timeout": 60}
+        queues = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
+        blobs = {"retry_policy": BlobRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
         if settings.storage:
-            connection = _connection_string(settings.storage)
-            self._service = QueueServiceClient.from_connection_string(connection)
-            self._blobs = BlobServiceClient.from_connection_string(connection)
+            self._service = QueueServiceClient.from_connection_string(settings.storage, **queues)
+            self._blobs = BlobServiceClient.from_connection_string(settings.storage, **blobs)
         elif settings.storage_queue_service_uri and settings.storage_blob_service_uri:
             credential = _identity(settings)
-            self._service = QueueServiceClient(settings.storage_queue_service_uri, credential=credential)
-            self._blobs = BlobServiceClient(settings.storage_blob_service_uri, credential=credential)
+            self._service = QueueServiceClient(settings.storage_queue_service_uri, credential=credential, **queues)
+            self._blobs = BlobServiceClient(settings.storage_blob_service_uri, credential=credential, **blobs)
         else:
             raise ConfigurationError(
                 "AzureWebJobsStorage",
@@ -89,12 +95,25 @@ class Storage:
         return sum(int(self.queue(n).get_queue_properties().approximate_message_count) for n in names)
 
 
-def _connection_string(value: str) -> str:
-    if value.strip().lower() == "usedevelopmentstorage=true":
-        return value  # the SDK knows the emulator's default endpoints
-    if "AccountName=" not in value and "QueueEndpoint=" not in value:
-        raise ConfigurationError("AzureWebJobsStorage", "is not a storage connection string")
-    return value
+def storage_endpoint(settings: Settings) -> str:
+    """Where the queues live, for an error message (never with a key or a SAS)."""
+    if settings.storage_queue_service_uri:
+        return settings.storage_queue_service_uri
+    parts = dict(p.partition("=")[::2] for p in (settings.storage or "").split(";") if "=" in p)
+    parts = {k.strip().lower(): v.strip() for k, v in parts.items()}
+    if "queueendpoint" in parts:
+        return parts["queueendpoint"]
+    if parts.get("accountname"):
+        return f"https://{parts['accountname']}.queue.core.windows.net"
+    return "the local storage emulator (UseDevelopmentStorage=true: 127.0.0.1:10001)"
+
+
+def storage_failure(exc: BaseException, settings: Settings) -> StorageUnavailableError:
+    """An Azure Storage SDK error as one sentence that names the endpoint."""
+    return StorageUnavailableError(
+        f"storage at {storage_endpoint(settings)} did not answer ({first_line(exc)}); check AzureWebJobsStorage "
+        "and that the account (or Azurite) is reachable"
+    )
 
 
 def _identity(settings: Settings) -> Any:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
-import math
 import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -61,6 +63,9 @@ MAILBOX_TYPES = ("User", "Shared", "Room", "Equipment")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _SKU_PART = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
+HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
+MONTH_MINUTES = 31 * 24 * 60.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Settings:
     poll_max_seconds: float = 900.0
     conversion_wait_minutes: float = 60.0
     replication_wait_seconds: float = 300.0
+    license_wait_minutes: float = 10.0
     worker_concurrency: int = 4
     queue_retry_seconds: int = 30
     worker_lease_seconds: int = 300
@@ -119,12 +125,12 @@ class Settings:
         """Read and validate every setting; raise one ConfigurationError listing every problem."""
         reader = _Reader(os.environ if env is None else env)
         cloud = reader.get("CLOUD", CLOUDS["public"], _choice(tuple(CLOUDS)), CLOUDS.__getitem__)
-        poll_min = reader.get("POLL_MIN_SECONDS", 60.0, _duration)
-        poll_max = reader.get("POLL_MAX_SECONDS", 900.0, _duration)
+        poll_min = reader.get("POLL_MIN_SECONDS", 60.0, _duration(0, WEEK))
+        poll_max = reader.get("POLL_MAX_SECONDS", 900.0, _duration(0, WEEK))
         settings = cls(
-            storage=reader.optional("AzureWebJobsStorage"),
+            storage=reader.get("AzureWebJobsStorage", None, _storage_connection, secret=True),
             storage_queue_service_uri=reader.get("AzureWebJobsStorage__queueServiceUri", None, _url(allow_path=True)),
-            storage_credential=reader.optional("AzureWebJobsStorage__credential"),
+            storage_credential=reader.get("AzureWebJobsStorage__credential", None, _choice(("managedidentity",))),
             storage_client_id=reader.optional("AzureWebJobsStorage__clientId"),
             tenant_id=reader.get("AZURE_TENANT_ID", None, _guid),
             client_id=reader.optional("AZURE_CLIENT_ID"),
@@ -139,25 +145,26 @@ class Settings:
             enforce_recipient_types=reader.get("ENFORCE_RECIPIENT_TYPES", frozenset(RECIPIENT_TYPES), _recipient_types),
             enforce_exclude=reader.get("ENFORCE_EXCLUDE", frozenset(), _identity_set),
             enforce_concurrency=reader.get("ENFORCE_CONCURRENCY", 2, _int_between(1, 16)),
-            enforce_time_budget_seconds=reader.get("ENFORCE_TIME_BUDGET_SECONDS", 1500.0, _duration),
+            enforce_time_budget_seconds=reader.get("ENFORCE_TIME_BUDGET_SECONDS", 1500.0, _duration(0.1, DAY)),
             allowed_licenses=reader.get("ALLOWED_LICENSES", (), _licenses),
             default_license=reader.get("DEFAULT_LICENSE", None, _license),
             default_usage_location=reader.get("DEFAULT_USAGE_LOCATION", None, _country),
-            sync_wait_minutes=reader.get("SYNC_WAIT_MINUTES", 1440.0, _duration),
-            mailbox_wait_minutes=reader.get("MAILBOX_WAIT_MINUTES", 1440.0, _duration),
+            sync_wait_minutes=reader.get("SYNC_WAIT_MINUTES", 1440.0, _duration(0, MONTH_MINUTES)),
+            mailbox_wait_minutes=reader.get("MAILBOX_WAIT_MINUTES", 1440.0, _duration(0, MONTH_MINUTES)),
             poll_min_seconds=poll_min,
             poll_max_seconds=poll_max,
-            conversion_wait_minutes=reader.get("CONVERSION_WAIT_MINUTES", 60.0, _duration),
-            replication_wait_seconds=reader.get("REPLICATION_WAIT_SECONDS", 300.0, _duration),
+            conversion_wait_minutes=reader.get("CONVERSION_WAIT_MINUTES", 60.0, _duration(0, MONTH_MINUTES)),
+            replication_wait_seconds=reader.get("REPLICATION_WAIT_SECONDS", 300.0, _duration(0, DAY)),
+            license_wait_minutes=reader.get("LICENSE_WAIT_MINUTES", 10.0, _duration(0, MONTH_MINUTES)),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", 4, _int_between(1, 32)),
             queue_retry_seconds=reader.get("QUEUE_RETRY_SECONDS", 30, _int_between(0, 3600)),
             worker_lease_seconds=reader.get("WORKER_LEASE_SECONDS", 300, _int_between(1, 3600)),
             storage_blob_service_uri=reader.get("AzureWebJobsStorage__blobServiceUri", None, _url(allow_path=True)),
-            http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration),
-            http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration),
-            http_max_retry_after_seconds=reader.get("HTTP_MAX_RETRY_AFTER_SECONDS", 300.0, _duration),
+            http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration(0.1, HOUR)),
+            http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration(0.1, HOUR)),
+            http_max_retry_after_seconds=reader.get("HTTP_MAX_RETRY_AFTER_SECONDS", 300.0, _duration(0, HOUR)),
             http_max_attempts=reader.get("HTTP_MAX_ATTEMPTS", 6, _int_between(1, 20)),
-            http_backoff_seconds=reader.get("HTTP_BACKOFF_SECONDS", 1.0, _duration),
+            http_backoff_seconds=reader.get("HTTP_BACKOFF_SECONDS", 1.0, _duration(0, 60)),
         )
         if poll_min > poll_max:
             reader.problem("POLL_MIN_SECONDS", f"{poll_min:g} is above POLL_MAX_SECONDS ({poll_max:g})")
@@ -200,6 +207,8 @@ class _Reader:
         default: T,
         parse: Callable[[str], object],
         convert: Callable[..., T] | None = None,
+        *,
+        secret: bool = False,
     ) -> T:
         raw = self.optional(name)
         if raw is None:
@@ -208,7 +217,8 @@ class _Reader:
             value = parse(raw)
             return convert(value) if convert else value  # type: ignore[return-value]
         except ValueError as exc:
-            self.problem(name, f"{raw!r} is not valid: {exc}")
+            shown = "the value" if secret else repr(_without_password(raw))
+            self.problem(name, f"{shown} is not valid: {exc}")
             return default
 
     def problem(self, name: str, text: str) -> None:
@@ -223,6 +233,11 @@ class _Reader:
         raise ConfigurationError(self._problems[0][0], f"{len(self._problems)} problems: {listing}")
 
 
+def _without_password(raw: str) -> str:
+    """A value as it may be shown: a URL's user:password@ becomes ***@."""
+    return re.sub(r"(?<=://)[^/@\s]*@", "***@", raw)
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.lower()
@@ -233,22 +248,25 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-def _duration(raw: str) -> float:
-    try:
+def _duration(low: float, high: float) -> Callable[[str], float]:
+    """Seconds or minutes as plain ASCII decimals, within bounds (a timeout of 1e300 crashes a socket)."""
+
+    def parse(raw: str) -> float:
+        if not _DECIMAL.fullmatch(raw):
+            raise ValueError(f"expected a number from {low:g} to {high:g} in plain digits, decimals allowed (e.g. 0.5)")
         value = float(raw)
-    except ValueError:
-        raise ValueError("expected a number of seconds or minutes, decimals allowed (e.g. 0.5)") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("expected a finite number >= 0")
-    return value
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return value
+
+    return parse
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not re.fullmatch(r"[0-9]{1,12}", raw):  # int() would take "1_000" and non-ASCII digits
+            raise ValueError(f"expected a whole number from {low} to {high} in plain digits")
+        value = int(raw)
         if not low <= value <= high:
             raise ValueError(f"expected a whole number from {low} to {high}")
         return value
@@ -273,6 +291,8 @@ def _url(allow_path: bool = False) -> Callable[[str], str]:
         parts = urlsplit(raw)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("expected a URL such as https://host[:port]")
+        if parts.username or parts.password:
+            raise ValueError("must not carry a user name or password (exoprov authenticates with its identity)")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("plain http is only allowed to a loopback host; use https")
         if not allow_path and parts.path not in ("", "/"):
@@ -285,10 +305,43 @@ def _url(allow_path: bool = False) -> Callable[[str], str]:
 
 
 def _ncrontab(raw: str) -> str:
+    from shared.cron import Schedule
+
     fields = raw.split()
-    if len(fields) not in (5, 6) or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+    if len(fields) not in (5, 6) or not all(_NCRONTAB_FIELD.match(f) and f.isascii() for f in fields):
         raise ValueError("expected NCRONTAB with 6 fields, {second} {minute} {hour} {day} {month} {day-of-week}")
+    Schedule.parse(raw).next_after(datetime(2026, 1, 1))  # every field in range, and it fires at all
     return " ".join(fields)
+
+
+def _storage_connection(raw: str) -> str:
+    """A storage connection string the SDK can use; the key is checked, never echoed."""
+    if raw.strip().lower() == "usedevelopmentstorage=true":
+        return "UseDevelopmentStorage=true"
+    parts: dict[str, str] = {}
+    for item in raw.strip().strip(";").split(";"):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("expected Name=value pairs separated by ';' (or UseDevelopmentStorage=true)")
+        parts[name.strip().lower()] = value.strip()
+    if not parts.get("accountname") and not (parts.get("queueendpoint") and parts.get("blobendpoint")):
+        raise ValueError("names no AccountName (nor a QueueEndpoint and a BlobEndpoint)")
+    if not (parts.get("accountkey") or parts.get("sharedaccesssignature")):
+        raise ValueError("has neither AccountKey nor SharedAccessSignature")
+    if parts.get("accountkey"):
+        try:
+            base64.b64decode(parts["accountkey"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("its AccountKey is not base64 (copy it again from the storage account)") from None
+    if parts.get("defaultendpointsprotocol", "https") not in ("https", "http"):
+        raise ValueError("DefaultEndpointsProtocol must be https (or http to a loopback host)")
+    for name in ("queueendpoint", "blobendpoint"):
+        if parts.get(name):
+            _url(allow_path=True)(parts[name])
+    explicit = parts.get("queueendpoint") and parts.get("blobendpoint")
+    if parts.get("defaultendpointsprotocol") == "http" and not explicit:
+        raise ValueError("plain http is only allowed to a loopback host (with its QueueEndpoint and BlobEndpoint)")
+    return raw.strip()
 
 
 def _split(raw: str) -> list[str]:
@@ -307,8 +360,23 @@ def _recipient_types(raw: str) -> frozenset[str]:
     return frozenset(chosen)
 
 
+EXCLUDE_FORMS = (
+    "UPNs, SMTP addresses (name@domain, any of a mailbox's addresses) or ExternalDirectoryObjectId GUIDs, "
+    "separated by commas or semicolons; no wildcards or filters"
+)
+_ADDRESS = re.compile(r"^[^@\s*?,;()<>\[\]\\\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+
 def _identity_set(raw: str) -> frozenset[str]:
-    return frozenset(item.lower() for item in _split(raw))
+    entries = set()
+    for item in (part.strip() for part in re.split(r"[,;]", raw)):
+        if not item:
+            continue
+        value = item[5:] if item.lower().startswith("smtp:") else item  # as in EmailAddresses: SMTP:a@b
+        if not (_GUID.match(value) or _ADDRESS.match(value)):
+            raise ValueError(f"the entry {item!r} is none of the accepted forms: {EXCLUDE_FORMS}")
+        entries.add(value.lower())
+    return frozenset(entries)
 
 
 def _license(raw: str) -> str:

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from shared.queues import Storage
 
 
-def policy_for(settings: Settings) -> Policy:
+def policy_for(settings: Settings, max_in_flight: int = 0) -> Policy:
     """The HTTP policy the settings describe, with a pool large enough for the sweep's concurrency."""
     return Policy(
+        max_in_flight=max_in_flight,
         connect_timeout=settings.http_connect_timeout_seconds,
         read_timeout=settings.http_read_timeout_seconds,
         max_attempts=settings.http_max_attempts,
@@ -58,8 +59,13 @@ class Clients:
     def exchange(self) -> ExchangeClient:
         with self._lock:
             if self._exchange is None:
+                # The tenant's Exchange concurrency budget is shared by the sweep and the chain of this process.
                 http = self._service(
-                    "exchange", self.settings.exchange_endpoint, self.settings.exchange_resource, "EXCHANGE_ENDPOINT"
+                    "exchange",
+                    self.settings.exchange_endpoint,
+                    self.settings.exchange_resource,
+                    "EXCHANGE_ENDPOINT",
+                    self.settings.enforce_concurrency,
                 )
                 self._exchange = ExchangeClient(http, self.tenant_id())
             return self._exchange
@@ -72,8 +78,8 @@ class Clients:
                 )
             return self._graph
 
-    def _service(self, name: str, endpoint: str, resource: str, setting: str) -> ServiceClient:
-        return ServiceClient(name, endpoint, resource, setting, self.tokens, policy_for(self.settings))
+    def _service(self, name: str, endpoint: str, resource: str, setting: str, max_in_flight: int = 0) -> ServiceClient:
+        return ServiceClient(name, endpoint, resource, setting, self.tokens, policy_for(self.settings, max_in_flight))
 
     def storage(self) -> Storage:
         """The storage account of AzureWebJobsStorage (queues and the result ledger)."""

@@ -20,11 +20,12 @@ from shared.cron import Schedule
 from shared.dispatch import Dispatcher
 from shared.errors import ExoprovError, first_line
 from shared.logs import correlation_scope
-from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, Storage
+from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
 log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
+IDLE_PROGRESS_SECONDS = 60.0
 EXIT_OK, EXIT_TIMEOUT = 0, 3
 
 
@@ -62,7 +63,8 @@ class Worker:
         next_sweep = self._next_sweep()
         idle_wait = 0.1
         sweeping: Future[None] | None = None
-        last_progress = started
+        last_progress = last_said = started
+        last_counts = (-1, -1)
         with ThreadPoolExecutor(self.concurrency + 1, "exoprov-worker") as pool:
             while not self._stop.is_set():
                 self._in_flight = {f for f in self._in_flight if not f.done()}
@@ -85,7 +87,11 @@ class Worker:
                     return EXIT_TIMEOUT
                 if self.progress and self.clock() - last_progress >= self.progress_every:
                     last_progress = self.clock()
-                    self.progress(self.handled, self._pending())
+                    counts = (self.handled, self._pending())
+                    # An idle worker says so once a minute, not every two seconds.
+                    if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
+                        last_counts, last_said = counts, self.clock()
+                        self.progress(*counts)
                 idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(0.1, idle_wait * 2))
                 self._stop.wait(idle_wait)
             for future in list(self._in_flight):
@@ -136,7 +142,19 @@ class Worker:
             else:
                 self.dispatcher.handle(queue, message.content, message.id)
         except Exception as exc:  # the retry rule decides; nothing may kill the worker
-            if message.dequeue_count >= MAX_DEQUEUE_COUNT and not queue.endswith(POISON_SUFFIX):
+            if message.dequeue_count >= MAX_DEQUEUE_COUNT and queue.endswith(POISON_SUFFIX):
+                # Not even a failed result could be sent: keep it for a person instead of looping for ever.
+                log.error(
+                    "message %s on %s could not be answered %d times (%s); kept on %s for a person",
+                    message.id,
+                    queue,
+                    message.dequeue_count,
+                    exc,
+                    UNREADABLE,
+                )
+                self.storage.send(UNREADABLE, message.content)
+                client.delete_message(message)
+            elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
                 log.error(
                     "message %s on %s failed %d times (%s); moving it to %s",
                     message.id,
@@ -155,7 +173,7 @@ class Worker:
                     message.dequeue_count,
                     exc,
                     self.retry_seconds,
-                    exc_info=not isinstance(exc, ExoprovError),
+                    exc_info=not isinstance(exc, ExoprovError) and not type(exc).__module__.startswith("azure."),
                 )
                 client.update_message(message, visibility_timeout=self.retry_seconds)
             return

@@ -46,7 +46,7 @@ APP_SETTINGS = [
     *[
         name
         for name in os.environ
-        if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_", "REPLICATION_"))
+        if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_", "REPLICATION_", "LICENSE_"))
     ],
 ]
 
@@ -112,6 +112,7 @@ CHAIN_SETTINGS = {
     "SYNC_WAIT_MINUTES": "0.1",
     "MAILBOX_WAIT_MINUTES": "0.2",
     "CONVERSION_WAIT_MINUTES": "0.2",
+    "LICENSE_WAIT_MINUTES": "0.02",
     "QUEUE_RETRY_SECONDS": "0",
     "HTTP_MAX_ATTEMPTS": "2",
 }

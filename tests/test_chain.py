@@ -309,6 +309,7 @@ def test_a_poisoned_message_still_yields_a_result(chain_env, sandbox) -> None:
     assert run_worker(clients) == 0
     (result,) = collect_results(clients)["unlucky"]
     assert result["error"]["code"] == "internal_error" and "license step failed 5 times" in result["error"]["message"]
+    assert "the last error: ServiceUnavailableError" in result["error"]["message"]
 
 
 def test_an_unreadable_message_is_kept_for_a_person(chain_env) -> None:

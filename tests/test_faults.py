@@ -8,6 +8,7 @@ printed at the end of the run (and written to .run/fault-figures.md) for the REA
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -285,3 +286,31 @@ def test_a_sweep_killed_midway_is_finished_by_the_next_run(big_tenant, monkeypat
             "succeeded": 300,
         }
     )
+
+
+def test_a_kill_loop_yields_exactly_one_correct_result_per_request(faulty, monkeypatch) -> None:
+    """Workers SIGKILLed again and again mid-work, with 2 s leases: every request ends with one correct result."""
+    monkeypatch.setenv("WORKER_LEASE_SECONDS", "2")
+    kills = 8
+
+    def runner() -> int:
+        faulty.knobs(latency=0.1)
+        pauses = random.Random(11)
+        for _ in range(kills):
+            worker = _worker_process(until_idle=False)
+            try:
+                time.sleep(pauses.uniform(0.8, 2.5))
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(timeout=10)
+            finally:
+                _reap(worker)
+        assert _results_so_far() < REQUESTS, "the kills must hit chains in progress"
+        faulty.knobs(latency=0.0)
+        last = _worker_process()
+        try:
+            return last.wait(timeout=240)
+        finally:
+            _reap(last)
+
+    figures = provision_under("kill-loop", faulty, {}, runner=runner, events=kills)
+    assert figures["succeeded"] == REQUESTS

@@ -44,7 +44,7 @@ def lag_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def _waited_for(caplog: pytest.LogCaptureFixture, what: str) -> bool:
-    return any("waits" in r.getMessage() and f"replication ({what}" in r.getMessage() for r in caplog.records)
+    return any("waits" in r.getMessage() and f"({what} " in r.getMessage() for r in caplog.records)
 
 
 # -- 1. assignLicense's answer is an acknowledgement; the outcome is read back --------------------------

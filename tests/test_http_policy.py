@@ -48,8 +48,9 @@ def test_the_concurrency_limit_is_honoured_across_threads(env, sandbox, monkeypa
     """Eight threads against a limit of two are throttled, wait as told, and all finish."""
     from concurrent.futures import ThreadPoolExecutor
 
-    sandbox.knobs(concurrency_limit=2, latency=0.05, retry_after=0.1)
+    sandbox.knobs(concurrency_limit=2, latency=0.05, retry_after=0.1, concurrency_retry_after=True)
     monkeypatch.setenv("HTTP_MAX_ATTEMPTS", "20")
+    monkeypatch.setenv("ENFORCE_CONCURRENCY", "8")  # more than the tenant takes: the refusals must come
     exo = Clients.from_settings(Settings.from_env()).exchange()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: exo.invoke(ORG), range(24)))

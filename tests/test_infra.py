@@ -34,6 +34,7 @@ NOT_SET_IN_AZURE = {
     "HTTP_MAX_ATTEMPTS": "as above",
     "HTTP_BACKOFF_SECONDS": "as above",
     "REPLICATION_WAIT_SECONDS": "as above",
+    "LICENSE_WAIT_MINUTES": "as above",
     "WORKER_CONCURRENCY": "the standalone worker only; host.json governs the function app",
     "QUEUE_RETRY_SECONDS": "as above (host.json visibilityTimeout)",
     "WORKER_LEASE_SECONDS": "as above (the host holds a message for 10 minutes)",
@@ -265,3 +266,28 @@ def test_the_function_package_leaves_development_files_out() -> None:
     }
     assert {"sandbox", "tests", "node_modules", ".venv", "infra", "bench"} <= ignored
     assert not ignored & {"shared", "functions", "function_app.py", "host.json", "requirements.txt"}
+
+
+def test_the_hr_system_may_only_send_requests_and_take_results() -> None:
+    """The HR principal gets Message Sender on provision-requests and Message Processor on provision-results only."""
+    module = bicep("main.bicep")["modules"]["hrAccess"]["config"]
+    condition = module["condition"]["operator"]  # granted only when EXOPROV_HR_PRINCIPAL_ID is set
+    assert condition["type"] == "not" and "hrPrincipalId" in str(condition["operands"])
+    hr = bicep("app/hr-access.bicep")
+    queues = {name: r["config"]["name"] for name, r in hr["resources"].items() if r["type"].endswith("/queues")}
+    assert queues == {"requests": "provision-requests", "results": "provision-results"}
+    variables = hr["variables"]
+    grants = {
+        (
+            r["config"]["scope"],
+            variables[r["config"]["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]][
+                "value"
+            ],
+        )
+        for r in hr["resources"].values()
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+    }
+    assert grants == {
+        ("requests", "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"),  # Storage Queue Data Message Sender
+        ("results", "8a0f0c08-91a1-4084-bc3d-661d67233fed"),  # Storage Queue Data Message Processor
+    }

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from shared.enforcement import DIR_SYNCED_FILTER, sweep
+from shared.errors import ConfigurationError
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 
@@ -62,11 +63,18 @@ def test_upns_with_characters_entra_refuses_are_refused_before_any_call(chain_en
 
 @pytest.mark.parametrize("exclude", ["*", "' -or Name -like '*", "UserNoMailWithEXO@contoso.com' -or '1' -eq '1"])
 def test_exclusions_are_literal_never_patterns(env, sandbox, monkeypatch, exclude: str) -> None:
-    """An exclusion with wildcards or OPATH operators matches nothing but itself, and the listing filter is fixed."""
+    """An exclusion with wildcards or OPATH operators is refused at start; nothing reaches the tenant."""
     monkeypatch.setenv("ENFORCE_EXCLUDE", exclude)
-    settings = Settings.from_env()
-    report = sweep(fresh_clients().exchange(), settings, apply=True)
-    assert report.excluded == 0 and report.changed == report.candidates == 6
+    with pytest.raises(ConfigurationError, match="ENFORCE_EXCLUDE"):
+        Settings.from_env()
+    assert sandbox.stats()["requestsTotal"] == 0
+
+
+def test_the_listing_filter_is_a_constant(env, sandbox, monkeypatch) -> None:
+    """Whatever the exclusions, the only filter Exchange is sent is the fixed IsDirSynced one."""
+    monkeypatch.setenv("ENFORCE_EXCLUDE", "vip@contoso.com")
+    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
+    assert report.excluded == 1 and report.changed == report.candidates == 5
     assert sandbox.stats()["filters"] == {DIR_SYNCED_FILTER: 1}
 
 

@@ -84,9 +84,12 @@ def test_token_resources_follow_the_cloud_not_the_endpoint_override() -> None:
 def test_exclusions_and_licenses_are_case_insensitive() -> None:
     """ENFORCE_EXCLUDE and ALLOWED_LICENSES match whatever case a person typed."""
     settings = Settings.from_env(
-        {"ENFORCE_EXCLUDE": " VIP@Contoso.com , 1234 ", "ALLOWED_LICENSES": "exchangestandard"}
+        {
+            "ENFORCE_EXCLUDE": " VIP@Contoso.com , 6F1C7C4E-0000-4000-8000-00000000C0DE ",
+            "ALLOWED_LICENSES": "exchangestandard",
+        }
     )
-    assert settings.enforce_exclude == {"vip@contoso.com", "1234"}
+    assert settings.enforce_exclude == {"vip@contoso.com", "6f1c7c4e-0000-4000-8000-00000000c0de"}
     assert license_allowed("ExchangeStandard", settings.allowed_licenses)
 
 
