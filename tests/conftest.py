@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,13 +145,27 @@ def _fresh_process_clients() -> Iterator[None]:
     reset_process_clients()
 
 
-# Figures recorded by the fault suite, printed at the end of the run for the README's reliability table.
-FIGURES: list[dict[str, Any]] = []
+# Figures recorded by the fault suite, printed at the end of the run for the README's reliability table. The
+# tests run in several processes (pytest-xdist), so each appends its row to a file the main process reads.
+FIGURES_FILE = ROOT / ".run" / "fault-figures.jsonl"
+
+
+def record_figures(figures: dict[str, Any]) -> None:
+    FIGURES_FILE.parent.mkdir(exist_ok=True)
+    with FIGURES_FILE.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(figures) + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the main process: a fresh table for this run
+        FIGURES_FILE.unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not FIGURES:
+    if not FIGURES_FILE.exists():
         return
+    figures = [json.loads(line) for line in FIGURES_FILE.read_text(encoding="utf-8").splitlines() if line]
+    figures.sort(key=lambda f: ORDER.index(f["scenario"]) if f["scenario"] in ORDER else len(ORDER))
     lines = [
         "| scenario | faults injected | requests | exactly one result | lost | tenant hazards "
         "| Retry-After violations |",
@@ -159,10 +174,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines += [
         f"| {f['scenario']} | {f['faults']} | {f['requests']} | {f['exactlyOne']} | {f['lost']} | {f['hazards']} "
         f"| {f['retryAfterViolations']} |"
-        for f in FIGURES
+        for f in figures
     ]
     terminalreporter.write_sep("-", "fault suite figures")
     for line in lines:
         terminalreporter.write_line(line)
-    (ROOT / ".run").mkdir(exist_ok=True)
     (ROOT / ".run" / "fault-figures.md").write_text("\n".join(lines) + "\n")
+
+
+ORDER = [
+    "storm-ra",
+    "storm-no-ra",
+    "503-burst",
+    "hangs",
+    "drops",
+    "token-outage",
+    "azurite-restart",
+    "worker-sigkill",
+    "kill-loop",
+    "sweep-sigkill",
+]

@@ -21,7 +21,7 @@ import pytest
 from shared.enforcement import sweep
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
-from tests.conftest import FIGURES, ROOT, SandboxHandle
+from tests.conftest import ROOT, SandboxHandle, record_figures
 
 pytestmark = pytest.mark.faults
 
@@ -67,7 +67,7 @@ def provision_under(
         "retryAfterViolations": len(stats["retryAfterViolations"]),
         "succeeded": sum(1 for rs in results.values() for r in rs if r["status"] == "succeeded"),
     }
-    FIGURES.append(figures)
+    record_figures(figures)
     assert exit_code == 0
     assert figures["faults"] > 0, "the scenario injected nothing"
     assert figures["exactlyOne"] == REQUESTS and figures["lost"] == 0
@@ -274,7 +274,7 @@ def test_a_sweep_killed_midway_is_finished_by_the_next_run(big_tenant, monkeypat
     report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
     assert report.candidates == half and report.changed == half and report.failed == 0
     assert all(m["cloudManaged"] for m in big_tenant.mailboxes())
-    FIGURES.append(
+    record_figures(
         {
             "scenario": "sweep-sigkill",
             "faults": 1 + sum(big_tenant.stats()["faults"].values()),
