@@ -67,7 +67,8 @@ organization read included), not interpreter start-up.
 Sandbox latency {LATENCY * 1000:.0f} ms per request, Exchange concurrency limit {CONCURRENCY_LIMIT} (429 + Retry-After
 beyond it), 10% candidates. Serial = the reference pipeline over the same REST API: unfiltered listing, then
 one `Set-Mailbox` per candidate in series (bench/serial.py). exoprov = `exoprov sweep --apply --json`
-(server-side `IsDirSynced` filter, `$select`, `$batch` of 10, 4 in flight). Lower bound =
+(server-side `IsDirSynced` filter, `$select`, `$batch` of 10, `ENFORCE_CONCURRENCY={CONCURRENCY_LIMIT}` in
+flight). Lower bound =
 `(pages + ceil(candidates / 10) / concurrency) x latency`.
 
 {sweep_table(sweeps)}

@@ -41,9 +41,17 @@ def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list
                 {"generate": {"mailboxes": size, "candidates": candidates, "seed": 5}},
                 latency=LATENCY,
                 concurrency_limit=CONCURRENCY_LIMIT,
+                concurrency_refusal_status=429,
+                concurrency_retry_after=True,
                 retry_after=0.05,
             )
-            env = base_env(tenant.sandbox, ENFORCE_MAX_CHANGES="0", HTTP_MAX_ATTEMPTS="20")
+            # As many in flight as this tenant takes (the default, 2, leaves room for other admin tools).
+            env = base_env(
+                tenant.sandbox,
+                ENFORCE_MAX_CHANGES="0",
+                HTTP_MAX_ATTEMPTS="20",
+                ENFORCE_CONCURRENCY=str(CONCURRENCY_LIMIT),
+            )
             args = ["-m", "bench.serial"] if method == "serial" else ["-m", "shared.cli", "sweep", "--apply", "--json"]
             log(f"  {method:<8} {size:>7,} mailboxes ...")
             child = run_child(args, env)

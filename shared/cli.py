@@ -367,7 +367,9 @@ def format_report(report: dict[str, object]) -> str:
             else ""
         )
         lines.append(f"  {title}{more}:")
-        lines += [f"    {c['userPrincipalName'] or c['identity']}  {c['recipientTypeDetails']}" for c in shown]
+        names = [c["userPrincipalName"] or c["identity"] for c in shown]
+        width = max(len(name) for name in names)
+        lines += [f"    {name:<{width}}  {c['recipientTypeDetails']}" for name, c in zip(names, shown, strict=True)]
     for title, key in (("failures", "failures"), ("outcome unknown (the next run settles them)", "unknowns")):
         entries = report[key]
         if entries:

@@ -179,6 +179,8 @@ def run_doctor(out: TextIO) -> int:
                 "correct them (a UPN, any SMTP address of the mailbox, or its ExternalDirectoryObjectId) or remove "
                 "them; the mailboxes they were meant for are not protected",
             )
+        if len(entries) == 1:
+            return "the ENFORCE_EXCLUDE entry names a mailbox"
         return f"all {len(entries)} ENFORCE_EXCLUDE entries name a mailbox"
 
     def graph_token_check() -> str:
