@@ -40,7 +40,7 @@ param environmentName string
 @metadata({ azd: { type: 'location' } })
 param location string
 
-// The app's settings (DESIGN.md contract 3). They are strings on purpose: the app validates every
+// The app's settings (README "Settings"). They are strings on purpose: the app validates every
 // one of them at start and names the setting when a value is wrong (see `exoprov doctor`).
 @description('report (change nothing, the safe default) or apply.')
 @allowed(['report', 'apply'])

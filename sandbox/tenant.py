@@ -1,7 +1,7 @@
 """The sandbox tenant's state and the Exchange cmdlets over it, following rules B1-B23.
 
 Entra objects (users, contacts, groups) are the source; what Exchange shows is derived from them
-the way reference/exchange-behaviour.md describes: a synced user is always a `User` (B1), a mailbox
+the way docs/exchange-behaviour.md describes: a synced user is always a `User` (B1), a mailbox
 exists only once an Exchange plan is licensed (B2), addresses follow `mail` (B3-B5), and so on.
 """
 

@@ -1,4 +1,4 @@
-"""The `exoprov` command: sweep, doctor, worker, submit, results and sandbox (DESIGN.md contract 4)."""
+"""The `exoprov` command: sweep, doctor, worker, submit, results and sandbox (README "The `exoprov` command")."""
 
 from __future__ import annotations
 

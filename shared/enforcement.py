@@ -134,7 +134,7 @@ def make_plan(records: Iterable[dict[str, Any]], types: frozenset[str], exclude:
 
 @dataclass
 class Report:
-    """The outcome of one sweep, in the shape of DESIGN.md contract 4."""
+    """The outcome of one sweep, in the shape the README's "The sweep report" documents."""
 
     mode: str
     scanned: int = 0

@@ -1,8 +1,8 @@
 """Exchange Online admin API client: InvokeCommand, paging by POST to nextLink, $batch, error mapping.
 
-The wire protocol is the one the ExchangeOnlineManagement module uses (reference/exchange-admin-api.md
-section 1): tenant GUID in the path, an app anchor mailbox, `Prefer: odata.maxpagesize`, `$select`,
-continuation by POSTing the same body to `@odata.nextLink`.
+The wire protocol is the one the ExchangeOnlineManagement module uses (docs/wire-protocols.md, "Exchange
+Online admin API"): tenant GUID in the path, an app anchor mailbox, `Prefer: odata.maxpagesize`,
+`$select`, continuation by POSTing the same body to `@odata.nextLink`.
 """
 
 from __future__ import annotations

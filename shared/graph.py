@@ -1,7 +1,7 @@
 """Microsoft Graph client for the chain: users, usageLocation, subscribed SKUs, licenses.
 
 Licensing is direct (not group-based): a license inherited from a group cannot be removed from the
-user, which the shared-mailbox flow needs (reference/graph-licensing.md section 0).
+user, which the shared-mailbox flow needs (docs/wire-protocols.md, "Licenses").
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ MONTH_MINUTES = 31 * 24 * 60.0
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the app reads from its environment (DESIGN.md contract 3, plus tuning knobs)."""
+    """Everything the app reads from its environment (README "Settings")."""
 
     storage: str | None = None
     storage_queue_service_uri: str | None = None

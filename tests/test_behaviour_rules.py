@@ -1,4 +1,4 @@
-"""The sandbox reproduces reference/exchange-behaviour.md; each test pins one rule, through the real client."""
+"""The sandbox reproduces docs/exchange-behaviour.md; each test pins one rule, through the real client."""
 
 from __future__ import annotations
 

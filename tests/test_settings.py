@@ -9,7 +9,7 @@ from shared.settings import CLOUDS, Settings, license_allowed
 
 
 def test_defaults_follow_the_contract() -> None:
-    """With nothing set, the defaults are those of DESIGN.md contract 3."""
+    """With nothing set, the defaults are those of the README's settings table."""
     settings = Settings.from_env({})
     assert settings.cloud is CLOUDS["public"]
     assert settings.exchange_endpoint == "https://outlook.office365.com"

@@ -6,7 +6,7 @@ extension microsoftGraphV1
 
 param principalId string
 
-// Least privilege for the chain (reference/graph-licensing.md section 4), resolved by name at deploy time.
+// Least privilege for the chain (docs/wire-protocols.md, "Microsoft Graph"), resolved by name at deploy time.
 var graphRoles = [
   'User.Read.All' // read the synced user and its licenses
   'User.ReadUpdate.All' // set usageLocation when the user has none
