@@ -177,8 +177,8 @@ def token_failure(resource: str, exc: BaseException) -> AuthenticationError | To
     network = type(exc).__name__ in ("ServiceRequestError", "ServiceResponseError") or bool(_NETWORK_TEXT.search(text))
     reason = next((line.strip() for line in text.splitlines() if "(invalid_scope)" in line), first_line(exc))
     if network or any(status >= 500 or status == 429 for status in statuses):
-        return TokenUnavailableError(f"could not get a token for {resource}: {reason}. {TOKEN_HINT}")
-    return AuthenticationError(f"no credential can give a token for {resource}: {reason}. {TOKEN_HINT}")
+        return TokenUnavailableError(f"could not get a token for {resource}: {reason.rstrip('.')}. {TOKEN_HINT}")
+    return AuthenticationError(f"no credential can give a token for {resource}: {reason.rstrip('.')}. {TOKEN_HINT}")
 
 
 def _ms(started: float) -> float:

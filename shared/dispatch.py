@@ -49,26 +49,25 @@ class Dispatcher:
         if message is None:
             return
         with correlation_scope(message.request_id):
-            state = self.ledger.read(message.request_id)
-            if self._verdict(state, message, text, queue) != "current":
+            if self._verdict(self.ledger.read(message.request_id), message, text, queue) == "refused":
                 return
             try:
                 with self.ledger.hold(message.request_id) as lease:
                     state = self.ledger.read(message.request_id)  # what it is now that we hold it
-                    if self._verdict(state, message, text, queue, lease) != "current":
+                    verdict = self._verdict(state, message, text, queue)
+                    if verdict == "refused":
                         return
                     assert state is not None
-                    try:
-                        outcome = self.chain.run(message)
-                    except Exception as exc:
-                        self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
-                        raise
-                    recorded = self._record(state, outcome, lease)
+                    if verdict == "current":
+                        try:
+                            outcome = self.chain.run(message)
+                        except Exception as exc:
+                            self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
+                            raise
+                        state = self._record(state, outcome, lease)
+                    self._send_outbox(state, lease)  # a stale delivery only repairs a send that was lost
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
-                return
-            if recorded is not None:
-                self._flush(recorded)
 
     def handle_poison(self, queue: str, body: bytes | str) -> None:
         """A message the chain gave up on: tell the requester, or keep it for a person if no one can be told."""
@@ -91,10 +90,11 @@ class Dispatcher:
                 with self.ledger.hold(request_id) as lease:
                     state = self.ledger.read(request_id)
                     assert state is not None
-                    if message is not None and self._verdict(state, message, text, origin, lease) != "current":
+                    if message is not None and self._verdict(state, message, text, origin) != "current":
+                        self._send_outbox(state, lease)
                         return
                     if message is None and state.cursor > 0:
-                        self._flush(state, lease)  # the request was accepted after all: its chain goes on
+                        self._send_outbox(state, lease)  # the request was accepted after all: its chain goes on
                         return
                     log.error("request %s gave up on %s after %d attempts", request_id, origin, MAX_DEQUEUE_COUNT)
                     why = f"; the last error: {state.last_error}" if state.last_error else ""
@@ -106,12 +106,9 @@ class Dispatcher:
                         f"own retries{why}. The logs under correlation id {request_id} say more; the request can "
                         "be sent again with a new requestId",
                     )
-                    recorded = self._record(state, Finish(failure), lease)
+                    self._send_outbox(self._record(state, Finish(failure), lease), lease)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
-                return
-            if recorded is not None:
-                self._flush(recorded)
 
     def publish(self, request_id: str, result_json: str) -> None:
         """Send a result, unless one was already sent for this request."""
@@ -145,13 +142,15 @@ class Dispatcher:
                     "request %s was already received; this duplicate is ignored (one result per requestId)", request_id
                 )
                 return
-            if state.cursor > 0:
-                log.info("request %s: a redelivery of its request; the chain already goes on", request_id)
-                self._flush(state)
-                return
-            recorded = self._record(state, outcome)
-            if recorded is not None:
-                self._flush(recorded)
+            # Busy here is raised, not put back: a copy of the request would be a new message, a "duplicate".
+            with self.ledger.hold(request_id) as lease:
+                state = self.ledger.read(request_id)
+                assert state is not None
+                if state.cursor > 0:
+                    log.info("request %s: a redelivery of its request; the chain already goes on", request_id)
+                else:
+                    state = self._record(state, outcome, lease)
+                self._send_outbox(state, lease)
 
     def _step_message(self, queue: str, text: str, *, park: bool = True) -> StepMessage | None:
         """The step message, checked against the contract and the allowlist; None (and parked) if it is not one."""
@@ -172,14 +171,11 @@ class Dispatcher:
             return None
         return message
 
-    def _verdict(
-        self, state: ChainState | None, message: StepMessage, text: str, queue: str, lease: object = None
-    ) -> Verdict:
-        """Whether the ledger expects this very message; a stale one repairs a lost send, a refused one is parked."""
+    def _verdict(self, state: ChainState | None, message: StepMessage, text: str, queue: str) -> Verdict:
+        """Whether the ledger expects this very message, has moved past it, or never sent it (then it is parked)."""
         if state is not None and state.chain_id == message.chain_id:
             if message.seq < state.cursor:
-                log.info("request %s: step message %d already handled; dropping it", message.request_id, message.seq)
-                self._flush(state, lease)
+                log.info("request %s: step message %d already handled", message.request_id, message.seq)
                 return "stale"
             if message.seq == state.cursor and state.expected == digest(text):
                 return "current"
@@ -192,8 +188,8 @@ class Dispatcher:
         self.storage.send(UNREADABLE, text)
         return "refused"
 
-    def _record(self, state: ChainState, outcome: Outcome, lease: object = None) -> ChainState | None:
-        """Write the outcome to the ledger before anything is sent; None when another delivery was first."""
+    def _record(self, state: ChainState, outcome: Outcome, lease: object) -> ChainState:
+        """Write the outcome to the ledger before anything is sent; the state whose outbox goes out next."""
         if isinstance(outcome, Finish):
             recorded = self.ledger.advance(
                 state, Outbox(RESULTS, outcome.result.dumps(), 0.0), finished=True, lease=lease
@@ -202,23 +198,24 @@ class Dispatcher:
             following = dataclasses.replace(outcome.message, seq=state.cursor + 1)
             box = Outbox(STEP_QUEUES[following.step], following.dumps(), outcome.delay)
             recorded = self.ledger.advance(state, box, lease=lease)
-        if recorded is None:
-            now = self.ledger.read(state.request_id)
-            if now is None or now.cursor <= state.cursor:
-                # Nobody moved the chain on: the hold lapsed (a storage restart, a step past its lease).
-                raise RequestBusyError(f"request {state.request_id}: the ledger did not take this step's outcome")
-            log.warning(
-                "request %s: another delivery recorded this step first; this outcome is dropped", state.request_id
-            )
-        return recorded
+        if recorded is not None:
+            return recorded
+        now = self.ledger.read(state.request_id)
+        if now is None or now.cursor <= state.cursor:
+            # Nobody moved the chain on: the hold lapsed (a storage restart, a step past its lease).
+            raise RequestBusyError(f"request {state.request_id}: the ledger did not take this step's outcome")
+        # Moved on: by our own write whose answer was lost and retried, or by another delivery. Either way
+        # what the ledger holds now is what must go out, so it is sent rather than dropped.
+        log.info("request %s: the ledger had moved on to step message %d already", state.request_id, now.cursor)
+        return now
 
     def _later(self, queue: str, text: str, why: RequestBusyError) -> None:
         """Put the message back for when the other delivery's hold has lapsed (without spending a retry)."""
         log.info("%s; this message comes back in %d s", why, STEP_LEASE_SECONDS)
         self.storage.send(queue, text, STEP_LEASE_SECONDS)
 
-    def _flush(self, state: ChainState, lease: object = None) -> None:
-        """Send the recorded outcome unless it is known to be sent already."""
+    def _send_outbox(self, state: ChainState, lease: object) -> None:
+        """Send the recorded outcome unless it is known to be sent; only under the request's hold, so once."""
         box = state.outbox
         if box is None or box.sent:
             return
@@ -242,7 +239,7 @@ def _identify(text: str) -> tuple[str | None, str | None, str]:
     """requestId, UPN and step of a step envelope or a raw request, as far as they can be read."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return recover_request_id(text), None, "accept"
     step = "accept"
     if isinstance(data, dict) and isinstance(data.get("request"), dict):

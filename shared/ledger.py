@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.errors import RequestBusyError
+from shared.errors import RequestBusyError, first_line
 
 log = logging.getLogger("exoprov.ledger")
 
@@ -114,12 +114,12 @@ class Ledger:
         done = threading.Event()
 
         def renew() -> None:
+            # A failed renewal is tried again: an expired lease can still be renewed while nobody took it.
             while not done.wait(RENEW_EVERY_SECONDS):
                 try:
                     lease.renew()
-                except AzureError as exc:  # the next conditional write will notice the lost hold
-                    log.warning("request %s: could not renew the hold (%s)", request_id, exc)
-                    return
+                except AzureError as exc:
+                    log.warning("request %s: could not renew the hold (%s); trying again", request_id, first_line(exc))
 
         renewer = threading.Thread(target=renew, name=f"hold-{request_id}", daemon=True)
         renewer.start()

@@ -227,7 +227,10 @@ class StepMessage:
     @classmethod
     def loads(cls, text: str) -> StepMessage:
         """Parse an envelope; ValueError unless it is exactly what a step of this version wrote."""
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply to be a step message") from None
         if not isinstance(data, dict) or data.get("v") != 1 or set(data) != set(_ENVELOPE):
             raise ValueError("not a version-1 step message")
         for name, kind in _ENVELOPE.items():

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.cron import Schedule
 from shared.dispatch import Dispatcher
-from shared.errors import ExoprovError, first_line
+from shared.errors import ExoprovError, StorageUnavailableError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
@@ -154,7 +154,7 @@ class Worker:
                 )
                 self.storage.send(UNREADABLE, message.content)
                 client.delete_message(message)
-            elif message.dequeue_count >= MAX_DEQUEUE_COUNT:
+            elif message.dequeue_count >= MAX_DEQUEUE_COUNT and not _storage_trouble(exc):
                 log.error(
                     "message %s on %s failed %d times (%s); moving it to %s",
                     message.id,
@@ -192,3 +192,14 @@ class Worker:
                 self.sweep()
             except Exception:
                 log.exception("the scheduled sweep failed; the next one runs on schedule")
+
+
+def _storage_trouble(exc: BaseException) -> bool:
+    """An outage of the storage account says nothing about the message: it never counts towards poison."""
+    if isinstance(exc, StorageUnavailableError) or type(exc).__name__ in (
+        "ServiceRequestError",
+        "ServiceResponseError",
+    ):
+        return True
+    status = getattr(exc, "status_code", None)
+    return type(exc).__module__.startswith("azure.") and isinstance(status, int) and status >= 500

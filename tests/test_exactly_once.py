@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from shared.errors import RequestBusyError
 from shared.messages import StepMessage
 from shared.provisioning import backoff
 from shared.queues import REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE
@@ -198,3 +199,62 @@ def test_the_poll_backoff_never_overflows() -> None:
     assert backoff(60.0, 900.0, 0) == 60.0
     assert backoff(60.0, 900.0, 3) == 480.0
     assert backoff(60.0, 900.0, 5000) == 900.0
+
+
+# -- races and lost answers found in review --------------------------------------------------------------------
+
+
+class _AnswerLost:
+    """A blob whose next conditional write is applied, its answer lost, and the SDK's retry refused (412)."""
+
+    def __init__(self, blob: object, armed: list[bool]) -> None:
+        self._blob, self._armed = blob, armed
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._blob, name)
+
+    def upload_blob(self, data: bytes, **options: object) -> object:
+        if options.get("etag") and self._armed and self._armed.pop():
+            self._blob.upload_blob(data, **options)  # type: ignore[attr-defined]
+        return self._blob.upload_blob(data, **options)  # type: ignore[attr-defined]
+
+
+def test_a_recorded_step_whose_answer_was_lost_is_still_sent(chain_env, sandbox, monkeypatch) -> None:
+    """The ledger took the outcome but its answer was lost and the retry refused: the next message still goes out."""
+    from shared.ledger import Ledger
+
+    sandbox.add_user(upn="lost@contoso.com", usageLocation="DE")
+    clients = fresh_clients()
+    armed = [True]
+    real = Ledger._state_blob
+    monkeypatch.setattr(Ledger, "_state_blob", lambda self, rid: _AnswerLost(real(self, rid), armed))
+    clients.dispatcher().handle(REQUESTS, json.dumps(request("lost", "lost@contoso.com")), "message-1")
+    assert not armed and _count(clients, STEP_QUEUES["license"]) == 1
+    monkeypatch.setattr(Ledger, "_state_blob", real)
+    assert run_worker(clients) == 0
+    assert [r["status"] for r in collect_results(clients)["lost"]] == ["succeeded"]
+
+
+def test_a_redelivery_during_the_first_deliverys_send_does_not_send_twice(chain_env, monkeypatch) -> None:
+    """While one delivery is still sending the result, a redelivery of the same message sends nothing more."""
+    clients = fresh_clients()
+    dispatcher = clients.dispatcher()
+    storage = clients.storage()
+    real_send = storage.send
+
+    def slow_send(name: str, text: str, delay: float = 0.0) -> None:
+        if name == RESULTS:
+            threading.Event().wait(0.5)  # one slow round trip to the queue
+        real_send(name, text, delay)
+
+    monkeypatch.setattr(storage, "send", slow_send)
+    text = json.dumps(request("dup", "not-a-upn"))  # ends at once with invalid_request
+    first = threading.Thread(target=dispatcher.handle, args=(REQUESTS, text, "m1"))
+    first.start()
+    while (state := dispatcher.ledger.read("dup")) is None or state.cursor == 0:
+        threading.Event().wait(0.01)
+    with pytest.raises(RequestBusyError):
+        dispatcher.handle(REQUESTS, text, "m1")  # the queue delivers it again later; by then it is settled
+    first.join()
+    dispatcher.handle(REQUESTS, text, "m1")
+    assert len(collect_results(clients)["dup"]) == 1
