@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +28,7 @@ log = logging.getLogger("exoprov.ledger")
 
 STEP_LEASE_SECONDS = 15  # a dead worker's hold on a request lapses after this long (the service's minimum)
 RENEW_EVERY_SECONDS = 5.0  # a live worker renews its hold while a step runs, however long the step takes
+HOLD_WAIT_SECONDS = 3.0  # how long a delivery waits for another one's hold before it comes back later
 
 
 def digest(text: str) -> str:
@@ -105,12 +107,19 @@ class Ledger:
         from azure.core.exceptions import AzureError, HttpResponseError
 
         blob = self._state_blob(request_id)
-        try:
-            lease = blob.acquire_lease(lease_duration=STEP_LEASE_SECONDS)
-        except HttpResponseError as exc:
-            if exc.status_code == 409:
-                raise RequestBusyError(f"request {request_id} is being worked on by another delivery") from exc
-            raise
+        # The usual holder is the step that just sent this very message and is noting so: it lets go in
+        # milliseconds. Only a hold that outlasts a short wait sends the message back for later.
+        deadline = time.monotonic() + HOLD_WAIT_SECONDS
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=STEP_LEASE_SECONDS)
+                break
+            except HttpResponseError as exc:
+                if exc.status_code != 409:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise RequestBusyError(f"request {request_id} is being worked on by another delivery") from exc
+                time.sleep(0.05)
         done = threading.Event()
 
         def renew() -> None:
