@@ -125,7 +125,8 @@ class Worker:
 
     def _process(self, queue: str, message: Any) -> None:
         try:
-            self._handle(queue, message)
+            with _KeepInvisible(self.storage.queue(queue), message, self.lease_seconds) as keeper:
+                self._handle(queue, message, keeper)
         except Exception as exc:  # storage failed while settling the message: it comes back after its lease
             log.error(
                 "message %s on %s could not be settled (%s); it returns after its lease",
@@ -134,13 +135,16 @@ class Worker:
                 first_line(exc),
             )
 
-    def _handle(self, queue: str, message: Any) -> None:
+    def _handle(self, queue: str, message: Any, keeper: _KeepInvisible) -> None:
         client = self.storage.queue(queue)
         try:
-            if queue.endswith(POISON_SUFFIX):
-                self.dispatcher.handle_poison(queue, message.content)
-            else:
-                self.dispatcher.handle(queue, message.content, message.id)
+            try:
+                if queue.endswith(POISON_SUFFIX):
+                    self.dispatcher.handle_poison(queue, message.content)
+                else:
+                    self.dispatcher.handle(queue, message.content, message.id)
+            finally:
+                settle = keeper.stop()  # the latest pop receipt: deleting or releasing needs it
         except Exception as exc:  # the retry rule decides; nothing may kill the worker
             if message.dequeue_count >= MAX_DEQUEUE_COUNT and queue.endswith(POISON_SUFFIX):
                 # Not even a failed result could be sent: keep it for a person instead of looping for ever.
@@ -153,7 +157,7 @@ class Worker:
                     UNREADABLE,
                 )
                 self.storage.send(UNREADABLE, message.content)
-                client.delete_message(message)
+                client.delete_message(settle)
             elif message.dequeue_count >= MAX_DEQUEUE_COUNT and not _storage_trouble(exc):
                 log.error(
                     "message %s on %s failed %d times (%s); moving it to %s",
@@ -164,7 +168,7 @@ class Worker:
                     queue + POISON_SUFFIX,
                 )
                 self.storage.send(queue + POISON_SUFFIX, message.content)
-                client.delete_message(message)
+                client.delete_message(settle)
             else:
                 log.warning(
                     "message %s on %s failed (attempt %d): %s; retrying in %d s",
@@ -175,9 +179,9 @@ class Worker:
                     self.retry_seconds,
                     exc_info=not isinstance(exc, ExoprovError) and not type(exc).__module__.startswith("azure."),
                 )
-                client.update_message(message, visibility_timeout=self.retry_seconds)
+                client.update_message(settle, visibility_timeout=self.retry_seconds)
             return
-        client.delete_message(message)
+        client.delete_message(settle)
         self.handled += 1
 
     def _next_sweep(self) -> datetime | None:
@@ -203,3 +207,34 @@ def _storage_trouble(exc: BaseException) -> bool:
         return True
     status = getattr(exc, "status_code", None)
     return type(exc).__module__.startswith("azure.") and isinstance(status, int) and status >= 500
+
+
+class _KeepInvisible:
+    """Keeps a message in hand invisible while its step runs, as the Functions host does, so that a long step
+    is not delivered a second time meanwhile (and a dead worker's message still returns after one lease)."""
+
+    def __init__(self, client: Any, message: Any, lease_seconds: int) -> None:
+        self._client, self._message, self._lease = client, message, lease_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="exoprov-keep-invisible", daemon=True)
+
+    def __enter__(self) -> _KeepInvisible:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> Any:
+        """Stop extending; the message with its latest pop receipt."""
+        self._done.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        return self._message
+
+    def _run(self) -> None:
+        while not self._done.wait(self._lease / 2):
+            try:
+                self._message = self._client.update_message(self._message, visibility_timeout=self._lease)
+            except Exception as exc:  # storage trouble: the message may come back; the ledger copes
+                log.warning("could not keep message %s invisible (%s)", self._message.id, first_line(exc))

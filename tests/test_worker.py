@@ -66,3 +66,20 @@ def test_the_worker_runs_the_sweep_on_its_schedule(chain_env, sandbox, monkeypat
         m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"] and m["upn"] != "UserExcluded@contoso.com"
     )
     assert collect_results(fresh_clients()) == {}
+
+
+def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env, sandbox) -> None:
+    """A message in hand stays invisible while its step runs (as the host does), however long the step takes."""
+    from shared.worker import Worker
+
+    sandbox.knobs(replication_lag=0)
+    sandbox.add_user(upn="slow.step@contoso.com", usageLocation="DE")
+    sandbox.knobs(latency=1.2)  # the license step takes several seconds, the lease is one
+    clients = fresh_clients()
+    submit(clients, request("slow-step", "slow.step@contoso.com"))
+    worker = Worker(clients.storage(), clients.dispatcher(), concurrency=4, retry_seconds=0, lease_seconds=1)
+    assert worker.run(until_idle=True, timeout=120) == 0
+    (result,) = collect_results(clients)["slow-step"]
+    assert result["status"] == "succeeded"
+    assert worker.handled == 4  # request, license, mailbox, configure: each delivered once
+    assert sandbox.stats()["requests"]["graph POST assignLicense"] == 1
