@@ -76,8 +76,7 @@ class Dispatcher:
         request_id, upn, step = _identify(text)
         message = None if origin == REQUESTS else self._step_message(origin, text, park=False)
         if request_id is None or (origin != REQUESTS and message is None):
-            log.error("a message no request can be told of gave up on %s; kept on %s: %.200r", origin, UNREADABLE, text)
-            self.storage.send(UNREADABLE, text)
+            self._park(text, f"a message no request can be told of gave up on {origin}")
             return
         with correlation_scope(request_id):
             if self.ledger.read(request_id) is None:
@@ -159,15 +158,11 @@ class Dispatcher:
             _check_contract(message, self.chain)
         except (ValueError, TypeError, KeyError, InvalidRequestError) as exc:
             if park:
-                log.error(
-                    "refused a message on %s that no step of exoprov wrote (%s); kept on %s", queue, exc, UNREADABLE
-                )
-                self.storage.send(UNREADABLE, text)
+                self._park(text, f"refused a message on {queue} that no step of exoprov wrote ({exc})")
             return None
         if STEP_QUEUES[message.step] != queue:
             if park:
-                log.error("refused a %s step message on %s; kept on %s", message.step, queue, UNREADABLE)
-                self.storage.send(UNREADABLE, text)
+                self._park(text, f"refused a {message.step} step message on {queue}")
             return None
         return message
 
@@ -179,13 +174,11 @@ class Dispatcher:
                 return "stale"
             if message.seq == state.cursor and state.expected == digest(text):
                 return "current"
-        log.error(
-            "request %s: refused a %s message that no accepted request led to (forged, or altered); kept on %s",
-            message.request_id,
-            queue,
-            UNREADABLE,
+        self._park(
+            text,
+            f"request {message.request_id}: refused a {queue} message that no accepted request led to (forged, "
+            "or altered)",
         )
-        self.storage.send(UNREADABLE, text)
         return "refused"
 
     def _record(self, state: ChainState, outcome: Outcome, lease: object) -> ChainState:
@@ -208,6 +201,11 @@ class Dispatcher:
         # what the ledger holds now is what must go out, so it is sent rather than dropped.
         log.info("request %s: the ledger had moved on to step message %d already", state.request_id, now.cursor)
         return now
+
+    def _park(self, text: str, why: str) -> None:
+        """Keep a message no step may run on provision-unreadable, for a person; never a result."""
+        log.error("%s; kept on %s: %.200r", why, UNREADABLE, text)
+        self.storage.send(UNREADABLE, text)
 
     def _later(self, queue: str, text: str, why: RequestBusyError) -> None:
         """Put the message back for when the other delivery's hold has lapsed (without spending a retry)."""
