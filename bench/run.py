@@ -15,7 +15,16 @@ from pathlib import Path
 from bench.chain_bench import calls_table, run_chain
 from bench.coldstart import coldstart_table, measure
 from bench.common import ROOT, Tenant, machine
-from bench.sweep_bench import CONCURRENCY_LIMIT, LATENCY, expected_requests, run_sweeps, sweep_table
+from bench.sweep_bench import (
+    CONCURRENCY_LIMIT,
+    LATENCY,
+    expected_requests,
+    journal_cost,
+    journal_table,
+    read_journal,
+    run_sweeps,
+    sweep_table,
+)
 from sandbox.azurite import Azurite
 from sandbox.main import SandboxProcess
 
@@ -41,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         azurite.start()
         tenant = Tenant(sandbox)
         log(f"sweep: latency {LATENCY * 1000:.0f} ms, Exchange concurrency limit {CONCURRENCY_LIMIT}, 10% candidates")
-        sweeps = run_sweeps(tenant, sizes, not args.no_serial, log)
+        sweeps = run_sweeps(tenant, azurite, sizes, not args.no_serial, log)
+        largest = max(sizes)
+        log(f"journal: {largest:,} mailboxes, every one a candidate, with and without the journal")
+        everyone = run_sweeps(tenant, azurite, [largest], False, log, share=100)
+        journaled = next(r for r in everyone if r.method == "exoprov")
+        read = read_journal(tenant, azurite, journaled.run_id)
+        if read.entries != largest:
+            raise RuntimeError(f"the journal of {journaled.run_id} lists {read.entries} entries, not {largest}")
         log(f"chain: {args.chain} requests")
         chain = run_chain(tenant, azurite, args.chain, ["User", "Shared", "Shared", "Room", "Equipment"])
         shared = run_chain(tenant, azurite, 1, ["Shared"])
@@ -51,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         azurite.stop()
         sandbox.stop()
 
-    extra = [r.mailboxes for r in sweeps if r.method == "exoprov" and r.requests != expected_requests(r)]
+    extra = [r.mailboxes for r in sweeps if r.method != "serial" and r.requests != expected_requests(r)]
+    costs = journal_cost(sweeps + everyone)
+    worst = max(cost for _, _, cost in costs)
     request_verdict = (
         f"MORE than that at {extra}" if extra else "exactly that at every size (no unclear writes to settle)"
     )
@@ -77,6 +95,18 @@ Requests per exoprov sweep = 1 organization read + pages + ceil(candidates / 10)
 {request_verdict}.
 Throttled answers: {", ".join(f"{r.method} {r.mailboxes:,}: {r.throttled}" for r in sweeps)};
 Retry-After violations: {sum(r.retry_after_violations for r in sweeps)}.
+
+## The journal's cost
+
+Each sweep again without the journal (`bench/unjournaled.py`: the same sweep, with a journal that stores
+nothing), so the difference is what writing intents and outcomes to Azurite costs. The last row flips every
+one of {largest:,} mailboxes, so its journal holds {largest:,} entries.
+
+{journal_table(costs)}
+
+Worst: **{worst * 100:+.1f}%** (target: at most +10%). `exoprov journal --run ID --json` read the
+{read.entries:,} entries of the last run back in {read.seconds:.1f} s ({read.size_mb:.1f} MB of JSON lines, process
+start included).
 
 ## Chain throughput
 

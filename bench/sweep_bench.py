@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Tenant, base_env, run_child
+from sandbox.azurite import Azurite
 
 LATENCY = 0.020
 CONCURRENCY_LIMIT = 4
@@ -25,17 +26,28 @@ class SweepRow:
     changed: int
     throttled: int
     retry_after_violations: int
+    run_id: str = ""
 
     def lower_bound(self) -> float:
         pages = math.ceil(self.mailboxes / PAGE_SIZE)
         return (pages + math.ceil(self.candidates / BATCH) / CONCURRENCY_LIMIT) * LATENCY
 
 
-def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list[SweepRow]:
+COMMANDS = {
+    "serial": ["-m", "bench.serial"],
+    "exoprov": ["-m", "shared.cli", "sweep", "--apply", "--json"],
+    "no journal": ["-m", "bench.unjournaled"],
+}
+
+
+def run_sweeps(
+    tenant: Tenant, azurite: Azurite, sizes: list[int], serial: bool, log: Any, share: int = 10
+) -> list[SweepRow]:
+    """Each size with every method; `share` is the percentage of mailboxes that are candidates."""
     rows = []
     for size in sizes:
-        candidates = size // 10
-        methods = ["serial", "exoprov"] if serial else ["exoprov"]
+        candidates = size * share // 100
+        methods = ["serial", "exoprov", "no journal"] if serial else ["exoprov", "no journal"]
         for method in methods:
             tenant.reset(
                 {"generate": {"mailboxes": size, "candidates": candidates, "seed": 5}},
@@ -51,10 +63,10 @@ def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list
                 ENFORCE_MAX_CHANGES="0",
                 HTTP_MAX_ATTEMPTS="20",
                 ENFORCE_CONCURRENCY=str(CONCURRENCY_LIMIT),
+                AzureWebJobsStorage=azurite.connection_string,
             )
-            args = ["-m", "bench.serial"] if method == "serial" else ["-m", "shared.cli", "sweep", "--apply", "--json"]
-            log(f"  {method:<8} {size:>7,} mailboxes ...")
-            child = run_child(args, env)
+            log(f"  {method:<10} {size:>7,} mailboxes, {candidates:,} candidates ...")
+            child = run_child(COMMANDS[method], env)
             if child.returncode != 0:
                 raise RuntimeError(f"{method} at {size}: exit {child.returncode}: {child.stderr[-1500:]}")
             report = child.json()
@@ -72,16 +84,42 @@ def run_sweeps(tenant: Tenant, sizes: list[int], serial: bool, log: Any) -> list
             )
             if row.changed != candidates:
                 raise RuntimeError(f"{method} at {size} changed {row.changed} of {candidates}")
+            row.run_id = str(report.get("runId", ""))
             rows.append(row)
             log(
-                f"  {method:<8} {size:>7,} mailboxes: {row.seconds:.2f} s, {row.requests} requests, "
+                f"  {method:<10} {size:>7,} mailboxes: {row.seconds:.2f} s, {row.requests} requests, "
                 f"{row.peak_rss_mb:.0f} MB peak"
             )
     return rows
 
 
+def journal_cost(rows: list[SweepRow]) -> list[tuple[SweepRow, SweepRow, float]]:
+    """Per size: the journaled run, the unjournaled one, and how much longer the first took (a fraction)."""
+    plain = {r.mailboxes: r for r in rows if r.method == "no journal"}
+    return [(r, plain[r.mailboxes], r.seconds / plain[r.mailboxes].seconds - 1) for r in rows if r.method == "exoprov"]
+
+
+@dataclass
+class JournalRead:
+    """`exoprov journal --run ID --json` after a sweep: entries, seconds, bytes of JSON lines."""
+
+    entries: int
+    seconds: float
+    size_mb: float
+
+
+def read_journal(tenant: Tenant, azurite: Azurite, run_id: str) -> JournalRead:
+    env = base_env(tenant.sandbox, AzureWebJobsStorage=azurite.connection_string)
+    child = run_child(["-m", "shared.cli", "journal", "--run", run_id, "--json"], env)
+    if child.returncode != 0:
+        raise RuntimeError(f"exoprov journal --run {run_id}: exit {child.returncode}: {child.stderr[-1500:]}")
+    lines = child.stdout.splitlines()
+    return JournalRead(len(lines), child.wall_seconds, len(child.stdout.encode()) / 1e6)
+
+
 def sweep_table(rows: list[SweepRow]) -> str:
     serial = {r.mailboxes: r for r in rows if r.method == "serial"}
+    rows = [r for r in rows if r.method != "no journal"]
     ours = [r for r in rows if r.method == "exoprov"]
     first = ours[0] if ours else None
     lines = [
@@ -106,3 +144,16 @@ def sweep_table(rows: list[SweepRow]) -> str:
 def expected_requests(row: SweepRow) -> int:
     """What a sweep may send: the organization read, the pages, one $batch per ten candidates."""
     return 1 + math.ceil(row.mailboxes / PAGE_SIZE) + math.ceil(row.candidates / BATCH)
+
+
+def journal_table(costs: list[tuple[SweepRow, SweepRow, float]]) -> str:
+    lines = [
+        "| mailboxes | candidates (journal entries) | with the journal | without | cost |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for journaled, plain, cost in costs:
+        lines.append(
+            f"| {journaled.mailboxes:,} | {journaled.candidates:,} | {journaled.seconds:.2f} s "
+            f"| {plain.seconds:.2f} s | {cost * 100:+.1f}% |"
+        )
+    return "\n".join(lines)

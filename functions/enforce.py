@@ -14,8 +14,10 @@ log = logging.getLogger("exoprov.functions")
 def enforce_cloud_managed(timer: func.TimerRequest) -> None:
     """Run one sweep; a failure is logged with its report and raised so the host records it."""
     # Imported here so that indexing the app (cold start) does not pay for the core.
+    from shared.logs import configure_host
     from shared.runtime import run_scheduled_sweep
 
+    configure_host()
     if timer.past_due:
         log.warning("the sweep timer is past due; running now")
     run_scheduled_sweep()

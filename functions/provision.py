@@ -13,14 +13,18 @@ CONNECTION = "AzureWebJobsStorage"
 
 def _step(queue: str, msg: func.QueueMessage) -> None:
     # Imported here so that indexing the app (cold start) does not pay for the core.
+    from shared.logs import configure_host
     from shared.runtime import handle_queue_message
 
+    configure_host()
     handle_queue_message(queue, msg.get_body(), msg.id or "")
 
 
 def _poison(queue: str, msg: func.QueueMessage) -> None:
+    from shared.logs import configure_host
     from shared.runtime import handle_poison_message
 
+    configure_host()
     handle_poison_message(queue, msg.get_body())
 
 

@@ -137,7 +137,7 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
     publicNetworkAccess: 'Enabled'
     networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
     blobServices: {
-      containers: [{ name: deploymentContainerName }, { name: 'exoprov-ledger' }]
+      containers: [{ name: deploymentContainerName }, { name: 'exoprov-ledger' }, { name: 'exoprov-journal' }]
     }
     queueServices: {
       queues: [for queue in queueNames: { name: queue }]

@@ -69,6 +69,8 @@ def _steps(env: dict[str, str]) -> int:
         ("exoprov sweep            (report mode: changes nothing)", ["sweep"]),
         ("exoprov sweep --apply    (ENFORCE_EXCLUDE=vip@contoso.com)", ["sweep", "--apply"]),
         ("exoprov sweep            (again: nothing left to do)", ["sweep"]),
+        ("exoprov journal          (every write, with its run)", ["journal"]),
+        ("exoprov undo --run ID    (the apply run: what undo would set back; changes nothing)", ["undo"]),
         (
             "exoprov submit --upn new.hire@contoso.com",
             ["submit", "--upn", "new.hire@contoso.com", "--request-id", "hr-1001"],
@@ -89,6 +91,8 @@ def _steps(env: dict[str, str]) -> int:
         if args is None:
             _send_invalid(env)
             code = 0
+        elif args == ["undo"]:
+            code = subprocess.call(EXOPROV + ["undo", "--run", _last_run(env)], cwd=ROOT, env=env)
         else:
             code = subprocess.call(EXOPROV + args, cwd=ROOT, env=env)
         print(flush=True)
@@ -96,6 +100,12 @@ def _steps(env: dict[str, str]) -> int:
             print(f"make run: '{title.split('  ')[0]}' exited {code}", file=sys.stderr)
             return code
     return 0
+
+
+def _last_run(env: dict[str, str]) -> str:
+    """The runId of the newest run in the journal (the apply sweep's)."""
+    out = subprocess.run(EXOPROV + ["journal", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return str(json.loads(out.stdout.splitlines()[-1])["runId"])
 
 
 def _create_queues(env: dict[str, str]) -> None:

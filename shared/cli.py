@@ -1,4 +1,4 @@
-"""The `exoprov` command: sweep, doctor, worker, submit, results and sandbox (README "The `exoprov` command")."""
+"""The `exoprov` command: sweep, undo, journal, doctor, worker, submit, results, sandbox (see the README)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shared import logs
 from shared.errors import ConfigurationError, ExoprovError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shared.enforcement import Report
 
 EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
@@ -19,12 +26,15 @@ CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv giv
 
 SETTINGS_HELP = {
     "sweep": "EXCHANGE_ENDPOINT, CLOUD, AZURE_*, ENFORCE_MODE, ENFORCE_MAX_CHANGES, ENFORCE_RECIPIENT_TYPES, "
-    "ENFORCE_EXCLUDE, ENFORCE_CONCURRENCY, ENFORCE_TIME_BUDGET_SECONDS, HTTP_*",
+    "ENFORCE_EXCLUDE, ENFORCE_CONCURRENCY, ENFORCE_TIME_BUDGET_SECONDS, HTTP_*, AzureWebJobsStorage (the journal; "
+    "not needed with --report)",
     "doctor": "every setting (it checks them all)",
     "worker": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_*, *_WAIT_MINUTES, POLL_*, REPLICATION_WAIT_SECONDS, "
     "WORKER_*, QUEUE_RETRY_SECONDS, ENFORCE_SCHEDULE and the sweep's settings, HTTP_*",
     "submit": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_LICENSE",
     "results": "AzureWebJobsStorage",
+    "undo": "the sweep's settings (ENFORCE_EXCLUDE and ENFORCE_MAX_CHANGES apply), AzureWebJobsStorage",
+    "journal": "AzureWebJobsStorage",
 }
 EXIT_HELP = {
     "sweep": "0 nothing failed; 1 a mailbox failed or a setting is wrong; 2 the brake engaged (nothing changed); "
@@ -33,7 +43,11 @@ EXIT_HELP = {
     "worker": "0 stopped, or idle with --until-idle; 1 a setting is wrong; 3 --timeout ran out with work left",
     "submit": "0 queued (prints the requestId); 1 refused (names the field) or storage unreachable",
     "results": "0 done; 1 storage unreachable",
+    "undo": "0 nothing failed; 1 a mailbox failed, the run is unknown or unsettled, or a setting is wrong; "
+    "2 the brake engaged (nothing changed); 130 interrupted (the report says what was done)",
+    "journal": "0 done (also when nothing matches); 1 storage unreachable or a bad option",
 }
+JOURNAL_DEFAULT_HOURS = 24
 
 
 def _seconds(text: str) -> float:
@@ -45,6 +59,15 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds, 0 or more")
     return value
+
+
+def _moment(text: str) -> datetime:
+    """A command-line point in time: ISO 8601, UTC unless it says otherwise."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-11-29T08:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON")
     sweep.add_argument("--csv", metavar="FILE", help="also write every candidate to FILE (identity, UPN, type)")
+
+    undo = command("undo", "set back what one sweep (or undo) run changed, from the journal")
+    undo.add_argument("--run", required=True, metavar="ID", help="the runId of the run to take back")
+    undo.add_argument("--apply", action="store_true", help="change mailboxes (default: only report the plan)")
+    undo.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    journal = command("journal", "list the writes exoprov made (the change journal)")
+    which = journal.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="ID", help="the writes of one sweep or undo run")
+    which.add_argument("--request", metavar="ID", help="the writes of one provisioning request")
+    which.add_argument(
+        "--since",
+        type=_moment,
+        metavar="ISO",
+        help=f"every write since then (default: the last {JOURNAL_DEFAULT_HOURS} hours)",
+    )
+    journal.add_argument("--json", action="store_true", help="print JSON lines, one entry each")
 
     command("doctor", "check settings, identity, permissions and reachability")
 
@@ -137,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             return _sweep(args.mode, args.json, args.csv)
+        if args.command == "undo":
+            return _undo(args.run, args.apply, args.json)
+        if args.command == "journal":
+            return _journal(args)
         if args.command == "doctor":
             from shared.doctor import run_doctor
 
@@ -165,40 +209,79 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sweep(mode: str | None, as_json: bool, csv_path: str | None) -> int:
-    import signal
-    import threading
-
-    from shared.enforcement import Report, sweep
+    from shared.runs import run_sweep
     from shared.settings import Settings
     from shared.wiring import Clients
 
     settings = Settings.from_env()
     clients = Clients.from_settings(settings)
     apply = (mode or settings.enforce_mode) == "apply"
+    report = _cancellable(
+        "sweep", lambda cancel: run_sweep(clients, apply=apply, progress=_Progress(sys.stderr), cancel=cancel)
+    )
+    if csv_path:
+        _write_candidates(csv_path, report.candidate_list)
+    print(json.dumps(report.to_json(), indent=2) if as_json else format_report(report.to_json()))
+    return _exit_code(report)
+
+
+def _undo(run_id: str, apply: bool, as_json: bool) -> int:
+    from shared.runs import run_undo
+    from shared.settings import Settings
+    from shared.wiring import Clients
+
+    clients = Clients.from_settings(Settings.from_env())
+    report = _cancellable(
+        "undo", lambda cancel: run_undo(clients, run_id, apply=apply, progress=_Progress(sys.stderr), cancel=cancel)
+    )
+    print(json.dumps(report.to_json(), indent=2) if as_json else format_undo(report.to_json()))
+    return _exit_code(report)
+
+
+def _cancellable(name: str, run: Callable[[threading.Event], Report]) -> Report:
+    """Run a sweep or undo with Ctrl-C wired to its cancel event (a second Ctrl-C aborts)."""
+    import signal
+
     cancel = threading.Event()
 
     def stop_submitting(*_: object) -> None:
         # The first Ctrl-C lets the writes in flight finish and still prints the report; a second one aborts.
-        print("exoprov sweep: stopping after the writes in flight (Ctrl-C again to abort)", file=sys.stderr)
+        print(f"exoprov {name}: stopping after the writes in flight (Ctrl-C again to abort)", file=sys.stderr)
         cancel.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, stop_submitting)
     try:
-        with logs.correlation_scope():
-            report: Report = sweep(
-                clients.exchange(), settings, apply=apply, progress=_Progress(sys.stderr), cancel=cancel
-            )
+        return run(cancel)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if csv_path:
-        _write_candidates(csv_path, report.candidate_list)
-    print(json.dumps(report.to_json(), indent=2) if as_json else format_report(report.to_json()))
+
+
+def _exit_code(report: Report) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
     if report.brake_engaged:
         return EXIT_BRAKE
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed or report.journal_error else EXIT_OK
+
+
+def _journal(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+    from shared.wiring import Clients
+
+    journal = Clients.from_settings(Settings.from_env()).journal()
+    if args.run:
+        entries = journal.run_entries(args.run)
+    elif args.request:
+        entries = journal.request_entries(args.request)
+    else:
+        entries = journal.since(args.since or datetime.now(UTC) - timedelta(hours=JOURNAL_DEFAULT_HOURS))
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry.to_json(), ensure_ascii=False))
+    else:
+        print(format_entries([entry.to_json() for entry in entries]))
+    return EXIT_OK
 
 
 def _write_candidates(path: str, candidates: list[dict[str, str]]) -> None:
@@ -335,6 +418,67 @@ class _Progress:
         self._stream.flush()
 
 
+def format_entries(entries: list[dict[str, Any]]) -> str:
+    """The journal as a table: one line per write, oldest first."""
+    if not entries:
+        return "no journal entries match"
+    rows = [
+        (
+            e["time"][:19].replace("T", " "),
+            e["runId"] or e["requestId"] or "-",
+            e["action"],
+            e["target"],
+            f"{_value(e['before'])} -> {_value(e['after'])}",
+            e["outcome"] + (f": {e['error']}" if e["error"] else ""),
+        )
+        for e in entries
+    ]
+    header = ("time (UTC)", "run or request", "action", "target", "change", "outcome")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(5)]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[5]])
+        for row in (header, *rows)
+    ]
+    return "\n".join(line.rstrip() for line in lines) + f"\n{len(entries)} entries"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return "-" if value is None else str(value)
+
+
+def format_undo(report: dict[str, Any]) -> str:
+    """A readable table of an undo report."""
+    rows = [
+        ("changed by that run", report["changedByRun"]),
+        ("changed since (left)", len(report["changedSince"])),
+        ("excluded", report["excluded"]),
+        ("to set back", report["candidates"]),
+        ("set back", report["changed"]),
+        ("failed", report["failed"]),
+        ("outcome unknown", report["unknown"]),
+        ("not attempted", report["notAttempted"]),
+        ("brake engaged", f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"),
+        ("complete", "yes" if report["complete"] else "no"),
+    ]
+    lines = [f"exoprov undo of {report['undoes']} ({report['mode']} mode), run {report['runId']}"]
+    lines += [f"  {name:<24}{value}" for name, value in rows]
+    lines += [f"  note: {note}" for note in report["notes"]]
+    for title, key, field_name in (
+        ("to set back", "candidateList", "recipientTypeDetails"),
+        ("changed since the run (left as they are)", "changedSince", "reason"),
+        ("failures", "failures", "error"),
+        ("outcome unknown", "unknowns", "error"),
+    ):
+        if report[key]:
+            lines.append(f"  {title}:")
+            lines += [
+                f"    {item.get('userPrincipalName') or item['identity']}: {item[field_name]}" for item in report[key]
+            ]
+    return "\n".join(lines)
+
+
 def format_report(report: dict[str, object]) -> str:
     """A readable table of a sweep report."""
     tenant_default = report["tenantDefaultCloudManaged"]
@@ -353,7 +497,7 @@ def format_report(report: dict[str, object]) -> str:
         ("tenant default", {True: "on", False: "off", None: "unknown"}[tenant_default]),  # type: ignore[index]
         ("complete", "yes" if report["complete"] else "no"),
     ]
-    lines = [f"exoprov sweep ({report['mode']} mode) in {report['durationSeconds']} s"]
+    lines = [f"exoprov sweep ({report['mode']} mode), run {report['runId']}, in {report['durationSeconds']} s"]
     lines += [f"  {name:<24}{value}" for name, value in rows]
     for note in report["notes"]:  # type: ignore[attr-defined]
         lines.append(f"  note: {note}")

@@ -214,7 +214,7 @@ def run_doctor(out: TextIO) -> int:
         return f"subscribedSkus answers ({len(skus)} SKUs){'; ' + free if free else ''}"
 
     def storage_check() -> str:
-        from shared.queues import CHAIN_QUEUES, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
+        from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 
         settings = _clients(state).settings
         if not (settings.storage or settings.storage_queue_service_uri):
@@ -224,6 +224,7 @@ def run_doctor(out: TextIO) -> int:
             for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
                 storage.queue(name).peek_messages(max_messages=1)
             storage.ledger_container.get_container_properties()
+            storage.journal_container.get_container_properties()
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "set AzureWebJobsStorage (README 'Settings')") from exc
         except Exception as exc:  # the storage SDK's errors carry the service's own reason
@@ -231,10 +232,12 @@ def run_doctor(out: TextIO) -> int:
 
             raise CheckFailed(
                 str(storage_failure(exc, settings)),
-                "'azd provision' creates the queues and the ledger container and grants Storage Queue Data "
-                "Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
+                "'azd provision' creates the queues and the ledger and journal containers and grants Storage Queue "
+                "Data Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
             ) from exc
-        return f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER} container answer"
+        return (
+            f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER} and {JOURNAL_CONTAINER} containers answer"
+        )
 
     if doctor.check("settings", settings_check) and doctor.check("exchange token", token_check):
         doctor.check("exchange role", role_check, required=False)

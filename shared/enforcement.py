@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.errors import (
     BadRequestError,
     BudgetExhaustedError,
     ExoprovError,
+    JournalUnavailableError,
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
@@ -27,7 +28,9 @@ from shared.errors import (
     first_line,
 )
 from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
+from shared.journal import Entry, Session
 from shared.logs import audit
+from shared.recovery import CLOUD_MANAGED
 from shared.settings import Settings
 
 log = logging.getLogger("exoprov.enforcement")
@@ -45,8 +48,12 @@ DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
 BUDGET_NOTE = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
 LISTING_RESTARTS = 5
+# Intents are written for this many $batches at once, ahead of sending them: one journal append per
+# 500 mailboxes keeps the journal's cost to a few per cent of the sweep's.
+INTENT_GROUP_BATCHES = 50
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,7 @@ class Report:
     """The outcome of one sweep, in the shape the README's "The sweep report" documents."""
 
     mode: str
+    run_id: str = ""
     scanned: int = 0
     dir_synced: int = 0
     already_cloud_managed: int = 0
@@ -157,15 +165,38 @@ class Report:
     candidate_list: list[dict[str, str]] = field(default_factory=list)
     unmatched_exclusions: list[str] = field(default_factory=list)
     interrupted: bool = False
+    journal_error: str | None = None
+    undoes: str | None = None  # set on an undo run: the run it takes back
+    changed_since: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        if self.undoes is not None:
+            return {
+                "runId": self.run_id,
+                "undoes": self.undoes,
+                "mode": self.mode,
+                "changedByRun": self.scanned,
+                "changedSince": self.changed_since,
+                **self._outcomes(),
+                "notes": self.notes,
+            }
         return {
+            "runId": self.run_id,
             "mode": self.mode,
             "scanned": self.scanned,
             "dirSynced": self.dir_synced,
             "alreadyCloudManaged": self.already_cloud_managed,
             "outOfScope": self.out_of_scope,
+            **self._outcomes(),
+            "tenantDefaultCloudManaged": self.tenant_default_cloud_managed,
+            "unmatchedExclusions": self.unmatched_exclusions,
+            "notes": self.notes,
+        }
+
+    def _outcomes(self) -> dict[str, Any]:
+        """What a sweep and an undo report alike: the candidates and how their writes went."""
+        return {
             "candidates": self.candidates,
             "changed": self.changed,
             "excluded": self.excluded,
@@ -175,14 +206,12 @@ class Report:
             "brakeEngaged": self.brake_engaged,
             "maxChanges": self.max_changes,
             "complete": self.complete,
-            "tenantDefaultCloudManaged": self.tenant_default_cloud_managed,
+            "interrupted": self.interrupted,
+            "journalError": self.journal_error,
             "durationSeconds": round(self.duration_seconds, 3),
             "failures": self.failures,
             "unknowns": self.unknowns,
             "candidateList": self.candidate_list,
-            "unmatchedExclusions": self.unmatched_exclusions,
-            "interrupted": self.interrupted,
-            "notes": self.notes,
         }
 
 
@@ -191,17 +220,23 @@ def sweep(
     settings: Settings,
     *,
     apply: bool,
+    session: Session,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> Report:
     """One sweep: plan from a fresh listing, then (in apply mode, under the brake) flip the candidates.
 
-    Setting `cancel` (Ctrl-C) stops it submitting: what is in flight finishes, and the report says what was done.
+    Every write is journaled in `session` first. Setting `cancel` (Ctrl-C) stops it submitting: what is in
+    flight finishes, and the report says what was done.
     """
     started = time.monotonic()
     cancel = cancel or threading.Event()
     deadline = started + settings.enforce_time_budget_seconds
-    report = Report(mode="apply" if apply else "report", max_changes=settings.enforce_max_changes)
+    report = Report(
+        mode="apply" if apply else "report",
+        run_id=session.who.get("runId", ""),
+        max_changes=settings.enforce_max_changes,
+    )
     try:
         report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
     except ExoprovError as exc:
@@ -215,7 +250,7 @@ def sweep(
         report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
         report.duration_seconds = time.monotonic() - started
         return report
-    except _Cancelled:
+    except Cancelled:
         report.complete, report.interrupted = False, True
         report.notes.append("interrupted during the listing; nothing was changed")
         report.duration_seconds = time.monotonic() - started
@@ -231,7 +266,7 @@ def sweep(
             "nothing was changed. Review the report, then raise the limit or exclude mailboxes"
         )
     elif apply and plan.candidates:
-        _Applier(exchange, settings, report, deadline, progress, cancel).run(plan.candidates)
+        Applier(exchange, settings, report, deadline, progress, cancel, session).run(plan.candidates)
     report.duration_seconds = time.monotonic() - started
     log.info("sweep finished: %s", report.to_json())
     return report
@@ -249,31 +284,42 @@ def read_tenant_default(exchange: ExchangeClient, deadline: float | None = None)
     return result.value[0][TENANT_DEFAULT_PROPERTY] is True
 
 
-class _Cancelled(Exception):
-    """The person running the sweep asked it to stop."""
+class Cancelled(Exception):
+    """The person running the sweep (or undo) asked it to stop."""
 
 
 def list_and_plan(
     exchange: ExchangeClient, settings: Settings, deadline: float | None = None, cancel: threading.Event | None = None
 ) -> Plan:
-    """Stream the dir-synced mailboxes page by page into a plan, keeping only what the plan needs.
+    """Stream the dir-synced mailboxes page by page into a plan, keeping only what the plan needs."""
+    types, exclude = settings.enforce_recipient_types, settings.enforce_exclude
+    return list_synced(exchange, Plan, lambda plan, record: plan.add_record(record, types, exclude), deadline, cancel)
+
+
+def list_synced(
+    exchange: ExchangeClient,
+    start: Callable[[], T],
+    add: Callable[[T, dict[str, Any]], None],
+    deadline: float | None = None,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Fold every dir-synced mailbox into `start()`, streamed page by page.
 
     A continuation link lives minutes and dies with a lost answer: a page that cannot be had after the
-    first one starts the listing again from the top (at most LISTING_RESTARTS times), with a fresh plan,
-    so the counts are those of one complete listing.
+    first one starts the listing again from the top (at most LISTING_RESTARTS times) from a fresh `start()`,
+    so the result is that of one complete listing. Raises Cancelled when `cancel` is set.
     """
     command = Command("Get-Mailbox", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, LIST_SELECT)
-    types, exclude = settings.enforce_recipient_types, settings.enforce_exclude
     for restart in range(LISTING_RESTARTS + 1):
-        plan, pages = Plan(), 0
+        folded, pages = start(), 0
         try:
             for page in exchange.pages(command, deadline=deadline):
                 if cancel is not None and cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 pages += 1
                 for record in page:
-                    plan.add_record(record, types, exclude)
-            return plan
+                    add(folded, record)
+            return folded
         except BudgetExhaustedError:
             raise
         except (BadRequestError, TransientError) as exc:
@@ -305,8 +351,9 @@ def _copy_counts(plan: Plan, report: Report, exclude: frozenset[str]) -> None:
     report.candidates = len(plan.candidates)
 
 
-class _Applier:
-    """Flips candidates in $batches of 10 with at most `enforce_concurrency` batches in flight."""
+class Applier:
+    """Sets IsExchangeCloudManaged to `value` on mailboxes, in $batches of 10 with at most
+    `enforce_concurrency` batches in flight, each write journaled before it is sent and verified after."""
 
     def __init__(
         self,
@@ -316,6 +363,8 @@ class _Applier:
         deadline: float,
         progress: Progress | None,
         cancel: threading.Event,
+        session: Session,
+        value: bool = True,
     ) -> None:
         self._exchange = exchange
         self._cancel = cancel
@@ -323,9 +372,12 @@ class _Applier:
         self._report = report
         self._deadline = deadline
         self._progress = progress
+        self._session = session
+        self._value = value
         self._lock = threading.Lock()
         self._stop_reason = ""
         self._done = 0
+        self._intents: dict[int, Entry] = {}  # by id() of the Mailbox: a listing may repeat an identity
 
     def run(self, candidates: list[Mailbox]) -> None:
         chunks = [candidates[i : i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
@@ -335,8 +387,10 @@ class _Applier:
                 while len(in_flight) >= self._settings.enforce_concurrency:
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     self._reraise(finished)
-                if self._should_stop():
-                    self._skip(sum(len(rest) for rest in chunks[index:]))
+                if self._should_stop() or (
+                    index % INTENT_GROUP_BATCHES == 0 and not self._intend(chunks[index : index + INTENT_GROUP_BATCHES])
+                ):
+                    self._skip([mailbox for rest in chunks[index:] for mailbox in rest])
                     break
                 # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
                 in_flight.add(pool.submit(contextvars.copy_context().run, self._flip, chunk))
@@ -345,6 +399,24 @@ class _Applier:
         if self._stop_reason:
             self._report.complete = False
             self._report.notes.append(self._stop_reason)
+
+    def _intend(self, chunks: list[list[Mailbox]]) -> bool:
+        """Journal the intents of the next batches; without them nothing more is written."""
+        entries = {
+            id(m): self._session.entry(CLOUD_MANAGED, m.identity, m.label, not self._value, self._value)
+            for chunk in chunks
+            for m in chunk
+        }
+        try:
+            self._session.intend(entries.values())
+        except JournalUnavailableError as exc:
+            log.error("%s; no more mailboxes are changed", exc)
+            self._report.journal_error = str(exc)
+            self._stop(f"stopped: {exc}; nothing is changed without a journal entry")
+            return False
+        with self._lock:
+            self._intents.update(entries)
+        return True
 
     def _should_stop(self) -> bool:
         with self._lock:
@@ -355,9 +427,12 @@ class _Applier:
                 self._stop_reason = BUDGET_NOTE
             return bool(self._stop_reason)
 
-    def _skip(self, count: int) -> None:
+    def _skip(self, mailboxes: list[Mailbox]) -> None:
+        """Count mailboxes as not attempted; intents already journaled for them are withdrawn."""
         with self._lock:
-            self._report.not_attempted += count
+            self._report.not_attempted += len(mailboxes)
+            withdrawn = [self._intents.pop(id(m)).entry_id for m in mailboxes if id(m) in self._intents]
+        self._session.withdraw(withdrawn)
 
     def _flip(self, chunk: list[Mailbox]) -> None:
         """Write one chunk, settle unclear items by reading back, and retry what provably did not apply."""
@@ -367,9 +442,9 @@ class _Applier:
         pending = list(chunk)
         for attempt in range(1, attempts + 1):
             if self._should_stop():
-                self._skip(len(pending))
+                self._give_up(pending, sent=attempt > 1)
                 return
-            unclear, pending = self._write(pending, last=attempt == attempts)
+            unclear, pending = self._write(pending, last=attempt == attempts, sent=attempt > 1)
             if unclear:
                 pending += self._settle(unclear)
             if not pending:
@@ -377,16 +452,27 @@ class _Applier:
         for mailbox in pending:
             self._fail(mailbox, f"the write did not apply after {attempts} attempts (HTTP_MAX_ATTEMPTS)")
 
-    def _write(self, chunk: list[Mailbox], *, last: bool) -> tuple[list[Mailbox], list[Mailbox]]:
-        """Send one $batch; return (outcome unclear, safe to retry)."""
-        commands = [Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": True}) for m in chunk]
+    def _give_up(self, mailboxes: list[Mailbox], *, sent: bool) -> None:
+        """The run stops: mailboxes never written are not attempted; those written before, without effect, failed."""
+        if not sent:
+            self._skip(mailboxes)
+            return
+        for mailbox in mailboxes:
+            self._fail(
+                mailbox, "it did not apply (throttled, or read back unchanged) and the run stopped before writing again"
+            )
+
+    def _write(self, chunk: list[Mailbox], *, last: bool, sent: bool) -> tuple[list[Mailbox], list[Mailbox]]:
+        """Send one $batch (`sent`: its mailboxes were written before, without effect); return (unclear, retry)."""
+        value = self._value
+        commands = [Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": value}) for m in chunk]
         try:
             outcomes = self._exchange.batch(commands, deadline=self._deadline)
         except OutcomeUnknownError:
             return list(chunk), []
         except BudgetExhaustedError:
             self._stop(BUDGET_NOTE)
-            self._skip(len(chunk))
+            self._give_up(chunk, sent=sent)
             return [], []
         except PermissionDeniedError as exc:
             self._stop(f"stopped: {exc}")
@@ -401,7 +487,7 @@ class _Applier:
         for mailbox, outcome in zip(chunk, outcomes, strict=True):
             error = outcome.error
             if error is None:
-                self._succeed(mailbox)
+                self._succeed(mailbox, noop=outcome.result is not None and outcome.result.unchanged)
             elif isinstance(error, OutcomeUnknownError):
                 unclear.append(mailbox)
             elif isinstance(error, ThrottledError) and not last:
@@ -426,16 +512,17 @@ class _Applier:
             elif (
                 outcome.result
                 and outcome.result.value
-                and outcome.result.value[0].get("IsExchangeCloudManaged") is True
+                and outcome.result.value[0].get("IsExchangeCloudManaged") is self._value
             ):
                 self._succeed(mailbox)
             else:
-                log.info("read-back shows %s not cloud-managed; writing again", mailbox.label)
+                log.info("read-back shows %s unchanged; writing again", mailbox.label)
                 not_applied.append(mailbox)
         return not_applied
 
-    def _succeed(self, mailbox: Mailbox) -> None:
-        audit("Set-Mailbox IsExchangeCloudManaged", mailbox.label, False, True)
+    def _succeed(self, mailbox: Mailbox, *, noop: bool = False) -> None:
+        audit(CLOUD_MANAGED, mailbox.label, not self._value, self._value, noop=noop)
+        self._record(mailbox, "noop" if noop else "applied")
         with self._lock:
             self._report.changed += 1
             self._done += 1
@@ -443,15 +530,16 @@ class _Applier:
         self._tick(done)
 
     def _fail(self, mailbox: Mailbox, message: str) -> None:
-        log.warning("could not make %s cloud-managed: %s", mailbox.label, message)
+        log.warning("could not set %s cloud-managed %s: %s", mailbox.label, self._value, message)
         self._settled(mailbox, message, unknown=False)
 
     def _unknown(self, mailbox: Mailbox, message: str) -> None:
         """The write may have applied; the next run's listing settles it, so it is neither changed nor failed."""
-        log.warning("%s may or may not be cloud-managed now: %s", mailbox.label, message)
+        log.warning("%s may or may not be cloud-managed %s now: %s", mailbox.label, self._value, message)
         self._settled(mailbox, message, unknown=True)
 
     def _settled(self, mailbox: Mailbox, message: str, *, unknown: bool) -> None:
+        self._record(mailbox, "unknown" if unknown else "failed", message)
         entry = {"identity": mailbox.label, "error": message}
         with self._lock:
             if unknown:
@@ -463,6 +551,11 @@ class _Applier:
             self._done += 1
             done = self._done
         self._tick(done)
+
+    def _record(self, mailbox: Mailbox, outcome: str, error: str | None = None) -> None:
+        with self._lock:
+            intent = self._intents.pop(id(mailbox))
+        self._session.record(intent.entry_id, outcome, error)
 
     def _stop(self, reason: str) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ The root splits on the one question every caller asks: will the same call succee
     │   ├── TokenUnavailableError   the identity endpoint failed to issue a token this time
     │   ├── RequestBusyError        another delivery is working on the same request right now
     │   ├── StorageUnavailableError the storage account (queues, ledger) did not answer
+    │   │   └── JournalUnavailableError the journal could not be written, so the write was not made
     │   └── BudgetExhaustedError    waiting to retry would overrun the caller's time budget
     └── PermanentError              retrying the same call cannot help
         ├── AuthenticationError     the identity is misconfigured: no token can be had for a resource
@@ -132,6 +133,12 @@ class StorageUnavailableError(TransientError):
     """The storage account behind the queues and the ledger did not answer; the message names it."""
 
     code = "storage_unavailable"
+
+
+class JournalUnavailableError(StorageUnavailableError):
+    """The change journal could not record an intent (so the write was not made) or be read."""
+
+    code = "journal_unavailable"
 
 
 class BudgetExhaustedError(TransientError):

@@ -70,6 +70,11 @@ class Result:
     value: list[dict[str, Any]]
     warnings: list[str]
 
+    @property
+    def unchanged(self) -> bool:
+        """Whether a Set- cmdlet said it changed nothing (the object already had the values)."""
+        return any("have been modified" in warning for warning in self.warnings)
+
 
 @dataclass(frozen=True)
 class Outcome:

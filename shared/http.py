@@ -39,7 +39,6 @@ from shared.errors import (
     ThrottledError,
     UnexpectedAnswerError,
 )
-from shared.logs import correlation_id
 
 log = logging.getLogger("exoprov.http")
 
@@ -334,11 +333,10 @@ class ServiceClient:
         with self._gate:
             self._not_before = max(self._not_before, time.monotonic() + wait)
         log.info(
-            "%s throttled, waiting %.2f s (cid %s, corr %s)",
+            "%s throttled, waiting %.2f s (cid %s)",
             self.service,
             wait,
             context.correlation_id,
-            correlation_id(),
         )
         if attempt < self.policy.max_attempts:
             self._wait_for_gate(context, deadline)
@@ -359,7 +357,7 @@ class ServiceClient:
         self, method: str, operation: str, outcome: str, started: float, attempt: int, context: CallContext
     ) -> None:
         log.info(
-            "%s %s %s%s -> %s in %.0f ms (attempt %d, cid %s, corr %s)",
+            "%s %s %s%s -> %s in %.0f ms (attempt %d, cid %s)",
             self.service,
             method,
             operation,
@@ -368,7 +366,6 @@ class ServiceClient:
             (time.monotonic() - started) * 1000,
             attempt,
             context.correlation_id,
-            correlation_id(),
         )
 
 

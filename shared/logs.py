@@ -1,4 +1,10 @@
-"""The correlation id of the unit of work in hand, and the log format the runtimes share."""
+"""The correlation id of the unit of work in hand, audit events, and the logging set-up of each runtime.
+
+Audit events (logger `exoprov.audit`, one per write) are logged at INFO and always shown: on stderr by the
+CLI and the worker, in Application Insights on Azure, where host.json keeps traces out of sampling. Every
+record carries the correlation id (`%(correlation_id)s`), stamped by CorrelationFilter rather than passed
+into each message.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-_audit = logging.getLogger("exoprov.audit")
+AUDIT_LOGGER = "exoprov.audit"
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s]: %(message)s"
+_audit = logging.getLogger(AUDIT_LOGGER)
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("exoprov_correlation", default="-")
 
 
@@ -47,16 +55,35 @@ def audit(
         "correlationId": correlation_id(),
     }
     _audit.info(
-        "write %s on %s (request %s, corr %s): %s -> %s%s",
+        "write %s on %s%s: %s -> %s%s",
         action,
         target,
-        request_id or "-",
-        event["correlationId"],
+        f" (request {request_id})" if request_id else "",
         before,
         after,
         " (no change)" if noop else "",
         extra={"audit": event},
     )
+
+
+class CorrelationFilter(logging.Filter):
+    """Stamps the correlation id of the unit of work on every record that passes a handler.
+
+    With `prefix`, exoprov's own messages also start with `[id]`: the Functions host forwards the message
+    text only, not the record's attributes.
+    """
+
+    def __init__(self, prefix: bool = False) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        value = getattr(record, "correlation_id", None) or correlation_id()
+        record.correlation_id = value
+        if self.prefix and value != "-" and record.name.startswith("exoprov") and not hasattr(record, "_prefixed"):
+            record.msg = f"[{value.replace('%', '%%')}] {record.msg}"
+            record._prefixed = True
+        return True
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -72,12 +99,27 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure(verbose: bool = False) -> None:
-    """Log to stderr with timestamps; the CLI and the worker call this, the Functions host has its own."""
+    """Log to stderr with timestamps and correlation ids; the CLI and the worker call this."""
     logger = logging.getLogger("exoprov")
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    _levels(verbose)
     # The Azure SDKs log every retry of theirs; exoprov says once, in one line, what failed and what it does.
     logging.getLogger("azure").setLevel(logging.INFO if verbose else logging.ERROR)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.addFilter(CorrelationFilter())
+        handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(handler)
+
+
+def configure_host() -> None:
+    """On the Functions host: warnings and audit events from exoprov, each message led by its correlation id."""
+    _levels(verbose=False)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, CorrelationFilter) for f in handler.filters):
+            handler.addFilter(CorrelationFilter(prefix=True))
+
+
+def _levels(verbose: bool) -> None:
+    logging.getLogger("exoprov").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)  # a record of every write, -v or not

@@ -8,6 +8,7 @@ on the same tenant state. Transient errors propagate so that the queue retries t
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import time
@@ -18,17 +19,21 @@ from typing import Any
 from shared.errors import (
     ExoprovError,
     InvalidRequestError,
+    JournalUnavailableError,
     LicenseInheritedError,
     NoLicensesError,
     NotFoundError,
+    OutcomeUnknownError,
     ThrottledError,
     TransientError,
     UsageLocationError,
 )
 from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
+from shared.journal import Journal, Session
 from shared.logs import audit
 from shared.messages import Request, Result, StepMessage, parse_request
+from shared.recovery import CLOUD_MANAGED, LICENSE_ADD, LICENSE_REMOVE, MAILBOX_TYPE, USAGE_LOCATION, settle_request
 from shared.settings import Settings, license_allowed
 
 log = logging.getLogger("exoprov.provisioning")
@@ -62,6 +67,8 @@ TRANSIENT_RETRIES = 8  # a step's own retries of transient errors, before the qu
 # Waiting for Entra replication: seconds, not the minutes of POLL_*; first look again after 1 s, then 2, 4 ...
 LAG_POLL_FIRST_SECONDS = 1.0
 LAG_POLL_MAX_SECONDS = 30.0
+# The journal session of the step delivery this thread runs (the chain object is shared by every thread).
+_SESSION: contextvars.ContextVar[Session] = contextvars.ContextVar("exoprov_step_session")
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Chain:
     # A factory, not a client: the Exchange client needs a token (for the tenant id), and a worker must
     # start, and wait, even while the identity endpoint is down.
     exchange_client: Callable[[], ExchangeClient]
+    journal: Journal
     clock: Callable[[], float] = time.time
 
     @property
@@ -180,7 +188,7 @@ class Chain:
         """Wait until Exchange Online has created the mailbox."""
         request = message.parsed_request()
         try:
-            self._read_mailbox(message.state["userId"])
+            box = self._read_mailbox(message.state["userId"])
         except NotFoundError:
             return self._wait(
                 message,
@@ -189,7 +197,10 @@ class Chain:
                 f"no mailbox for {request.user_principal_name} within "
                 f"{self.settings.mailbox_wait_minutes:g} minutes (MAILBOX_WAIT_MINUTES) of licensing",
             )
-        following = dataclasses.replace(message, step="configure", wait_started_at=self.clock(), polls=0)
+        # What the mailbox reads before the chain writes to it: the journal's "before" of those writes.
+        before = {"cloudManaged": box.get("IsExchangeCloudManaged"), "type": box.get("RecipientTypeDetails")}
+        state = {**message.state, "mailboxBefore": before}
+        following = dataclasses.replace(message, step="configure", wait_started_at=self.clock(), polls=0, state=state)
         return Next(following, 0.0)
 
     def configure(self, message: StepMessage) -> Outcome:
@@ -198,12 +209,11 @@ class Chain:
         user_id = str(message.state["userId"])
         if not message.state.get("written"):
             # Cloud management first, so that directory sync cannot revert what follows.
+            before = message.state.get("mailboxBefore") or {}
             if request.cloud_managed:
-                self._write(request, "Set-Mailbox", {"Identity": user_id, "IsExchangeCloudManaged": True})
+                self._set_mailbox(request, user_id, "IsExchangeCloudManaged", before.get("cloudManaged"), True)
             if request.mailbox_type in SET_MAILBOX_TYPE:
-                self._write(
-                    request, "Set-Mailbox", {"Identity": user_id, "Type": SET_MAILBOX_TYPE[request.mailbox_type]}
-                )
+                self._set_mailbox(request, user_id, "Type", before.get("type"), SET_MAILBOX_TYPE[request.mailbox_type])
             message = dataclasses.replace(message, state={**message.state, "written": True})
         box = self._read_mailbox(user_id)
         done = box.get("RecipientTypeDetails") == request.target_details and (
@@ -235,6 +245,23 @@ class Chain:
     # -- running a step ------------------------------------------------------------------------
 
     def run(self, message: StepMessage) -> Outcome:
+        """Run the step the message names, with a journal session for the writes it makes."""
+        session = self.journal.request_session(message.request_id)
+        token = _SESSION.set(session)
+        try:
+            outcome = self._run(message)
+            if isinstance(outcome, Finish):
+                # The request's last delivery: nothing later would settle what a crashed one left.
+                self._settle_earlier(session, message.request_id)
+            return outcome
+        finally:
+            _SESSION.reset(token)
+            try:
+                session.close()
+            except JournalUnavailableError as exc:
+                log.warning("request %s: %s; its next step settles the outcomes", message.request_id, exc)
+
+    def _run(self, message: StepMessage) -> Outcome:
         """Run the step the message names; a permanent error ends the request with its code.
 
         A transient error (throttling, a 5xx, an unclear write) sends the same step again after Retry-After or a
@@ -342,34 +369,70 @@ class Chain:
                 f"{request.user_principal_name} has no usageLocation and neither the request nor "
                 "DEFAULT_USAGE_LOCATION gives one; set msExchUsageLocation on-premises or send usageLocation"
             )
-        self.graph.set_usage_location(user.id, country)
+        self._journaled(
+            request, USAGE_LOCATION, user, None, country, lambda: self.graph.set_usage_location(user.id, country)
+        )
         state["usageLocationSetAt"] = self.clock()
-        _audit(request, "usageLocation", user.user_principal_name, None, country)
 
     def _assign(self, request: Request, user: GraphUser, sku: Sku) -> None:
         if sku.free_units <= 0:
             self.graph.forget_skus()  # the count may be stale; the next request reads it fresh
             raise NoLicensesError(f"{sku.part_number} has no free units ({sku.free_units} left)")
-        self.graph.assign_exchange_license(user.id, sku)
-        _audit(
+        after = sorted({*user.licenses, sku.sku_id})
+        self._journaled(
             request,
-            "license.add",
-            user.user_principal_name,
+            LICENSE_ADD,
+            user,
             sorted(user.licenses),
-            sorted({*user.licenses, sku.sku_id}),
+            after,
+            lambda: self.graph.assign_exchange_license(user.id, sku),
         )
 
-    def _write(self, request: Request, cmdlet: str, parameters: dict[str, Any]) -> None:
-        result = self.exchange.invoke(Command(cmdlet, parameters))
-        changed = {k: v for k, v in parameters.items() if k != "Identity"}
-        _audit(
-            request,
-            cmdlet,
-            str(parameters["Identity"]),
-            None,
-            changed,
-            noop=any("have been modified" in w for w in result.warnings),
-        )
+    def _settle_earlier(self, session: Session, request_id: str) -> None:
+        """Settle what earlier deliveries of this request left unsettled (the ledger's lease says they are gone)."""
+        if session.settled_others:
+            return
+        session.settled_others = True
+        try:
+            settle_request(self.journal, request_id, self.exchange_client, lambda: self.graph, session.name)
+        except JournalUnavailableError as exc:
+            if session.written:
+                raise
+            log.warning("request %s: %s; a later delivery settles its journal", request_id, exc)
+
+    def _set_mailbox(self, request: Request, user_id: str, parameter: str, before: Any, value: Any) -> None:
+        def write() -> bool:
+            return self.exchange.invoke(Command("Set-Mailbox", {"Identity": user_id, parameter: value})).unchanged
+
+        action = CLOUD_MANAGED if parameter == "IsExchangeCloudManaged" else MAILBOX_TYPE
+        self._journaled(request, action, user_id, before, value, write)
+
+    def _journaled(
+        self,
+        request: Request,
+        action: str,
+        target: GraphUser | str,
+        before: Any,
+        after: Any,
+        write: Callable[[], bool | None],
+    ) -> None:
+        """Make one write with its journal entry: the intent first (no entry, no write), the outcome after."""
+        session = _SESSION.get()
+        self._settle_earlier(session, request.request_id)
+        target_id = target.id if isinstance(target, GraphUser) else target
+        name = target.user_principal_name if isinstance(target, GraphUser) else request.user_principal_name
+        entry = session.entry(action, target_id, name, before, after)
+        session.intend([entry])
+        try:
+            unchanged = write() is True
+        except OutcomeUnknownError as exc:
+            session.record(entry.entry_id, "unknown", str(exc))
+            raise
+        except ExoprovError as exc:
+            session.record(entry.entry_id, "failed", str(exc))
+            raise
+        session.record(entry.entry_id, "noop" if unchanged else "applied")
+        audit(action, name, before, after, request_id=request.request_id, noop=unchanged)
 
     def _read_mailbox(self, user_id: str) -> dict[str, Any]:
         (box,) = self.exchange.invoke(Command("Get-Mailbox", {"Identity": user_id}, MAILBOX_SELECT)).value
@@ -416,13 +479,14 @@ class Chain:
             if reason:
                 result.notes.append(f"license kept: {reason}")
                 return None
-            self.graph.remove_license(user.id, sku)
-            _audit(
+            after = sorted(set(user.licenses) - {sku.sku_id})
+            self._journaled(
                 request,
-                "license.remove",
-                user.user_principal_name,
+                LICENSE_REMOVE,
+                user,
                 sorted(user.licenses),
-                sorted(set(user.licenses) - {sku.sku_id}),
+                after,
+                lambda: self.graph.remove_license(user.id, sku),
             )
             state = {**state, "licenseRemovedAt": self.clock()}
             confirmed = self.graph.get_user(user_id)
@@ -488,7 +552,3 @@ def _bytes(total_item_size: str) -> int | None:
         return None
     digits = total_item_size.rsplit("(", 1)[1].split("bytes")[0].replace(",", "").strip()
     return int(digits) if digits.isdigit() else None
-
-
-def _audit(request: Request, action: str, target: str, before: Any, after: Any, noop: bool = False) -> None:
-    audit(action, target, before, after, request_id=request.request_id, noop=noop)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConfigurationError, StorageUnavailableError, first_line
-from shared.logs import correlation_id
 from shared.settings import Settings
 
 log = logging.getLogger("exoprov.queues")
@@ -28,6 +27,7 @@ POISON_SUFFIX = "-poison"  # what the Functions host appends
 POISON_QUEUES = tuple(q + POISON_SUFFIX for q in CHAIN_QUEUES)
 UNREADABLE = "provision-unreadable"  # kept for a person: no requestId, so no one to tell
 LEDGER_CONTAINER = "exoprov-ledger"
+JOURNAL_CONTAINER = "exoprov-journal"
 # The same retry rule as host.json (extensions.queues), so both runtimes give up at the same point.
 MAX_DEQUEUE_COUNT = 5
 MAX_DELAY_SECONDS = 7 * 24 * 3600 - 60  # the service's visibility-timeout limit, with a margin
@@ -67,6 +67,7 @@ class Storage:
                 "and AzureWebJobsStorage__blobServiceUri with __credential=managedidentity and __clientId",
             )
         self.ledger_container = self._blobs.get_container_client(LEDGER_CONTAINER)
+        self.journal_container = self._blobs.get_container_client(JOURNAL_CONTAINER)
 
     def queue(self, name: str) -> Any:
         with self._lock:
@@ -75,20 +76,21 @@ class Storage:
             return self._queues[name]
 
     def ensure(self) -> None:
-        """Create every queue and the ledger container if missing (idempotent)."""
+        """Create every queue and the ledger and journal containers if missing (idempotent)."""
         from azure.core.exceptions import ResourceExistsError
 
         for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
             with contextlib.suppress(ResourceExistsError):
                 self.queue(name).create_queue()
-        with contextlib.suppress(ResourceExistsError):
-            self.ledger_container.create_container()
+        for container in (self.ledger_container, self.journal_container):
+            with contextlib.suppress(ResourceExistsError):
+                container.create_container()
 
     def send(self, name: str, text: str, delay: float = 0.0) -> None:
         """Put a message on a queue, invisible for `delay` seconds (rounded up to whole seconds)."""
         seconds = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay)))
         self.queue(name).send_message(text, visibility_timeout=seconds or None, time_to_live=-1)
-        log.info("queue %s: sent %d bytes, visible in %d s (corr %s)", name, len(text), seconds, correlation_id())
+        log.info("queue %s: sent %d bytes, visible in %d s", name, len(text), seconds)
 
     def pending(self, names: tuple[str, ...]) -> int:
         """Messages in the queues, invisible (delayed or in hand) ones included."""

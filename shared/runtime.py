@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.enforcement import Report, sweep
-from shared.logs import correlation_scope
+from shared.enforcement import Report
+from shared.runs import run_sweep
 from shared.wiring import process_clients
 
 log = logging.getLogger("exoprov.runtime")
@@ -14,19 +14,17 @@ log = logging.getLogger("exoprov.runtime")
 def run_scheduled_sweep() -> Report:
     """One sweep in ENFORCE_MODE with the process's clients; the report is logged as one line."""
     clients = process_clients()
-    settings = clients.settings
-    with correlation_scope() as run_id:
-        report = sweep(clients.exchange(), settings, apply=settings.enforce_mode == "apply")
-        log.warning(
-            "sweep %s (%s): %d candidates, %d changed, %d failed, brake %s, complete %s",
-            run_id,
-            report.mode,
-            report.candidates,
-            report.changed,
-            report.failed,
-            report.brake_engaged,
-            report.complete,
-        )
+    report = run_sweep(clients, apply=clients.settings.enforce_mode == "apply")
+    log.warning(
+        "sweep %s (%s): %d candidates, %d changed, %d failed, brake %s, complete %s",
+        report.run_id,
+        report.mode,
+        report.candidates,
+        report.changed,
+        report.failed,
+        report.brake_engaged,
+        report.complete,
+    )
     return report
 
 

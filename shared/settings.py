@@ -10,7 +10,6 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -62,7 +61,6 @@ RECIPIENT_TYPES = ("UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMail
 MAILBOX_TYPES = ("User", "Shared", "Room", "Equipment")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _SKU_PART = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
-_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
 MONTH_MINUTES = 31 * 24 * 60.0
@@ -102,13 +100,18 @@ class Settings:
     license_wait_minutes: float = 10.0
     worker_concurrency: int = 4
     queue_retry_seconds: int = 30
-    worker_lease_seconds: int = 300
+    worker_lease_seconds: int = 45  # a killed worker's messages come back within a minute
     storage_blob_service_uri: str | None = None
     http_connect_timeout_seconds: float = 10.0
     http_read_timeout_seconds: float = 120.0
     http_max_retry_after_seconds: float = 300.0
     http_max_attempts: int = 6
     http_backoff_seconds: float = 1.0
+
+    @property
+    def has_storage(self) -> bool:
+        """Whether AzureWebJobsStorage names a storage account (queues, ledger, journal)."""
+        return bool(self.storage or (self.storage_queue_service_uri and self.storage_blob_service_uri))
 
     @property
     def graph_resource(self) -> str:
@@ -158,7 +161,7 @@ class Settings:
             license_wait_minutes=reader.get("LICENSE_WAIT_MINUTES", 10.0, _duration(0, MONTH_MINUTES)),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", 4, _int_between(1, 32)),
             queue_retry_seconds=reader.get("QUEUE_RETRY_SECONDS", 30, _int_between(0, 3600)),
-            worker_lease_seconds=reader.get("WORKER_LEASE_SECONDS", 300, _int_between(1, 3600)),
+            worker_lease_seconds=reader.get("WORKER_LEASE_SECONDS", 45, _int_between(1, 3600)),
             storage_blob_service_uri=reader.get("AzureWebJobsStorage__blobServiceUri", None, _url(allow_path=True)),
             http_connect_timeout_seconds=reader.get("HTTP_CONNECT_TIMEOUT_SECONDS", 10.0, _duration(0.1, HOUR)),
             http_read_timeout_seconds=reader.get("HTTP_READ_TIMEOUT_SECONDS", 120.0, _duration(0.1, HOUR)),
@@ -305,13 +308,10 @@ def _url(allow_path: bool = False) -> Callable[[str], str]:
 
 
 def _ncrontab(raw: str) -> str:
+    """The worker's own parser decides (shared/cron.py): what passes here is exactly what the worker runs."""
     from shared.cron import Schedule
 
-    fields = raw.split()
-    if len(fields) not in (5, 6) or not all(_NCRONTAB_FIELD.match(f) and f.isascii() for f in fields):
-        raise ValueError("expected NCRONTAB with 6 fields, {second} {minute} {hour} {day} {month} {day-of-week}")
-    Schedule.parse(raw).next_after(datetime(2026, 1, 1))  # every field in range, and it fires at all
-    return " ".join(fields)
+    return Schedule.parse(raw).expression  # every field, its names and range, and that it fires at all
 
 
 def _storage_connection(raw: str) -> str:

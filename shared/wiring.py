@@ -15,6 +15,7 @@ from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.dispatch import Dispatcher
+    from shared.journal import Journal
     from shared.queues import Storage
 
 
@@ -41,6 +42,7 @@ class Clients:
     _graph: GraphClient | None = field(default=None, repr=False)
     _storage: Storage | None = field(default=None, repr=False)
     _dispatcher: Dispatcher | None = field(default=None, repr=False)
+    _journal: Journal | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
@@ -90,6 +92,16 @@ class Clients:
                 self._storage = Storage(self.settings)
             return self._storage
 
+    def journal(self) -> Journal:
+        """The change journal, in the same storage account as the queues."""
+        from shared.journal import Journal
+        from shared.queues import storage_endpoint
+
+        with self._lock:
+            if self._journal is None:
+                self._journal = Journal(self.storage().journal_container, storage_endpoint(self.settings))
+            return self._journal
+
     def dispatcher(self) -> Dispatcher:
         """The chain bound to this process's clients, with the ledger beside the queues."""
         from shared.dispatch import Dispatcher
@@ -99,7 +111,7 @@ class Clients:
         with self._lock:
             if self._dispatcher is None:
                 storage = self.storage()
-                chain = Chain(self.settings, self.graph(), self.exchange)
+                chain = Chain(self.settings, self.graph(), self.exchange, self.journal())
                 self._dispatcher = Dispatcher(chain, storage, Ledger(storage.ledger_container))
             return self._dispatcher
 

@@ -2,6 +2,9 @@
 
 It applies the Functions host's rules (host.json) to the letter: a failed message becomes visible
 again after the retry delay, and after MAX_DEQUEUE_COUNT deliveries it moves to `<queue>-poison`.
+One rule is its own: a message in hand is held for a short lease (WORKER_LEASE_SECONDS, 45 s by default),
+renewed every third of it while the step runs, so a killed worker's messages come back within a minute
+(the host holds one for 10 minutes). The ledger's per-request lease keeps a redelivery from sending twice.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
 IDLE_PROGRESS_SECONDS = 60.0
+RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived
 EXIT_OK, EXIT_TIMEOUT = 0, 3
 
 
@@ -37,7 +41,7 @@ class Worker:
     dispatcher: Dispatcher
     concurrency: int = 4
     retry_seconds: int = 30
-    lease_seconds: int = 300  # a message in hand stays invisible this long; a killed worker's comes back after it
+    lease_seconds: int = 45  # a message in hand stays invisible this long, renewed; a killed worker's returns after it
     schedule: Schedule | None = None
     sweep: Callable[[], Any] | None = None
     clock: Callable[[], float] = time.monotonic
@@ -125,11 +129,11 @@ class Worker:
 
     def _process(self, queue: str, message: Any) -> None:
         try:
-            with _KeepInvisible(self.storage.queue(queue), message, self.lease_seconds) as keeper:
+            with _KeepInvisible(self.storage.queue(queue), queue, message, self.lease_seconds) as keeper:
                 self._handle(queue, message, keeper)
         except Exception as exc:  # storage failed while settling the message: it comes back after its lease
             log.error(
-                "message %s on %s could not be settled (%s); it returns after its lease",
+                "message %s on %s could not be settled (%s); it returns after its lease, unless redelivered already",
                 message.id,
                 queue,
                 first_line(exc),
@@ -211,10 +215,20 @@ def _storage_trouble(exc: BaseException) -> bool:
 
 class _KeepInvisible:
     """Keeps a message in hand invisible while its step runs, as the Functions host does, so that a long step
-    is not delivered a second time meanwhile (and a dead worker's message still returns after one lease)."""
+    is not delivered a second time meanwhile (and a dead worker's message still returns after one lease).
 
-    def __init__(self, client: Any, message: Any, lease_seconds: int) -> None:
-        self._client, self._message, self._lease = client, message, lease_seconds
+    It renews every third of the lease, each attempt bounded to half of that, so one lost or hung renewal
+    leaves time for the next; after a failure it tries again twice as soon. A renewal that fails is logged
+    once per message, in one line. If the lease is lost anyway, the message is delivered again while the step
+    runs: that delivery waits for the request's ledger lease (held and renewed by this step), comes back
+    later and finds the step done, so the request still gets one result.
+    """
+
+    def __init__(self, client: Any, queue: str, message: Any, lease_seconds: int) -> None:
+        self._client, self._queue, self._message, self._lease = client, queue, message, lease_seconds
+        self._every = lease_seconds / RENEWALS_PER_LEASE
+        self._attempt_seconds = max(1.0, self._every / 2)
+        self._told = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="exoprov-keep-invisible", daemon=True)
 
@@ -233,8 +247,33 @@ class _KeepInvisible:
         return self._message
 
     def _run(self) -> None:
-        while not self._done.wait(self._lease / 2):
+        wait = self._every
+        while not self._done.wait(wait):
             try:
-                self._message = self._client.update_message(self._message, visibility_timeout=self._lease)
-            except Exception as exc:  # storage trouble: the message may come back; the ledger copes
-                log.warning("could not keep message %s invisible (%s)", self._message.id, first_line(exc))
+                self._message = self._client.update_message(
+                    self._message,
+                    visibility_timeout=self._lease,
+                    connection_timeout=self._attempt_seconds,
+                    read_timeout=self._attempt_seconds,
+                    retry_total=0,  # the next attempt comes soon enough; an SDK retry could outlast the lease
+                )
+                wait = self._every
+            except Exception as exc:
+                lost = getattr(exc, "status_code", None) in (400, 404)  # the pop receipt is no longer ours
+                self._tell(exc, lost)
+                if lost:
+                    return
+                wait = self._every / 2
+
+    def _tell(self, exc: BaseException, lost: bool) -> None:
+        if self._told:
+            return
+        self._told = True
+        log.warning(
+            "message %s on %s: %s (%s); a second delivery meanwhile waits for the request's ledger lease, so the "
+            "request still gets one result",
+            self._message.id,
+            self._queue,
+            "lost its lease, renewal stops" if lost else f"could not renew its {self._lease} s lease, still trying",
+            first_line(exc),
+        )

@@ -1,16 +1,35 @@
-"""Helpers for the chain tests: submit requests, run the worker until idle, collect results."""
+"""Helpers for the tests: submit requests, run the worker until idle, collect results, run `exoprov`."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from shared.queues import REQUESTS, RESULTS
 from shared.settings import Settings
 from shared.wiring import Clients
 from shared.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def exoprov(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`exoprov ARGS` in a child process with this environment (plus `env`), its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def request(request_id: str, upn: str, **fields: Any) -> dict[str, Any]:

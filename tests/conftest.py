@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from hypothesis import settings as hypothesis_settings
 
 from sandbox.azurite import Azurite
 from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
+from shared.logs import CorrelationFilter
 from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
 from shared.settings import Settings
 from shared.wiring import Clients, reset_process_clients
@@ -73,13 +77,19 @@ def sandbox(sandbox_process: SandboxHandle) -> SandboxHandle:
 
 
 @pytest.fixture
-def env(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Settings that point at the sandbox, with short waits; tests add their own on top."""
+def env(sandbox: SandboxHandle, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings that point at the sandbox and an empty journal, with short waits; tests add their own on top."""
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    values = {**sandbox.env, "HTTP_BACKOFF_SECONDS": "0.05", "HTTP_READ_TIMEOUT_SECONDS": "5"}
+    values = {
+        **sandbox.env,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "HTTP_BACKOFF_SECONDS": "0.05",
+        "HTTP_READ_TIMEOUT_SECONDS": "5",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
+    empty_journal(Storage(Settings.from_env()))
     return values
 
 
@@ -135,6 +145,13 @@ def empty_storage(storage: Storage) -> None:
         storage.queue(name).clear_messages()
     for blob in storage.ledger_container.list_blobs():
         storage.ledger_container.delete_blob(blob.name)
+    empty_journal(storage)
+
+
+def empty_journal(storage: Storage) -> None:
+    with contextlib.suppress(ResourceNotFoundError):
+        for blob in storage.journal_container.list_blobs():
+            storage.journal_container.delete_blob(blob.name)
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +160,15 @@ def _fresh_process_clients() -> Iterator[None]:
     reset_process_clients()
     yield
     reset_process_clients()
+
+
+@pytest.fixture(autouse=True)
+def _no_host_logging_left() -> Iterator[None]:
+    """A test that runs a Functions adapter leaves no host log filter on pytest's own (session-long) handlers."""
+    yield
+    for handler in logging.getLogger().handlers:
+        for stamp in [f for f in handler.filters if isinstance(f, CorrelationFilter)]:
+            handler.removeFilter(stamp)
 
 
 # Figures recorded by the fault suite, printed at the end of the run for the README's reliability table. The

@@ -283,7 +283,13 @@ def test_an_inherited_license_is_reported_not_fought(batch) -> None:
 
 def test_every_write_leaves_one_audit_event_with_before_and_after(batch) -> None:
     """License, usageLocation and Set-Mailbox writes each emit a structured event naming the request."""
-    assert {e["action"] for e in batch["audit"]} == {"usageLocation", "license.add", "license.remove", "Set-Mailbox"}
+    assert {e["action"] for e in batch["audit"]} == {
+        "usageLocation",
+        "license.add",
+        "license.remove",
+        "Set-Mailbox -IsExchangeCloudManaged",
+        "Set-Mailbox -Type",
+    }
     assert all(e["requestId"] and e["target"] and "after" in e for e in batch["audit"])
 
 

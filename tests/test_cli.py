@@ -69,18 +69,19 @@ def test_a_bad_setting_exits_1_and_names_it(env, monkeypatch, capsys) -> None:
     assert "ENFORCE_MODE" in err and "Traceback" not in err
 
 
-def test_doctor_passes_against_the_sandbox(env, capsys) -> None:
+def test_doctor_passes_against_the_sandbox(env, capsys, monkeypatch) -> None:
     """Every check passes against the sandbox; storage is skipped while AzureWebJobsStorage is unset."""
+    monkeypatch.delenv("AzureWebJobsStorage")
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert out.count("  ok  ") == 7 and "skip  storage" in out and "all checks passed" in out
 
 
 def test_doctor_checks_everything_the_deployment_promised(chain_env, capsys) -> None:
-    """With storage configured: Graph roles, licenses, Exchange write cmdlets, queues and ledger all pass."""
+    """With storage configured: Graph roles, licenses, Exchange write cmdlets, queues, ledger and journal all pass."""
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert "  ok  storage                 10 queues and the exoprov-ledger container answer" in out
+    assert "  ok  storage                 10 queues and the exoprov-ledger and exoprov-journal containers answer" in out
     assert "EXCHANGESTANDARD 20 free" in out and "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed" in out
 
 

@@ -12,7 +12,8 @@ from tests.conftest import APP_SETTINGS, ROOT
 
 @pytest.mark.timeout(180)
 def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
-    """The demo passes the doctor, sweeps (report, apply, nothing left) and provisions its batch."""
+    """The demo passes the doctor, sweeps (report, apply, nothing left), shows the journal and undo's plan,
+    and provisions its batch."""
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     demo = subprocess.run(
@@ -22,6 +23,8 @@ def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
     out = demo.stdout
     assert "all checks passed" in out
     assert "changed                 5" in out and out.count("candidates              0") == 1
+    assert "5 entries" in out and out.count("False -> True  applied") == 5  # the journal of the apply run
+    assert "to set back             5" in out  # undo's plan for that run, in report mode
     for line in (
         "hr-1001  succeeded  UserMailbox",
         "hr-1002  succeeded  SharedMailbox",

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from shared.enforcement import sweep
-from shared.settings import Settings
+from shared.runs import run_sweep
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 from tests.conftest import ROOT, SandboxHandle, record_figures
 
@@ -224,7 +223,7 @@ def big_tenant(env, sandbox: SandboxHandle, monkeypatch) -> SandboxHandle:
 def test_report_mode_writes_nothing_under_faults(big_tenant) -> None:
     """Faults everywhere: a report run still sends no write at all."""
     big_tenant.knobs(**SWEEP_FAULTS)
-    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=False)
+    report = run_sweep(fresh_clients(), apply=False)
     assert report.candidates == 300 and big_tenant.stats()["writes"] == {}
 
 
@@ -232,7 +231,7 @@ def test_the_brake_holds_under_faults(big_tenant, monkeypatch) -> None:
     """Faults everywhere: over the brake, nothing is written."""
     monkeypatch.setenv("ENFORCE_MAX_CHANGES", "299")
     big_tenant.knobs(**SWEEP_FAULTS)
-    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
+    report = run_sweep(fresh_clients(), apply=True)
     assert report.brake_engaged and big_tenant.stats()["writes"] == {}
 
 
@@ -243,7 +242,7 @@ def test_exclusions_hold_under_faults(big_tenant, monkeypatch) -> None:
     monkeypatch.setenv("ENFORCE_EXCLUDE", ",".join(excluded))
     monkeypatch.setenv("ENFORCE_MAX_CHANGES", "0")
     big_tenant.knobs(**SWEEP_FAULTS)
-    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
+    report = run_sweep(fresh_clients(), apply=True)
     assert report.failed == 0 and report.changed == 280
     assert excluded.isdisjoint(big_tenant.stats()["writes"])
 
@@ -271,7 +270,7 @@ def test_a_sweep_killed_midway_is_finished_by_the_next_run(big_tenant, monkeypat
     assert 0 < half < 300, "the kill did not land in the middle of the run"
     big_tenant.knobs(latency=0.0, **SWEEP_FAULTS)
     monkeypatch.setenv("ENFORCE_CONCURRENCY", "4")
-    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
+    report = run_sweep(fresh_clients(), apply=True)
     assert report.candidates == half and report.changed == half and report.failed == 0
     assert all(m["cloudManaged"] for m in big_tenant.mailboxes())
     record_figures(

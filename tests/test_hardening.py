@@ -17,31 +17,19 @@ import pytest
 from sandbox.azurite import free_port
 from shared.cli import format_report
 from shared.doctor import run_doctor
-from shared.enforcement import sweep
 from shared.errors import ConfigurationError
 from shared.messages import parse_request
+from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
 from shared.worker import Worker
-from tests.chain_helpers import collect_results, fresh_clients, run_worker, submit
+from tests.chain_helpers import collect_results, exoprov, fresh_clients, run_worker, submit
 from tests.conftest import ROOT
 
 
 def run_sweep(*, apply: bool):
     settings = Settings.from_env()
-    return sweep(Clients.from_settings(settings).exchange(), settings, apply=apply)
-
-
-def exoprov(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return journaled_sweep(Clients.from_settings(settings), apply=apply)
 
 
 # -- 10. exclusions ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.queues import CHAIN_QUEUES, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
+from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 from shared.settings import Settings
 from tests.conftest import ROOT
 
@@ -97,8 +97,8 @@ def test_the_sweep_is_deployed_in_report_mode() -> None:
     assert mapping["enforceMode"]["value"] == "${ENFORCE_MODE=report}"
 
 
-def test_every_queue_and_the_ledger_container_are_created() -> None:
-    """The storage account gets every queue the app uses and the ledger container."""
+def test_every_queue_and_the_ledger_and_journal_containers_are_created() -> None:
+    """The storage account gets every queue the app uses, the ledger container and the journal container."""
     params = bicep("main.bicep")["modules"]["storage"]["config"]["params"]
     assert set(bicep("main.bicep")["variables"]["queueNames"]["value"]) == {
         *CHAIN_QUEUES,
@@ -108,6 +108,7 @@ def test_every_queue_and_the_ledger_container_are_created() -> None:
     }
     assert params["queueServices"]["queues"]["loop_type"]["detail"]["array_name"] == "queueNames"
     assert {"name": LEDGER_CONTAINER} in params["blobServices"]["containers"]
+    assert {"name": JOURNAL_CONTAINER} in params["blobServices"]["containers"]
 
 
 def test_no_shared_key_and_no_local_auth_anywhere() -> None:

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from shared.enforcement import DIR_SYNCED_FILTER, sweep
+from shared.enforcement import DIR_SYNCED_FILTER
 from shared.errors import ConfigurationError
+from shared.runs import run_sweep
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 
@@ -73,7 +74,7 @@ def test_exclusions_are_literal_never_patterns(env, sandbox, monkeypatch, exclud
 def test_the_listing_filter_is_a_constant(env, sandbox, monkeypatch) -> None:
     """Whatever the exclusions, the only filter Exchange is sent is the fixed IsDirSynced one."""
     monkeypatch.setenv("ENFORCE_EXCLUDE", "vip@contoso.com")
-    report = sweep(fresh_clients().exchange(), Settings.from_env(), apply=True)
+    report = run_sweep(fresh_clients(), apply=True)
     assert report.excluded == 1 and report.changed == report.candidates == 5
     assert sandbox.stats()["filters"] == {DIR_SYNCED_FILTER: 1}
 

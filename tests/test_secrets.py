@@ -9,8 +9,8 @@ import pytest
 
 from sandbox.azurite import DEV_KEY
 from shared.cli import main
-from shared.enforcement import sweep
 from shared.errors import UnexpectedAnswerError
+from shared.runs import run_sweep
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 
@@ -50,7 +50,7 @@ def test_no_token_key_or_identity_secret_in_any_log_of_a_chain_and_a_sweep(
     submit(clients, request("log-1", "logged@contoso.com", mailboxType="Shared"))
     assert run_worker(clients) == 0
     assert collect_results(clients)["log-1"][0]["status"] == "succeeded"
-    sweep(clients.exchange(), clients.settings, apply=True)
+    run_sweep(clients, apply=True)
     assert main(["doctor"]) == 0
     output = capsys.readouterr()
     secrets = [

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from shared.enforcement import Mailbox, make_plan, sweep
+from shared.enforcement import Mailbox, make_plan
 from shared.errors import PermissionDeniedError
+from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
 
@@ -15,8 +16,7 @@ ALL_TYPES = frozenset({"UserMailbox", "SharedMailbox", "RoomMailbox", "Equipment
 
 
 def run_sweep(*, apply: bool, progress=None):
-    settings = Settings.from_env()
-    return sweep(Clients.from_settings(settings).exchange(), settings, apply=apply, progress=progress)
+    return journaled_sweep(Clients.from_settings(Settings.from_env()), apply=apply, progress=progress)
 
 
 def record(upn: str, kind: str = "UserMailbox", synced: bool = True, managed: bool = False) -> dict[str, object]:
@@ -222,14 +222,11 @@ def test_every_flip_leaves_one_audit_event_with_the_run_correlation_id(env, sand
     """Each mailbox the sweep flips emits one structured audit event (before false, after true) tagged with the run."""
     import logging
 
-    from shared.logs import correlation_scope
-
     caplog.set_level(logging.INFO, logger="exoprov.audit")
-    with correlation_scope("run-42"):
-        report = run_sweep(apply=True)
+    report = run_sweep(apply=True)
     events = [r.__dict__["audit"] for r in caplog.records if "audit" in r.__dict__]
     assert len(events) == report.changed == 6
-    assert all(e["before"] is False and e["after"] is True and e["correlationId"] == "run-42" for e in events)
+    assert all(e["before"] is False and e["after"] is True and e["correlationId"] == report.run_id for e in events)
     assert len({e["target"] for e in events}) == 6
 
 

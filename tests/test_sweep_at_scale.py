@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.enforcement import sweep
 from shared.errors import ServiceUnavailableError
 from shared.exchange import Command
+from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
 
@@ -15,7 +15,7 @@ TENANT = {"generate": {"mailboxes": 5000, "candidates": 400, "seed": 21}}
 
 def run_sweep(*, apply: bool):
     settings = Settings.from_env()
-    return sweep(Clients.from_settings(settings).exchange(), settings, apply=apply)
+    return journaled_sweep(Clients.from_settings(settings), apply=apply)
 
 
 def test_a_sweep_of_5000_over_100_pages_survives_lost_pages_and_a_limit_of_one(env, sandbox, monkeypatch) -> None:

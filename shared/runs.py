@@ -1,0 +1,106 @@
+"""Journaled runs: a sweep or an undo under a new run id (its correlation id too), after settling crashed runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared.enforcement import Progress, Report, sweep
+from shared.errors import ConfigurationError, JournalUnavailableError
+from shared.journal import Session, new_run_id, run_session
+from shared.logs import correlation_scope
+from shared.recovery import settle_runs
+from shared.wiring import Clients
+
+log = logging.getLogger("exoprov.runs")
+
+
+def run_sweep(
+    clients: Clients, *, apply: bool, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> Report:
+    """One sweep with its own run id; every write it makes is in the journal under that id."""
+    run_id = new_run_id()
+    with correlation_scope(run_id):
+        if apply or clients.settings.has_storage:
+            notes = _settle(clients, run_id, needed=apply)
+            session = clients.journal().run_session(run_id, "sweep")
+            session.keep_alive()
+        else:
+            notes = ["AzureWebJobsStorage is not set: no journal, so this report-only run did not settle earlier runs"]
+            session = run_session(None, run_id, "sweep")
+        try:
+            report = sweep(
+                clients.exchange(), clients.settings, apply=apply, session=session, progress=progress, cancel=cancel
+            )
+        finally:
+            closing = _close(session)
+        report.notes[:0] = notes
+        report.notes += closing
+    return report
+
+
+def run_undo(
+    clients: Clients,
+    undo_run_id: str,
+    *,
+    apply: bool,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> Report:
+    """Take back what run `undo_run_id` changed, as a run of its own (so that it can be undone too)."""
+    from shared.journal import check_run_id
+    from shared.undo import undo
+
+    check_run_id(undo_run_id)
+    run_id = new_run_id()
+    with correlation_scope(run_id):
+        notes = _settle(clients, run_id, needed=True)
+        journal = clients.journal()
+        session = journal.run_session(run_id, "undo", undoes=undo_run_id)
+        session.keep_alive()
+        try:
+            report = undo(
+                clients.exchange(),
+                journal,
+                clients.settings,
+                undo_run_id,
+                apply=apply,
+                session=session,
+                progress=progress,
+                cancel=cancel,
+            )
+        finally:
+            closing = _close(session)
+        report.notes[:0] = notes
+        report.notes += closing
+    return report
+
+
+def _settle(clients: Clients, run_id: str, *, needed: bool) -> list[str]:
+    """Settle what crashed runs left; a journal that cannot be read stops a run that would write."""
+    try:
+        settlement = settle_runs(clients.journal(), clients.exchange, clients.graph, by=run_id)
+    except ConfigurationError as exc:
+        if exc.setting != "AzureWebJobsStorage":
+            raise
+        raise ConfigurationError(
+            exc.setting,
+            "a run that changes mailboxes records every write in the journal first, which lives in this storage "
+            f"account; {str(exc).removeprefix(exc.setting + ': ')}",
+        ) from exc
+    except JournalUnavailableError as exc:
+        if needed:
+            raise
+        log.warning("%s; the report goes on without it", exc)
+        return [f"the journal could not be read ({exc}); earlier interrupted runs were not settled"]
+    note = settlement.note()
+    return [note] if note else []
+
+
+def _close(session: Session) -> list[str]:
+    try:
+        session.close()
+    except JournalUnavailableError as exc:
+        log.error("%s; the next run settles this run's last outcomes by reading the mailboxes back", exc)
+        return [f"the journal's last outcomes could not be written ({exc}); the next run settles them"]
+    return []

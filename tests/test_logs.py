@@ -1,0 +1,96 @@
+"""Logs: audit events shown without -v, correlation ids stamped by a filter, traces never sampled on Azure."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+
+from shared.logs import CorrelationFilter, audit, configure_host, correlation_scope
+from tests.chain_helpers import exoprov, fresh_clients, request, submit
+from tests.conftest import ROOT
+
+
+def test_sweep_apply_shows_each_write_on_stderr_without_verbose(env, sandbox) -> None:
+    """`exoprov sweep --apply` prints one audit line per flip, each led by the run id of its report."""
+    result = exoprov("sweep", "--apply", "--json")
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["runId"]
+    writes = [line for line in result.stderr.splitlines() if "exoprov.audit" in line]
+    assert len(writes) == 6
+    assert all(f"[{run_id}]: write Set-Mailbox -IsExchangeCloudManaged on " in line for line in writes)
+    assert all(line.endswith("False -> True") for line in writes)
+    assert "exoprov.http" not in result.stderr  # the calls themselves stay at INFO, behind -v
+
+
+def test_the_worker_shows_the_chains_writes_with_the_request_id(chain_env, sandbox) -> None:
+    """`exoprov worker` prints the chain's writes without -v, each line led by its requestId."""
+    sandbox.add_user(upn="logged.worker@contoso.com", usageLocation="DE")
+    submit(fresh_clients(), request("log-w", "logged.worker@contoso.com", mailboxType="Shared"))
+    result = exoprov("worker", "--until-idle", "--no-sweep", "--timeout", "90")
+    assert result.returncode == 0, result.stderr
+    writes = [line for line in result.stderr.splitlines() if "exoprov.audit" in line]
+    actions = [re.search(r"write (.+?) on ", line).group(1) for line in writes]  # type: ignore[union-attr]
+    assert actions == ["license.add", "Set-Mailbox -IsExchangeCloudManaged", "Set-Mailbox -Type", "license.remove"]
+    assert all("[log-w]: " in line and "(request log-w)" in line for line in writes)
+
+
+def test_the_filter_stamps_the_correlation_id_on_records_of_any_logger() -> None:
+    """A handler with the filter formats %(correlation_id)s for exoprov's records and for a library's alike."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(CorrelationFilter())
+    handler.setFormatter(logging.Formatter("%(name)s [%(correlation_id)s] %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with correlation_scope("run-7"):
+            logging.getLogger("exoprov.sample").warning("one %s", "thing")
+            logging.getLogger("urllib3.sample").warning("another")
+        logging.getLogger("exoprov.sample").warning("outside")
+    finally:
+        root.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [
+        "exoprov.sample [run-7] one thing",
+        "urllib3.sample [run-7] another",
+        "exoprov.sample [-] outside",
+    ]
+
+
+def test_on_the_functions_host_exoprovs_messages_start_with_the_correlation_id() -> None:
+    """The host forwards only the message text, so configure_host() puts the id in front of it, once."""
+    streams = [io.StringIO(), io.StringIO()]
+    handlers = [logging.StreamHandler(s) for s in streams]  # the host's handler, and a second one
+    root = logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        configure_host()
+        configure_host()  # every invocation calls it; the filter goes on once
+        with correlation_scope("req-9"):
+            audit("license.add", "someone@contoso.com", [], ["sku"], request_id="req-9")
+            logging.getLogger("azure.core").warning("a library's line keeps its text")
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+    for stream in streams:
+        lines = stream.getvalue().splitlines()
+        assert lines[0] == "[req-9] write license.add on someone@contoso.com (request req-9): [] -> ['sku']"
+        assert lines[1] == "a library's line keeps its text"
+    assert sum(isinstance(f, CorrelationFilter) for f in handlers[0].filters) == 1
+
+
+def test_host_json_never_samples_traces_away_and_lets_function_logs_through() -> None:
+    """Traces are excluded from Application Insights sampling, and the Function category logs at Information.
+
+    excludedTypes sits inside samplingSettings and lists types never sampled (Dependency, Event, Exception,
+    PageView, Request, Trace): MicrosoftDocs/azure-docs#47219 and the host.json reference on Microsoft Learn.
+    Python log records reach the host as category `Function.<name>.User` (MicrosoftDocs/azure-docs#102112),
+    so the "Function" key, not a Python logger name, decides whether they pass.
+    """
+    host = json.loads((ROOT / "host.json").read_text())
+    excluded = host["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"].split(";")
+    assert "Trace" in excluded
+    assert host["logging"]["logLevel"]["Function"] == "Information"
+    assert not any(key.startswith("exoprov") for key in host["logging"]["logLevel"])
