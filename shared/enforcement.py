@@ -48,9 +48,10 @@ DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
 BUDGET_NOTE = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
 LISTING_RESTARTS = 5
-# Intents are written for this many $batches at once, ahead of sending them: one journal append per
-# 500 mailboxes keeps the journal's cost to a few per cent of the sweep's.
+# Intents are written for this many $batches at once, one group ahead of sending them: one journal append
+# per 500 mailboxes. The first groups are smaller, so that the first writes wait for a small append only.
 INTENT_GROUP_BATCHES = 50
+INTENT_RAMP = (1, 4, 16)
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
@@ -284,6 +285,17 @@ def read_tenant_default(exchange: ExchangeClient, deadline: float | None = None)
     return result.value[0][TENANT_DEFAULT_PROPERTY] is True
 
 
+def intent_groups(batches: int) -> list[tuple[int, int]]:
+    """The [first, last) ranges of $batches whose intents are journaled together: 1, 4, 16, then 50 at a time."""
+    groups, first = [], 0
+    sizes = iter(INTENT_RAMP)
+    while first < batches:
+        size = next(sizes, INTENT_GROUP_BATCHES)
+        groups.append((first, min(first + size, batches)))
+        first += size
+    return groups
+
+
 class Cancelled(Exception):
     """The person running the sweep (or undo) asked it to stop."""
 
@@ -381,19 +393,36 @@ class Applier:
 
     def run(self, candidates: list[Mailbox]) -> None:
         chunks = [candidates[i : i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
+        groups = intent_groups(len(chunks))
+        group_of = [g for g, (first, last) in enumerate(groups) for _ in range(first, last)]
+        intents: dict[int, Future[bool]] = {}
         in_flight: set[Future[None]] = set()
-        with ThreadPoolExecutor(self._settings.enforce_concurrency, "exoprov-sweep") as pool:
+        sent = 0
+
+        def write_ahead(group: int) -> None:
+            # Intents go out one group ahead of the writes, on a thread of their own, so the journal's appends
+            # overlap the batches instead of holding them up; only the first, smallest group is waited for.
+            if group < len(groups) and group not in intents:
+                first, last = groups[group]
+                intents[group] = journal.submit(contextvars.copy_context().run, self._intend, chunks[first:last])
+
+        with (
+            ThreadPoolExecutor(self._settings.enforce_concurrency, "exoprov-sweep") as pool,
+            ThreadPoolExecutor(1, "exoprov-journal") as journal,
+        ):
             for index, chunk in enumerate(chunks):
                 while len(in_flight) >= self._settings.enforce_concurrency:
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     self._reraise(finished)
-                if self._should_stop() or (
-                    index % INTENT_GROUP_BATCHES == 0 and not self._intend(chunks[index : index + INTENT_GROUP_BATCHES])
-                ):
-                    self._skip([mailbox for rest in chunks[index:] for mailbox in rest])
+                write_ahead(group_of[index])
+                if self._should_stop() or not intents[group_of[index]].result():
                     break
+                write_ahead(group_of[index] + 1)
                 # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
                 in_flight.add(pool.submit(contextvars.copy_context().run, self._flip, chunk))
+                sent = index + 1
+            journal.shutdown(wait=True)  # an intent written ahead for a batch never sent is withdrawn below
+            self._skip([mailbox for rest in chunks[sent:] for mailbox in rest])
             finished, _ = wait(in_flight)
             self._reraise(finished)
         if self._stop_reason:

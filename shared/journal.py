@@ -15,6 +15,7 @@ owner is gone holds the intents a crash left unsettled (see `shared/recovery.py`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -241,6 +242,8 @@ class Session:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     settled_others: bool = False  # a request's session: earlier deliveries were settled by this one
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+    _prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:6] + "-")  # unique across sessions too
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -251,7 +254,7 @@ class Session:
         from shared.logs import correlation_id
 
         return Entry(
-            entry_id=uuid.uuid4().hex[:12],
+            entry_id=f"{self._prefix}{next(self._ids)}",
             time=now_iso(),
             action=action,
             target_id=target_id,
@@ -389,11 +392,18 @@ def settlement_line(entry_id: str, outcome: str, error: str | None, by: str) -> 
 
 
 def _entry_line(entry: Entry) -> dict[str, Any]:
-    data = asdict(entry)
-    data["id"] = data.pop("entry_id")
-    for key in ("outcome", "error", "settled_at", "settled_by"):
-        data.pop(key)
-    return data
+    return {
+        "id": entry.entry_id,
+        "time": entry.time,
+        "action": entry.action,
+        "target_id": entry.target_id,
+        "target": entry.target,
+        "before": entry.before,
+        "after": entry.after,
+        "run_id": entry.run_id,
+        "request_id": entry.request_id,
+        "correlation_id": entry.correlation_id,
+    }
 
 
 def _entry(line: dict[str, Any]) -> Entry:
