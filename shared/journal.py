@@ -238,6 +238,7 @@ class Session:
     meta: dict[str, str]
     _created: bool = False
     _pending: list[dict[str, Any]] = field(default_factory=list)
+    _outcomes: list[tuple[str, str, str | None]] = field(default_factory=list)
     _unsettled: set[str] = field(default_factory=set)  # intents written whose outcome is not recorded yet
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -268,37 +269,52 @@ class Session:
 
     def intend(self, entries: Iterable[Entry]) -> None:
         """Make intents durable before their writes are sent (with any outcomes waiting); raises if it cannot."""
-        lines = [{"op": "intent", **_entry_line(e)} for e in entries]
+        entries = list(entries)
         if self.journal is None:
             raise JournalUnavailableError("no journal: AzureWebJobsStorage is not set, so nothing may be changed")
+        ids = [e.entry_id for e in entries]
         with self._lock:
             if not self._created:
                 self.journal.create(self.name, self.metadata)
                 self._created = True
                 _LIVE.add(self.name)
-            batch, self._pending = self._pending + lines, []
+            waiting = self._drain()
             try:
-                self.journal.append(self.name, batch)
+                self.journal.append(self.name, waiting + _intent_lines(entries))
             except JournalUnavailableError:
                 # The writes will not be made; should the append have landed after all, its intents are withdrawn.
-                kept = [line for line in batch if line["op"] != "intent"]
-                self._pending = kept + [{"op": "withdraw", "id": line["id"]} for line in lines] + self._pending
+                self._pending = [*waiting, {"op": "withdraw", "ids": ids}, *self._pending]
                 raise
-            self._unsettled.update(line["id"] for line in lines)
+            self._unsettled.update(ids)
 
     def record(self, entry_id: str, outcome: str, error: str | None = None) -> None:
         """Note how a write ended; it reaches the blob with the next append (a crash before that is settled)."""
         assert outcome in OUTCOMES[1:], outcome
         with self._lock:
-            self._pending.append({"op": "outcome", "id": entry_id, "outcome": outcome, "error": error, "at": now_iso()})
+            self._outcomes.append((entry_id, outcome, error))
             self._unsettled.discard(entry_id)
 
     def withdraw(self, entry_ids: Iterable[str]) -> None:
         """Intents whose writes were never sent (the run stopped first): they leave the journal's view."""
-        with self._lock:
-            for entry_id in entry_ids:
-                self._pending.append({"op": "withdraw", "id": entry_id})
-                self._unsettled.discard(entry_id)
+        ids = list(entry_ids)
+        if ids:
+            with self._lock:
+                self._pending.append({"op": "withdraw", "ids": ids})
+                self._unsettled.difference_update(ids)
+
+    def _drain(self) -> list[dict[str, Any]]:
+        """The lines waiting to be appended (the caller holds the lock): outcomes grouped by kind, one line each."""
+        lines, self._pending = self._pending, []
+        plain: dict[str, list[str]] = {}
+        for entry_id, outcome, error in self._outcomes:
+            if error is None:
+                plain.setdefault(outcome, []).append(entry_id)
+            else:
+                lines.append({"op": "outcome", "id": entry_id, "outcome": outcome, "error": error, "at": now_iso()})
+        if plain:
+            lines.append({"op": "outcomes", "at": now_iso(), **plain})
+        self._outcomes = []
+        return lines
 
     def keep_alive(self, every: float = HEARTBEAT_SECONDS) -> None:
         """Append what waits (or a sign of life) every `every` seconds until closed, so that no other process
@@ -309,11 +325,11 @@ class Session:
                 with self._lock:
                     if not self._created or self.journal is None:
                         continue
-                    lines, self._pending = self._pending or [{"op": "alive", "at": now_iso()}], []
+                    lines = self._drain()
                     try:
-                        self.journal.append(self.name, lines)
+                        self.journal.append(self.name, lines or [{"op": "alive", "at": now_iso()}])
                     except JournalUnavailableError as exc:
-                        self._pending = [line for line in lines if line["op"] != "alive"] + self._pending
+                        self._pending = lines + self._pending
                         log.warning("%s; trying again in %.0f s", exc, every)
 
         threading.Thread(target=beat, name="exoprov-journal-heartbeat", daemon=True).start()
@@ -326,9 +342,13 @@ class Session:
             if not self._created or self.journal is None:
                 return
             try:
-                if self._pending:
-                    self.journal.append(self.name, self._pending)
-                    self._pending = []
+                lines = self._drain()
+                if lines:
+                    try:
+                        self.journal.append(self.name, lines)
+                    except JournalUnavailableError:
+                        self._pending = lines + self._pending
+                        raise
                 if self._unsettled:
                     log.warning(
                         "journal: %s keeps %d intent(s) without an outcome; the next run settles them",
@@ -365,15 +385,30 @@ def fold(lines: Iterable[str]) -> list[Entry]:
             line = json.loads(text)
         except ValueError:
             line = None
-        if isinstance(line, dict) and line.get("op") == "alive":
-            continue  # a heartbeat
-        if not isinstance(line, dict) or "id" not in line:
+        if not isinstance(line, dict) or not _apply(entries, line):
             log.warning("journal: skipped a line that is no journal line (%d characters)", len(text))
-            continue
-        op, key = line.get("op"), str(line["id"])
-        if op == "intent":
-            entries[key] = _entry(line)
-        elif op == "outcome" and key in entries and line.get("outcome") in OUTCOMES:
+    return list(entries.values())
+
+
+def _apply(entries: dict[str, Entry], line: dict[str, Any]) -> bool:
+    """Fold one line into the entries; False when it is not a journal line."""
+    op = line.get("op")
+    if op == "alive":
+        return True  # a heartbeat
+    if op == "intents" and isinstance(line.get("targets"), list):
+        for target in line["targets"]:
+            entry_id, target_id, name = (str(part) for part in target)
+            entries[entry_id] = _entry(line, entry_id, target_id, name)
+        return True
+    if op == "outcomes":
+        for outcome in ("applied", "noop"):
+            for entry_id in line.get(outcome) or []:
+                if str(entry_id) in entries:
+                    entries[str(entry_id)] = replace(entries[str(entry_id)], outcome=outcome, settled_at=line.get("at"))
+        return True
+    if op == "outcome" and "id" in line and line.get("outcome") in OUTCOMES:
+        key = str(line["id"])
+        if key in entries:
             entries[key] = replace(
                 entries[key],
                 outcome=str(line["outcome"]),
@@ -381,9 +416,12 @@ def fold(lines: Iterable[str]) -> list[Entry]:
                 settled_at=line.get("at"),
                 settled_by=line.get("by"),
             )
-        elif op == "withdraw":
-            entries.pop(key, None)
-    return list(entries.values())
+        return True
+    if op == "withdraw":
+        for entry_id in line.get("ids") or [line.get("id")]:
+            entries.pop(str(entry_id), None)
+        return True
+    return False
 
 
 def settlement_line(entry_id: str, outcome: str, error: str | None, by: str) -> dict[str, Any]:
@@ -391,28 +429,36 @@ def settlement_line(entry_id: str, outcome: str, error: str | None, by: str) -> 
     return {"op": "outcome", "id": entry_id, "outcome": outcome, "error": error, "at": now_iso(), "by": by}
 
 
-def _entry_line(entry: Entry) -> dict[str, Any]:
-    return {
-        "id": entry.entry_id,
-        "time": entry.time,
-        "action": entry.action,
-        "target_id": entry.target_id,
-        "target": entry.target,
-        "before": entry.before,
-        "after": entry.after,
-        "run_id": entry.run_id,
-        "request_id": entry.request_id,
-        "correlation_id": entry.correlation_id,
-    }
+def _intent_lines(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Intents as lines: entries that share everything but their target go on one line (a sweep's group)."""
+    lines: list[dict[str, Any]] = []
+    for entry in entries:
+        common = {
+            "op": "intents",
+            "time": entry.time,
+            "action": entry.action,
+            "before": entry.before,
+            "after": entry.after,
+            "run_id": entry.run_id,
+            "request_id": entry.request_id,
+            "correlation_id": entry.correlation_id,
+        }
+        target = [entry.entry_id, entry.target_id, entry.target]
+        last = lines[-1] if lines else None
+        if last is not None and all(last[k] == v for k, v in common.items() if k != "time"):
+            last["targets"].append(target)
+        else:
+            lines.append({**common, "targets": [target]})
+    return lines
 
 
-def _entry(line: dict[str, Any]) -> Entry:
+def _entry(line: dict[str, Any], entry_id: str, target_id: str, target: str) -> Entry:
     return Entry(
-        entry_id=str(line["id"]),
+        entry_id=entry_id,
         time=str(line.get("time", "")),
         action=str(line.get("action", "")),
-        target_id=str(line.get("target_id", "")),
-        target=str(line.get("target", "")),
+        target_id=target_id,
+        target=target,
         before=line.get("before"),
         after=line.get("after"),
         run_id=line.get("run_id"),

@@ -330,13 +330,16 @@ def test_the_next_sweep_settles_a_crashed_run_and_says_so(env, sandbox) -> None:
     assert {e.outcome for e in book.run_entries("20261129T000000Z-dead00")} == {"failed"}
 
 
+INTENT = json.dumps({"op": "intents", "time": "t", "action": CLOUD_MANAGED, "targets": [["a", "x", "x"]]})
+
+
 @pytest.mark.parametrize("outcome", ["applied", "failed", "unknown", "noop"])
 def test_a_late_outcome_line_wins_over_a_settlement(outcome: str) -> None:
     """The last line about an entry is its outcome, so a live run's own answer corrects an early settlement."""
     from shared.journal import fold
 
     lines = [
-        json.dumps({"op": "intent", "id": "a", "time": "t", "action": CLOUD_MANAGED, "target_id": "x", "target": "x"}),
+        INTENT,
         json.dumps({"op": "outcome", "id": "a", "outcome": "failed", "by": "settler"}),
         json.dumps({"op": "outcome", "id": "a", "outcome": outcome}),
     ]
@@ -349,8 +352,8 @@ def test_a_withdrawn_intent_leaves_the_journal_view() -> None:
     from shared.journal import fold
 
     lines = [
-        json.dumps({"op": "intent", "id": "a", "time": "t", "action": CLOUD_MANAGED, "target_id": "x", "target": "x"}),
-        json.dumps({"op": "withdraw", "id": "a"}),
+        INTENT,
+        json.dumps({"op": "withdraw", "ids": ["a"]}),
     ]
     assert fold(lines) == []
 
@@ -443,7 +446,7 @@ def test_a_damaged_line_is_skipped_not_fatal() -> None:
     from shared.journal import fold
 
     lines = [
-        json.dumps({"op": "intent", "id": "a", "time": "t", "action": CLOUD_MANAGED, "target_id": "x", "target": "x"}),
+        INTENT,
         "{not json",
         "[1, 2]",
         json.dumps({"op": "outcome", "id": "a"}),
