@@ -95,8 +95,12 @@ def run_sweeps(
 
 def journal_cost(rows: list[SweepRow]) -> list[tuple[SweepRow, SweepRow, float]]:
     """Per size: the journaled run, the unjournaled one, and how much longer the first took (a fraction)."""
-    plain = {r.mailboxes: r for r in rows if r.method == "no journal"}
-    return [(r, plain[r.mailboxes], r.seconds / plain[r.mailboxes].seconds - 1) for r in rows if r.method == "exoprov"]
+    plain = {(r.mailboxes, r.candidates): r for r in rows if r.method == "no journal"}
+    return [
+        (r, plain[r.mailboxes, r.candidates], r.seconds / plain[r.mailboxes, r.candidates].seconds - 1)
+        for r in rows
+        if r.method == "exoprov"
+    ]
 
 
 @dataclass
