@@ -20,7 +20,7 @@ from typing import Literal
 from shared.errors import InvalidRequestError, RequestBusyError, first_line
 from shared.ledger import STEP_LEASE_SECONDS, ChainState, Ledger, Outbox, digest
 from shared.logs import correlation_scope
-from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_request, recover_request_id
+from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_request_text, recover_request_id
 from shared.provisioning import Chain, Finish, Next, Outcome, UnreadableMessage
 from shared.queues import MAX_DEQUEUE_COUNT, POISON_SUFFIX, REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE, Storage
 
@@ -38,8 +38,13 @@ class Dispatcher:
         self.ledger = ledger
 
     def handle(self, queue: str, body: bytes | str, message_id: str) -> None:
-        """Handle one message of a chain queue; raise to have the queue deliver it again later."""
-        text = decode_body(body) if isinstance(body, bytes) else body
+        """Handle one message of a chain queue, as the runtime got it; raise to have the queue deliver it again later.
+
+        `body` is the Functions trigger's bytes or the worker's str; it is decoded here, once, by `decode_body`.
+        """
+        text = self._decode(queue, body)
+        if text is None:
+            return
         if queue == REQUESTS:
             self._accept(text, message_id)
             return
@@ -71,7 +76,9 @@ class Dispatcher:
 
     def handle_poison(self, queue: str, body: bytes | str) -> None:
         """A message the chain gave up on: tell the requester, or keep it for a person if no one can be told."""
-        text = decode_body(body) if isinstance(body, bytes) else body
+        text = self._decode(queue, body)
+        if text is None:
+            return
         origin = queue.removesuffix(POISON_SUFFIX)
         request_id, upn, step = _identify(text)
         message = None if origin == REQUESTS else self._step_message(origin, text, park=False)
@@ -151,8 +158,21 @@ class Dispatcher:
                     state = self._record(state, outcome, lease)
                 self._send_outbox(state, lease)
 
+    def _decode(self, queue: str, body: bytes | str) -> str | None:
+        """The message's text; None (and parked) when it is too large to be a message of the chain."""
+        try:
+            return decode_body(body)
+        except InvalidRequestError as exc:
+            raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            self._park(raw, f"refused a message on {queue} ({exc})")
+            return None
+
     def _step_message(self, queue: str, text: str, *, park: bool = True) -> StepMessage | None:
-        """The step message, checked against the contract and the allowlist; None (and parked) if it is not one."""
+        """The step message, checked against the contract and the allowlist; None (and parked) if it is not one.
+
+        Its state is validated as it is read (`ChainProgress.from_json`), so a message with an unknown or
+        ill-typed field, or without what its step needs (`userId` after license), is parked here, never run.
+        """
         try:
             message = StepMessage.loads(text)
             _check_contract(message, self.chain)
@@ -227,7 +247,7 @@ class Dispatcher:
 def _check_contract(message: StepMessage, chain: Chain) -> None:
     """The request a step carries must be one the contract accepts (the allowlist is the chain's to apply)."""
     try:
-        parse_request(json.dumps(message.request), chain.settings)
+        parse_request_text(json.dumps(message.request), chain.settings)
     except InvalidRequestError as exc:
         if exc.code != "license_not_allowed":
             raise

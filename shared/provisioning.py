@@ -32,7 +32,7 @@ from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
 from shared.journal import Journal, Session
 from shared.logs import audit
-from shared.messages import Request, Result, StepMessage, parse_request
+from shared.messages import MailboxBefore, Request, Result, StepMessage, parse_request_text
 from shared.recovery import CLOUD_MANAGED, LICENSE_ADD, LICENSE_REMOVE, MAILBOX_TYPE, USAGE_LOCATION, settle_request
 from shared.settings import Settings, license_allowed
 
@@ -111,10 +111,10 @@ class Chain:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def accept(self, raw: bytes | str, chain_id: str) -> Outcome:
-        """Validate the HR request; a bad one ends at once with a result that names the field."""
+    def accept(self, text: str, chain_id: str) -> Outcome:
+        """Validate the HR request (the text `decode_body` made of it); a bad one ends at once with a result."""
         try:
-            request = parse_request(raw, self.settings)
+            request = parse_request_text(text, self.settings)
         except InvalidRequestError as exc:
             if exc.request_id is None:
                 raise UnreadableMessage(str(exc)) from exc
@@ -137,36 +137,47 @@ class Chain:
                 "it is in the directory sync scope",
             )
         sku = self.graph.find_sku(request.license)
-        now = self.clock()
-        state = {"userFirstSeenAt": now, **message.state, "userId": user.id, "skuId": sku.sku_id}
-        message = dataclasses.replace(message, state=state)
+        first_seen = message.state.user_first_seen_at
+        if first_seen is None:
+            first_seen = self.clock()
+        message = dataclasses.replace(
+            message, state=dataclasses.replace(message.state, user_first_seen_at=first_seen, user_id=user.id)
+        )
         if sku.sku_id not in user.licenses:
-            if "licenseAssignedAt" in state:
+            if message.state.license_assigned_at is not None:
                 # Graph accepted our assignment; this read came from a replica that has not seen it yet.
                 return self._await_replication(
                     message,
                     "licenseAssignedAt",
+                    message.state.license_assigned_at,
                     "internal_error",
                     f"Graph accepted the assignment of {sku.part_number} to {request.user_principal_name}, but "
                     "reads of the user still do not show it; the license may yet appear, check the user",
                 )
             try:
-                self._ensure_usage_location(request, user, state)
+                message = self._ensure_usage_location(message, request, user)
                 self._assign(request, user, sku)
             except UsageLocationError as exc:
-                if "usageLocationSetAt" not in state:
+                set_at = message.state.usage_location_set_at
+                if set_at is None:
                     raise  # the user's own usage location was refused: not a lag of ours
-                return self._await_replication(message, "usageLocationSetAt", exc.code, str(exc))
+                return self._await_replication(message, "usageLocationSetAt", set_at, exc.code, str(exc))
             except NotFoundError as exc:
                 # A user that a read just returned can still be unknown to the replica that takes the write.
-                return self._await_replication(message, "userFirstSeenAt", "user_not_found", str(exc))
+                return self._await_replication(message, "userFirstSeenAt", first_seen, "user_not_found", str(exc))
             except NoLicensesError as exc:
                 # Other requests may be returning units this minute (conversions to shared): wait, bounded.
                 self.graph.forget_skus()
-                message = dataclasses.replace(message, state={"noFreeUnitsSince": self.clock(), **state})
+                since = message.state.no_free_units_since
+                if since is None:
+                    since = self.clock()
+                message = dataclasses.replace(
+                    message, state=dataclasses.replace(message.state, no_free_units_since=since)
+                )
                 return self._retry_within(
                     message,
                     "noFreeUnitsSince",
+                    since,
                     self.settings.license_wait_minutes * 60,
                     exc.code,
                     f"{exc}; none came free within {self.settings.license_wait_minutes:g} minutes "
@@ -174,21 +185,24 @@ class Chain:
                     self.settings.poll_min_seconds,
                     self.settings.poll_max_seconds,
                 )
-            state.update(licenseAssignedAt=self.clock(), licensedByChain=True)
-            message = dataclasses.replace(message, state=state)
+            assigned_at = self.clock()
+            message = dataclasses.replace(
+                message, state=dataclasses.replace(message.state, license_assigned_at=assigned_at)
+            )
             confirmed = self.graph.get_user(user.id)
             if confirmed is None or sku.sku_id not in confirmed.licenses:
-                return self._await_replication(message, "licenseAssignedAt", "internal_error", "")
+                return self._await_replication(message, "licenseAssignedAt", assigned_at, "internal_error", "")
         now = self.clock()
-        following = dataclasses.replace(message, step="mailbox", wait_started_at=now, polls=0, state=_settled(state))
+        progress = message.state
+        following = dataclasses.replace(message, step="mailbox", wait_started_at=now, polls=0, state=progress.settled())
         # Exchange takes minutes to create a mailbox: look first after the shortest poll interval.
-        return Next(following, 0.0 if not state.get("licensedByChain") else self.settings.poll_min_seconds)
+        return Next(following, self.settings.poll_min_seconds if progress.licensed_by_chain else 0.0)
 
     def mailbox(self, message: StepMessage) -> Outcome:
         """Wait until Exchange Online has created the mailbox."""
         request = message.parsed_request()
         try:
-            box = self._read_mailbox(message.state["userId"])
+            box = self._read_mailbox(message.user_id)
         except NotFoundError:
             return self._wait(
                 message,
@@ -198,23 +212,22 @@ class Chain:
                 f"{self.settings.mailbox_wait_minutes:g} minutes (MAILBOX_WAIT_MINUTES) of licensing",
             )
         # What the mailbox reads before the chain writes to it: the journal's "before" of those writes.
-        before = {"cloudManaged": box.get("IsExchangeCloudManaged"), "type": box.get("RecipientTypeDetails")}
-        state = {**message.state, "mailboxBefore": before}
+        state = dataclasses.replace(message.state, mailbox_before=MailboxBefore.read(box))
         following = dataclasses.replace(message, step="configure", wait_started_at=self.clock(), polls=0, state=state)
         return Next(following, 0.0)
 
     def configure(self, message: StepMessage) -> Outcome:
         """Cloud-manage first, convert, read back until the type shows; only then remove the license."""
         request = message.parsed_request()
-        user_id = str(message.state["userId"])
-        if not message.state.get("written"):
+        user_id = message.user_id
+        if not message.state.written:
             # Cloud management first, so that directory sync cannot revert what follows.
-            before = message.state.get("mailboxBefore") or {}
+            before = message.state.mailbox_before or MailboxBefore()
             if request.cloud_managed:
-                self._set_mailbox(request, user_id, "IsExchangeCloudManaged", before.get("cloudManaged"), True)
+                self._set_mailbox(request, user_id, "IsExchangeCloudManaged", before.cloud_managed, True)
             if request.mailbox_type in SET_MAILBOX_TYPE:
-                self._set_mailbox(request, user_id, "Type", before.get("type"), SET_MAILBOX_TYPE[request.mailbox_type])
-            message = dataclasses.replace(message, state={**message.state, "written": True})
+                self._set_mailbox(request, user_id, "Type", before.type, SET_MAILBOX_TYPE[request.mailbox_type])
+            message = dataclasses.replace(message, state=dataclasses.replace(message.state, written=True))
         box = self._read_mailbox(user_id)
         done = box.get("RecipientTypeDetails") == request.target_details and (
             not request.cloud_managed or box.get("IsExchangeCloudManaged") is True
@@ -284,8 +297,7 @@ class Chain:
         try:
             return step(message)
         except TransientError as exc:
-            key = f"retries.{message.step}"  # per step: the state travels along the chain
-            retries = int(message.state.get(key, 0))
+            retries = message.state.retries.get(message.step, 0)  # per step: the state travels along the chain
             if retries >= TRANSIENT_RETRIES:
                 raise
             retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
@@ -303,7 +315,7 @@ class Chain:
                 retries + 1,
                 TRANSIENT_RETRIES,
             )
-            again = dataclasses.replace(message, state={**message.state, key: retries + 1})
+            again = dataclasses.replace(message, state=message.state.retried(message.step))
             return Next(again, delay)
         except ExoprovError as exc:
             code = exc.code if exc.code in CONTRACT_CODES else "internal_error"
@@ -332,37 +344,49 @@ class Chain:
         log.info("request %s waits %.1f s in %s (poll %d)", message.request_id, delay, message.step, message.polls + 1)
         return Next(dataclasses.replace(message, polls=message.polls + 1), delay)
 
-    def _await_replication(self, message: StepMessage, since: str, code: str, why: str) -> Outcome:
+    def _await_replication(self, message: StepMessage, since: str, started: float, code: str, why: str) -> Outcome:
         """Run the step again shortly: Entra has not replicated a write (or a new user) to every replica yet.
 
-        The window counts from `state[since]`, our own write or our first sight of the user; after
-        REPLICATION_WAIT_SECONDS the request ends with `code`, so a real refusal is not retried for ever.
+        The window counts from `started` (the progress field named `since`), our own write or our first sight
+        of the user; after REPLICATION_WAIT_SECONDS the request ends with `code`, so a real refusal is not
+        retried for ever.
         """
         request = message.parsed_request()
         why = why or f"reads of {request.user_principal_name} did not catch up with exoprov's own write"
         window = self.settings.replication_wait_seconds
         why = f"{why} (waited for replication, REPLICATION_WAIT_SECONDS={window:g})"
-        return self._retry_within(message, since, window, code, why, LAG_POLL_FIRST_SECONDS, LAG_POLL_MAX_SECONDS)
+        return self._retry_within(
+            message, since, started, window, code, why, LAG_POLL_FIRST_SECONDS, LAG_POLL_MAX_SECONDS
+        )
 
     def _retry_within(
-        self, message: StepMessage, since: str, window: float, code: str, why: str, first: float, most: float
+        self,
+        message: StepMessage,
+        since: str,
+        started: float,
+        window: float,
+        code: str,
+        why: str,
+        first: float,
+        most: float,
     ) -> Outcome:
-        """Run the step again after a growing delay while `state[since]` is less than `window` seconds ago."""
+        """Run the step again after a growing delay while `started` (the field `since`) is less than `window` ago."""
         state = message.state
-        waited = self.clock() - float(state[since])
+        waited = self.clock() - started
         if waited >= window:
             request = message.parsed_request()
             return Finish(
                 Result.failed(request.request_id, request.user_principal_name, code, why, request.mailbox_type)
             )
-        polls = int(state.get("lagPolls", 0))
+        polls = state.lag_polls
         delay = min(backoff(first, most, polls), window - waited)
         log.info("request %s: %s waits %.1f s (%s %.1f s ago)", message.request_id, message.step, delay, since, waited)
-        return Next(dataclasses.replace(message, state={**state, "lagPolls": polls + 1}), delay)
+        return Next(dataclasses.replace(message, state=dataclasses.replace(state, lag_polls=polls + 1)), delay)
 
-    def _ensure_usage_location(self, request: Request, user: GraphUser, state: dict[str, Any]) -> None:
-        if user.usage_location or "usageLocationSetAt" in state:
-            return  # never overwrite a usage location the user already has, nor write ours twice
+    def _ensure_usage_location(self, message: StepMessage, request: Request, user: GraphUser) -> StepMessage:
+        """Give the user a usage location if it has none; the message, noting when the chain set one."""
+        if user.usage_location or message.state.usage_location_set_at is not None:
+            return message  # never overwrite a usage location the user already has, nor write ours twice
         country = request.usage_location or self.settings.default_usage_location
         if not country:
             raise UsageLocationError(
@@ -372,7 +396,9 @@ class Chain:
         self._journaled(
             request, USAGE_LOCATION, user, None, country, lambda: self.graph.set_usage_location(user.id, country)
         )
-        state["usageLocationSetAt"] = self.clock()
+        return dataclasses.replace(
+            message, state=dataclasses.replace(message.state, usage_location_set_at=self.clock())
+        )
 
     def _assign(self, request: Request, user: GraphUser, sku: Sku) -> None:
         if sku.free_units <= 0:
@@ -458,7 +484,7 @@ class Chain:
         """
         if box.get("RecipientTypeDetails") == "UserMailbox":
             raise AssertionError("refusing to remove a license from a mailbox that reads UserMailbox")
-        user_id = str(message.state["userId"])
+        user_id = message.user_id
         user = self.graph.get_user(user_id)
         if user is None:
             raise NotFoundError(f"{request.user_principal_name} disappeared from Entra ID")
@@ -473,8 +499,8 @@ class Chain:
                 f"{sku.part_number} is inherited from group {group} and cannot be removed from the user; "
                 "remove the user from that group"
             )
-        state = message.state
-        if "licenseRemovedAt" not in state:
+        removed_at = message.state.license_removed_at
+        if removed_at is None:
             reason = self._license_still_needed(request, user_id, box)
             if reason:
                 result.notes.append(f"license kept: {reason}")
@@ -488,21 +514,22 @@ class Chain:
                 after,
                 lambda: self.graph.remove_license(user.id, sku),
             )
-            state = {**state, "licenseRemovedAt": self.clock()}
+            removed_at = self.clock()
+            message = dataclasses.replace(
+                message, state=dataclasses.replace(message.state, license_removed_at=removed_at)
+            )
             confirmed = self.graph.get_user(user_id)
             if confirmed is not None and sku.sku_id not in confirmed.licenses:
                 result.license_removed = True
                 return None
-        waited = self.clock() - float(state["licenseRemovedAt"])
+        waited = self.clock() - removed_at
         if waited >= self.settings.replication_wait_seconds:
             result.notes.append(
                 f"Graph accepted the removal of {sku.part_number}, but reads still showed it after {waited:.0f} s "
                 "(REPLICATION_WAIT_SECONDS); check the user's licenses"
             )
             return None
-        return self._await_replication(
-            dataclasses.replace(message, state=state), "licenseRemovedAt", "internal_error", ""
-        )
+        return self._await_replication(message, "licenseRemovedAt", removed_at, "internal_error", "")
 
     def _license_still_needed(self, request: Request, user_id: str, box: dict[str, Any]) -> str | None:
         """Why the mailbox still needs its license (archive, hold, 50 GB or more), or None."""
@@ -539,11 +566,6 @@ def has_archive(box: dict[str, Any]) -> bool:
         or box.get("ArchiveState") not in (None, "", "None")
         or box.get("ArchiveStatus") not in (None, "", "None")
     )
-
-
-def _settled(state: dict[str, Any]) -> dict[str, Any]:
-    """The state without the replication bookkeeping of a step that is over."""
-    return {k: v for k, v in state.items() if k not in ("lagPolls", "usageLocationSetAt", "noFreeUnitsSince")}
 
 
 def _bytes(total_item_size: str) -> int | None:

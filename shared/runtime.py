@@ -29,7 +29,7 @@ def run_scheduled_sweep() -> Report:
 
 
 def handle_queue_message(queue: str, body: bytes | str, message_id: str) -> None:
-    """One message of a chain queue, with the process's clients; raising asks the queue to retry."""
+    """One message of a chain queue as the trigger got it (the dispatcher decodes it); raising asks for a retry."""
     process_clients().dispatcher().handle(queue, body, message_id)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,40 +18,22 @@ from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
 from shared.logs import CorrelationFilter
 from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
-from shared.settings import Settings
+from shared.settings import SETTINGS, Settings
 from shared.wiring import Clients, reset_process_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 # The same examples on every run (CI must not flake), and no per-example deadline on a shared 2-core machine.
 hypothesis_settings.register_profile("exoprov", derandomize=True, deadline=None, max_examples=150)
 hypothesis_settings.load_profile("exoprov")
-# Every setting the app reads; tests start from none of them so the developer's shell cannot leak in.
+# Every setting the app reads, and what the identity libraries read; tests start from none of them so the
+# developer's shell cannot leak in.
 APP_SETTINGS = [
-    "AzureWebJobsStorage",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    *(setting.name for setting in SETTINGS),
     "AZURE_CLIENT_SECRET",
-    "CLOUD",
-    "ALLOWED_LICENSES",
-    "DEFAULT_LICENSE",
-    "DEFAULT_USAGE_LOCATION",
-    "CONVERSION_WAIT_MINUTES",
-    "QUEUE_RETRY_SECONDS",
-    "WORKER_CONCURRENCY",
-    "WORKER_LEASE_SECONDS",
-    "GRAPH_ENDPOINT",
-    "EXCHANGE_ENDPOINT",
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",
     "MSI_ENDPOINT",
     "MSI_SECRET",
-    *[
-        name
-        for name in os.environ
-        if name.startswith(("ENFORCE_", "HTTP_", "POLL_", "SYNC_", "MAILBOX_", "REPLICATION_", "LICENSE_"))
-    ],
 ]
 
 

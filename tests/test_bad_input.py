@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.dispatch import Dispatcher
 from shared.errors import InvalidRequestError
-from shared.messages import MAX_MESSAGE_BYTES, Request, parse_request
-from shared.queues import CHAIN_QUEUES, RESULTS, UNREADABLE
+from shared.messages import MAX_MESSAGE_BYTES, Request, decode_body, parse_request
+from shared.provisioning import UnreadableMessage
+from shared.queues import CHAIN_QUEUES, REQUESTS, RESULTS, UNREADABLE
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients
 
@@ -55,6 +58,32 @@ def test_base64_and_plain_text_give_the_same_answer(payload: dict[str, Any]) -> 
     text = json.dumps(payload)
     plain, encoded = outcome(text), outcome(base64.b64encode(text.encode()))
     assert type(plain) is type(encoded) and str(plain) == str(encoded)
+
+
+@given(st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8).map(json.dumps))
+def test_a_queue_body_reads_the_same_as_bytes_or_text_plain_or_base64(text: str) -> None:
+    """The Functions trigger's bytes and the worker's str, plain or base64, decode to the same text."""
+    encoded = base64.b64encode(text.encode())
+    assert decode_body(text) == decode_body(text.encode()) == decode_body(encoded) == decode_body(encoded.decode())
+
+
+def test_the_dispatcher_decodes_a_body_once_whichever_runtime_hands_it_over() -> None:
+    """Both runtimes' bodies reach the chain as the same text, decoded once: base64 of base64 stays base64 once."""
+    seen: list[str] = []
+
+    def accept(text: str, chain_id: str) -> None:
+        seen.append(text)
+        raise UnreadableMessage("noted")
+
+    chain: Any = SimpleNamespace(accept=accept)
+    storage: Any = SimpleNamespace(send=lambda queue, text, delay=0.0: None)
+    dispatcher = Dispatcher(chain, storage, ledger=SimpleNamespace())  # type: ignore[arg-type]
+    text = valid()
+    encoded = base64.b64encode(text.encode())
+    twice = base64.b64encode(encoded)
+    for body in (text, text.encode(), "\ufeff" + text, encoded, encoded.decode(), twice, twice.decode()):
+        dispatcher.handle(REQUESTS, body, "m-1")
+    assert seen == [text] * 5 + [encoded.decode()] * 2
 
 
 def valid(**fields: Any) -> str:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from shared.messages import StepMessage
+from shared.messages import ChainProgress, StepMessage
 from shared.provisioning import backoff
 from shared.queues import REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE
 from shared.wiring import Clients
@@ -122,7 +122,7 @@ def _forged(step: str, upn: str, license_id: str = "EXCHANGESTANDARD", **request
         "keepLicense": False,
         **request_fields,
     }
-    return StepMessage(step, body, "forged-chain", 0.0, 0.0, state={"userId": upn}, seq=1).dumps()
+    return StepMessage(step, body, "forged-chain", 0.0, 0.0, state=ChainProgress(user_id=upn), seq=1).dumps()
 
 
 def test_a_forged_configure_step_is_refused_and_changes_nothing(chain_env, sandbox) -> None:

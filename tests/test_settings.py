@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import CLOUDS, Settings, license_allowed
+from shared.settings import CLOUDS, Settings, license_allowed, parse_country, parse_license
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -101,3 +101,39 @@ def test_certificate_password_never_shows_in_repr(tmp_path) -> None:
         {"AZURE_CLIENT_CERTIFICATE_PATH": str(cert), "AZURE_CLIENT_CERTIFICATE_PASSWORD": "hunter2"}
     )
     assert "hunter2" not in repr(settings)
+
+
+def test_a_storage_connection_string_never_shows_in_repr() -> None:
+    """A settings object printed in a log never reveals the storage account key."""
+    settings = Settings.from_env({"AzureWebJobsStorage": "AccountName=x;AccountKey=c2VjcmV0a2V5"})
+    assert "c2VjcmV0a2V5" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ("AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__blobServiceUri"),
+        ("AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__queueServiceUri"),
+    ],
+)
+def test_half_of_identity_based_storage_names_the_missing_uri(given: str, missing: str) -> None:
+    """One service URI without the other is refused at start under the name of the one to add."""
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({given: "https://account.example.net/"})
+    assert caught.value.setting == missing and given in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["AZURE_CLIENT_ID", "AzureWebJobsStorage__clientId"])
+def test_a_client_id_that_is_no_guid_is_refused(name: str) -> None:
+    """A client id is an Entra GUID; anything else is refused at start instead of failing every token request."""
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({name: "exoprov-app"})
+    assert caught.value.setting == name and "expected a GUID" in str(caught.value)
+
+
+def test_license_and_country_rules_refuse_a_trailing_newline() -> None:
+    """parse_license and parse_country match the whole text: a value with a newline after it is no SKU or code."""
+    assert (parse_license("exchangestandard"), parse_country("de")) == ("EXCHANGESTANDARD", "DE")
+    for parse, value in ((parse_license, "EXCHANGESTANDARD\n"), (parse_country, "DE\n")):
+        with pytest.raises(ValueError):
+            parse(value)
