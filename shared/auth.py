@@ -16,10 +16,31 @@ from typing import Any, Protocol
 from shared.errors import AuthenticationError, ConfigurationError, TokenUnavailableError, first_line
 from shared.settings import Settings
 
+__all__ = [
+    "GRAPH_APP_ROLES",
+    "Token",
+    "TokenCredential",
+    "TokenProvider",
+    "build_credential",
+    "claims_challenge",
+    "token_failure",
+]
+
 log = logging.getLogger("exoprov.auth")
 
 # Refresh this long before expiry, so that a token never runs out in the middle of a page loop.
 REFRESH_MARGIN_SECONDS = 300.0
+
+# The Microsoft Graph application roles the identity needs: the least privileged role for each Graph call of
+# shared/graph.py (docs/wire-protocols.md, "Microsoft Graph"). `exoprov doctor` checks the Graph token for them.
+# infra/app/permissions.bicep grants them and README "Identity and permissions" lists them; neither can import
+# this, so tests/test_infra.py holds both to it.
+GRAPH_APP_ROLES = (
+    "User.Read.All",  # GET /users/{id}: the synced user and its licenses
+    "User.ReadUpdate.All",  # PATCH usageLocation when the user has none (not User.ReadWrite.All: no user is created)
+    "LicenseAssignment.ReadWrite.All",  # assignLicense: add and remove the Exchange license
+    "Organization.Read.All",  # GET /subscribedSkus: service plans and free units
+)
 
 
 class TokenCredential(Protocol):

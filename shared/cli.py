@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from shared.enforcement import Report
 
+__all__ = ["format_report", "main"]
+
 EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
 
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = command("submit", "validate one provisioning request and put it on the queue")
     source = submit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--file", metavar="F", help="a JSON request (contract 1); - reads standard input")
+    source.add_argument("--file", metavar="F", help="a JSON request (docs/contracts.md); - reads standard input")
     source.add_argument("--upn", metavar="U", help="the user principal name")
     submit.add_argument("--type", dest="mailbox_type", choices=["User", "Shared", "Room", "Equipment"])
     submit.add_argument("--license", metavar="L", help="SKU part number or skuId (default: DEFAULT_LICENSE)")

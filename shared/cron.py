@@ -25,6 +25,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+__all__ = ["Schedule"]
+
 MAX_LENGTH = 1000
 _QUARTZ = frozenset("LW#?")
 _MONTH_NAMES = (

@@ -21,8 +21,10 @@ from shared.errors import InvalidRequestError, RequestBusyError, first_line
 from shared.ledger import STEP_LEASE_SECONDS, ChainState, Ledger, Outbox, digest
 from shared.logs import correlation_scope
 from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_request_text, recover_request_id
-from shared.provisioning import Chain, Finish, Next, Outcome, UnreadableMessage
+from shared.provisioning import Chain, Finish, Next, StepOutcome, UnreadableMessage
 from shared.queues import MAX_DEQUEUE_COUNT, POISON_SUFFIX, REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE, Storage
+
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("exoprov.dispatch")
 
@@ -201,7 +203,7 @@ class Dispatcher:
         )
         return "refused"
 
-    def _record(self, state: ChainState, outcome: Outcome, lease: object) -> ChainState:
+    def _record(self, state: ChainState, outcome: StepOutcome, lease: object) -> ChainState:
         """Write the outcome to the ledger before anything is sent; the state whose outbox goes out next."""
         if isinstance(outcome, Finish):
             recorded = self.ledger.advance(

@@ -1,19 +1,28 @@
-"""`exoprov doctor`: preflight checks, one line each, with the fix when one fails."""
+"""`exoprov doctor`: preflight checks, one line each, with the fix when one fails.
+
+`Doctor` has one method per check. `CHECKS` lists them in the order they print, each with the checks it
+needs: a check runs only when every check it needs passed (or did not apply), so one cause gives one FAIL
+and the checks it would have broken print nothing. To add a check, write a `check_*` method that returns
+its "ok" detail, raises `CheckFailed(problem, fix)` or `Skipped(reason)`, and add it to `CHECKS`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TextIO
 
-from shared.auth import Token
+from shared.auth import GRAPH_APP_ROLES, Token
 from shared.enforcement import read_tenant_default
 from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from shared.exchange import BATCH_LIMIT, ROLE, Command
 from shared.settings import Settings
 from shared.wiring import Clients
+
+__all__ = ["CHECKS", "Check", "CheckFailed", "Doctor", "Skipped", "run_doctor"]
 
 GRANT_EXCHANGE_ROLE = (
     "grant the identity the Exchange.ManageAsApp application role: "
@@ -21,9 +30,6 @@ GRANT_EXCHANGE_ROLE = (
     "-PrincipalId <identity object id> -ResourceId (Get-MgServicePrincipal -Filter "
     "\"AppId eq '00000002-0000-0ff1-ce00-000000000000'\").Id -AppRoleId dc50a0fb-09a3-484d-be87-e023b12c6440"
 )
-
-
-GRAPH_ROLES = ("User.Read.All", "User.ReadUpdate.All", "LicenseAssignment.ReadWrite.All", "Organization.Read.All")
 GRANT_GRAPH_ROLES = (
     "run 'azd provision' (infra/app/permissions.bicep grants them), or grant each with "
     "New-MgServicePrincipalAppRoleAssignment on the Microsoft Graph service principal "
@@ -47,105 +53,137 @@ class CheckFailed(Exception):
         self.fix = fix
 
 
-@dataclass
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: its name, the method that runs it, and the checks that must pass first."""
+
+    name: str
+    run: Callable[[Doctor], str]
+    needs: tuple[str, ...] = ()
+
+
+def run_doctor(out: TextIO) -> int:
+    """Run every check; exit code 0 when all pass, 1 otherwise."""
+    return Doctor(out).run(CHECKS)
+
+
 class Doctor:
-    """Runs the checks in order; a check that others depend on stops the run when it fails."""
+    """The checks, one method each; what several of them use is built once, by the first that needs it."""
 
-    out: TextIO
-    failures: int = 0
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failures = 0
 
-    def check(self, name: str, run: Callable[[], str], *, required: bool = True) -> bool:
+    def run(self, checks: Sequence[Check]) -> int:
+        """Run the checks in order, each only if the checks it needs passed; print a summary; the exit code."""
+        passed: dict[str, bool] = {}  # a check that did not run is absent, so what needs it does not run either
+        for check in checks:
+            if all(passed.get(need, False) for need in check.needs):
+                passed[check.name] = self._run(check)
+        self.out.write("all checks passed\n" if self.failures == 0 else f"{self.failures} check(s) failed\n")
+        return 0 if self.failures == 0 else 1
+
+    def _run(self, check: Check) -> bool:
+        """Print the check's line (and its fix when it fails); True when it passed or did not apply."""
         try:
-            detail = run()
+            detail = check.run(self)
         except Skipped as exc:
-            self._line("skip", name, str(exc))
+            self._line("skip", check.name, str(exc))
             return True
         except CheckFailed as exc:
-            self._line("FAIL", name, str(exc))
+            self._line("FAIL", check.name, str(exc))
             self.out.write(f"       fix: {exc.fix}\n")
             self.failures += 1
-            return not required
-        self._line("ok", name, detail)
+            return False
+        self._line("ok", check.name, detail)
         return True
 
     def _line(self, status: str, name: str, detail: str) -> None:
         self.out.write(f"{status:>4}  {name:<24}{detail}\n")
         self.out.flush()
 
+    # -- what the checks share, built on first use ----------------------------------------------------------
 
-def run_doctor(out: TextIO) -> int:
-    """Run every check; exit code 0 when all pass, 1 otherwise."""
-    doctor = Doctor(out)
-    state: dict[str, object] = {}
-
-    def settings_check() -> str:
-        try:
-            settings = Settings.from_env()
-        except ExoprovError as exc:
-            raise CheckFailed(str(exc), "correct the setting(s) named above; see README 'Settings'") from exc
+    @cached_property
+    def settings(self) -> Settings:
+        """The settings from the environment, with HTTP retries cut short."""
+        settings = Settings.from_env()
         # The doctor should answer in seconds, not retry an unreachable endpoint for minutes.
-        settings = dataclasses.replace(
+        return dataclasses.replace(
             settings,
             http_max_attempts=2,
             http_backoff_seconds=0.2,
             http_read_timeout_seconds=min(settings.http_read_timeout_seconds, 30),
         )
+
+    @cached_property
+    def clients(self) -> Clients:
+        """The identity's credential and the service clients (each built when first asked for)."""
+        return Clients.from_settings(self.settings)
+
+    @cached_property
+    def exchange_token(self) -> Token:
+        return self.clients.tokens.get(self.settings.exchange_resource)
+
+    # -- the checks, in the order of CHECKS -----------------------------------------------------------------
+
+    def check_settings(self) -> str:
         try:
-            state["clients"] = Clients.from_settings(settings)
+            settings = self.settings
+        except ExoprovError as exc:
+            raise CheckFailed(str(exc), "correct the setting(s) named above; see README 'Settings'") from exc
+        try:
+            _ = self.clients  # builds the credential, which refuses an incomplete certificate setup
         except ExoprovError as exc:
             raise CheckFailed(
                 str(exc), "correct the setting named above; see README 'Identity and permissions'"
             ) from exc
         return f"cloud {settings.cloud.name}, mode {settings.enforce_mode}, exchange {settings.exchange_endpoint}"
 
-    def token_check() -> str:
-        clients = _clients(state)
+    def check_exchange_token(self) -> str:
         try:
-            token = clients.tokens.get(clients.settings.exchange_resource)
+            token = self.exchange_token
         except ExoprovError as exc:
             raise CheckFailed(
                 str(exc),
                 "see the message above; 'az login' on a laptop, a managed "
                 "identity in Azure, AZURE_CLIENT_CERTIFICATE_PATH on a job server",
             ) from exc
-        state["token"] = token
-        return f"acquired for {clients.settings.exchange_resource}, tenant {token.tenant_id or 'unknown'}"
+        return f"acquired for {self.settings.exchange_resource}, tenant {token.tenant_id or 'unknown'}"
 
-    def role_check() -> str:
-        token = state["token"]
-        assert isinstance(token, Token)
-        if ROLE not in token.roles:
-            raise CheckFailed(f"the token's roles are [{', '.join(token.roles)}], without {ROLE}", GRANT_EXCHANGE_ROLE)
+    def check_exchange_role(self) -> str:
+        roles = self.exchange_token.roles
+        if ROLE not in roles:
+            raise CheckFailed(f"the token's roles are [{', '.join(roles)}], without {ROLE}", GRANT_EXCHANGE_ROLE)
         return f"{ROLE} present"
 
-    def exchange_check() -> str:
-        clients = _clients(state)
+    def check_exchange_admin_api(self) -> str:
         try:
-            exchange = clients.exchange()
+            exchange = self.clients.exchange()
             default = read_tenant_default(exchange)
             # One page of one mailbox, never the whole tenant: invoke() would follow every nextLink.
             exchange.first_page(Command("Get-Mailbox", {}, ("UserPrincipalName",)), page_size=1)
         except ServiceUnavailableError as exc:
             raise CheckFailed(
                 str(exc),
-                f"check EXCHANGE_ENDPOINT (now {clients.settings.exchange_endpoint}); "
+                f"check EXCHANGE_ENDPOINT (now {self.settings.exchange_endpoint}); "
                 "unset it to use the cloud's own endpoint",
             ) from exc
         except PermissionDeniedError as exc:
             raise CheckFailed(
                 str(exc),
                 "assign the identity the Exchange Administrator role, or a role "
-                "group with Mail Recipients (README 'Permissions')",
+                "group with Mail Recipients (README 'Identity and permissions')",
             ) from exc
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "see the message above") from exc
         state_text = {True: "on", False: "off", None: "not reported"}[default]
         return f"Get-OrganizationConfig and Get-Mailbox answer; tenant default cloud management {state_text}"
 
-    def write_cmdlets_check() -> str:
+    def check_write_cmdlets(self) -> str:
         # A Set-Mailbox on an identity that cannot exist changes nothing: "not found" proves the cmdlet
         # and parameter are within the identity's Exchange role, a 403 or unknown parameter proves not.
-        exchange = _clients(state).exchange()
+        exchange = self.clients.exchange()
         probe = str(uuid.uuid4())
         for parameters in ({"IsExchangeCloudManaged": True}, {"Type": "Shared"}):
             name = next(iter(parameters))
@@ -157,22 +195,21 @@ def run_doctor(out: TextIO) -> int:
                 raise CheckFailed(f"Set-Mailbox -{name} is not allowed: {exc}", EXCHANGE_ROLE_FIX) from exc
         return "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed (probed on a non-existent mailbox)"
 
-    def exclusions_check() -> str:
+    def check_exclusions(self) -> str:
         # Each entry must name a mailbox, or the mailbox it was meant to protect is flipped like any other.
-        clients = _clients(state)
-        entries = sorted(clients.settings.enforce_exclude)
+        entries = sorted(self.settings.enforce_exclude)
         if not entries:
             raise Skipped("ENFORCE_EXCLUDE is empty")
-        exchange = clients.exchange()
+        exchange = self.clients.exchange()
         unmatched = []
         for start in range(0, len(entries), BATCH_LIMIT):
             chunk = entries[start : start + BATCH_LIMIT]
             commands = [Command("Get-Mailbox", {"Identity": e}, ("ExternalDirectoryObjectId",)) for e in chunk]
-            for entry, outcome in zip(chunk, exchange.batch(commands), strict=True):
-                if isinstance(outcome.error, NotFoundError):
+            for entry, item in zip(chunk, exchange.batch(commands), strict=True):
+                if isinstance(item.error, NotFoundError):
                     unmatched.append(entry)
-                elif outcome.error is not None:
-                    raise CheckFailed(f"could not look up {entry}: {outcome.error}", "see the message above")
+                elif item.error is not None:
+                    raise CheckFailed(f"could not look up {entry}: {item.error}", "see the message above")
         if unmatched:
             raise CheckFailed(
                 f"ENFORCE_EXCLUDE entries that name no mailbox: {', '.join(unmatched)}",
@@ -183,26 +220,24 @@ def run_doctor(out: TextIO) -> int:
             return "the ENFORCE_EXCLUDE entry names a mailbox"
         return f"all {len(entries)} ENFORCE_EXCLUDE entries name a mailbox"
 
-    def graph_token_check() -> str:
-        clients = _clients(state)
+    def check_graph_token(self) -> str:
         try:
-            token = clients.tokens.get(clients.settings.graph_resource)
+            token = self.clients.tokens.get(self.settings.graph_resource)
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "see the message above") from exc
-        missing = [role for role in GRAPH_ROLES if role not in token.roles]
+        missing = [role for role in GRAPH_APP_ROLES if role not in token.roles]
         if missing:
             raise CheckFailed(f"the Graph token lacks {', '.join(missing)}", GRANT_GRAPH_ROLES)
-        return f"roles {', '.join(GRAPH_ROLES)} present"
+        return f"roles {', '.join(GRAPH_APP_ROLES)} present"
 
-    def graph_check() -> str:
-        clients = _clients(state)
+    def check_graph_api(self) -> str:
         try:
-            skus = clients.graph().skus()
+            skus = self.clients.graph().skus()
         except ServiceUnavailableError as exc:
-            raise CheckFailed(str(exc), f"check GRAPH_ENDPOINT (now {clients.settings.graph_endpoint})") from exc
+            raise CheckFailed(str(exc), f"check GRAPH_ENDPOINT (now {self.settings.graph_endpoint})") from exc
         except ExoprovError as exc:
             raise CheckFailed(str(exc), GRANT_GRAPH_ROLES) from exc
-        allowed = clients.settings.allowed_licenses
+        allowed = self.settings.allowed_licenses
         known = {s.part_number.upper(): s for s in skus} | {s.sku_id: s for s in skus}
         missing = [license for license in allowed if license not in known]
         if missing:
@@ -213,14 +248,14 @@ def run_doctor(out: TextIO) -> int:
         free = ", ".join(f"{known[lic].part_number} {known[lic].free_units} free" for lic in allowed)
         return f"subscribedSkus answers ({len(skus)} SKUs){'; ' + free if free else ''}"
 
-    def storage_check() -> str:
+    def check_storage(self) -> str:
         from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 
-        settings = _clients(state).settings
+        settings = self.settings
         if not (settings.storage or settings.storage_queue_service_uri):
             raise Skipped("AzureWebJobsStorage is not set (only the provisioning chain needs it)")
         try:
-            storage = _clients(state).storage()
+            storage = self.clients.storage()
             for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
                 storage.queue(name).peek_messages(max_messages=1)
             storage.ledger_container.get_container_properties()
@@ -239,19 +274,19 @@ def run_doctor(out: TextIO) -> int:
             f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER} and {JOURNAL_CONTAINER} containers answer"
         )
 
-    if doctor.check("settings", settings_check) and doctor.check("exchange token", token_check):
-        doctor.check("exchange role", role_check, required=False)
-        if doctor.check("exchange admin api", exchange_check):
-            doctor.check("exchange write cmdlets", write_cmdlets_check)
-            doctor.check("exclusions", exclusions_check)
-        if doctor.check("graph token", graph_token_check, required=False):
-            doctor.check("graph api", graph_check)
-        doctor.check("storage", storage_check)
-    out.write("all checks passed\n" if doctor.failures == 0 else f"{doctor.failures} check(s) failed\n")
-    return 0 if doctor.failures == 0 else 1
 
-
-def _clients(state: dict[str, object]) -> Clients:
-    clients = state["clients"]
-    assert isinstance(clients, Clients)
-    return clients
+# The report's lines in order. "exchange token" is where the identity proves it can get a token at all: the
+# Graph token and storage (by the same identity in Azure) would fail with the same cause, so they need it.
+# The Exchange role and the Graph token are needed by nothing: the API checks after them say what the
+# missing role breaks (or that the API answers anyway, as subscribedSkus does with Organization.Read.All).
+CHECKS: tuple[Check, ...] = (
+    Check("settings", Doctor.check_settings),
+    Check("exchange token", Doctor.check_exchange_token, needs=("settings",)),
+    Check("exchange role", Doctor.check_exchange_role, needs=("exchange token",)),
+    Check("exchange admin api", Doctor.check_exchange_admin_api, needs=("exchange token",)),
+    Check("exchange write cmdlets", Doctor.check_write_cmdlets, needs=("exchange admin api",)),
+    Check("exclusions", Doctor.check_exclusions, needs=("exchange admin api",)),
+    Check("graph token", Doctor.check_graph_token, needs=("exchange token",)),
+    Check("graph api", Doctor.check_graph_api, needs=("exchange token",)),
+    Check("storage", Doctor.check_storage, needs=("exchange token",)),
+)

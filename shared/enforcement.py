@@ -33,6 +33,21 @@ from shared.logs import audit
 from shared.recovery import CLOUD_MANAGED
 from shared.settings import Settings
 
+__all__ = [
+    "DIR_SYNCED_FILTER",
+    "Applier",
+    "Cancelled",
+    "ListedMailbox",
+    "Plan",
+    "Progress",
+    "Report",
+    "exclusion_keys",
+    "list_synced",
+    "make_plan",
+    "read_tenant_default",
+    "sweep",
+]
+
 log = logging.getLogger("exoprov.enforcement")
 
 LIST_SELECT = (
@@ -58,7 +73,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Mailbox:
+class ListedMailbox:
     """The few properties of a listed mailbox that the plan needs (kept small: tenants are large)."""
 
     identity: str
@@ -69,7 +84,7 @@ class Mailbox:
     cloud_managed: bool
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Mailbox:
+    def from_record(cls, record: dict[str, Any]) -> ListedMailbox:
         upn = str(record.get("UserPrincipalName") or "")
         return cls(
             identity=str(record.get("ExternalDirectoryObjectId") or upn),
@@ -108,10 +123,10 @@ class Plan:
     already_cloud_managed: int = 0
     out_of_scope: int = 0
     excluded: int = 0
-    candidates: list[Mailbox] = field(default_factory=list)
+    candidates: list[ListedMailbox] = field(default_factory=list)
     matched_exclusions: set[str] = field(default_factory=set)
 
-    def add(self, mailbox: Mailbox, types: frozenset[str], exclude: frozenset[str], keys: frozenset[str]) -> None:
+    def add(self, mailbox: ListedMailbox, types: frozenset[str], exclude: frozenset[str], keys: frozenset[str]) -> None:
         """Classify one mailbox; pure apart from the counters, so the same input gives the same plan."""
         self.scanned += 1
         hits = keys & exclude
@@ -129,7 +144,7 @@ class Plan:
             self.candidates.append(mailbox)
 
     def add_record(self, record: dict[str, Any], types: frozenset[str], exclude: frozenset[str]) -> None:
-        self.add(Mailbox.from_record(record), types, exclude, exclusion_keys(record))
+        self.add(ListedMailbox.from_record(record), types, exclude, exclusion_keys(record))
 
 
 def make_plan(records: Iterable[dict[str, Any]], types: frozenset[str], exclude: frozenset[str]) -> Plan:
@@ -389,9 +404,9 @@ class Applier:
         self._lock = threading.Lock()
         self._stop_reason = ""
         self._done = 0
-        self._intents: dict[int, Entry] = {}  # by id() of the Mailbox: a listing may repeat an identity
+        self._intents: dict[int, Entry] = {}  # by id() of the ListedMailbox: a listing may repeat an identity
 
-    def run(self, candidates: list[Mailbox]) -> None:
+    def run(self, candidates: list[ListedMailbox]) -> None:
         chunks = [candidates[i : i + BATCH_LIMIT] for i in range(0, len(candidates), BATCH_LIMIT)]
         groups = intent_groups(len(chunks))
         group_of = [g for g, (first, last) in enumerate(groups) for _ in range(first, last)]
@@ -429,7 +444,7 @@ class Applier:
             self._report.complete = False
             self._report.notes.append(self._stop_reason)
 
-    def _intend(self, chunks: list[list[Mailbox]]) -> bool:
+    def _intend(self, chunks: list[list[ListedMailbox]]) -> bool:
         """Journal the intents of the next batches; without them nothing more is written."""
         entries = {
             id(m): self._session.entry(CLOUD_MANAGED, m.identity, m.label, not self._value, self._value)
@@ -456,14 +471,14 @@ class Applier:
                 self._stop_reason = BUDGET_NOTE
             return bool(self._stop_reason)
 
-    def _skip(self, mailboxes: list[Mailbox]) -> None:
+    def _skip(self, mailboxes: list[ListedMailbox]) -> None:
         """Count mailboxes as not attempted; intents already journaled for them are withdrawn."""
         with self._lock:
             self._report.not_attempted += len(mailboxes)
             withdrawn = [self._intents.pop(id(m)).entry_id for m in mailboxes if id(m) in self._intents]
         self._session.withdraw(withdrawn)
 
-    def _flip(self, chunk: list[Mailbox]) -> None:
+    def _flip(self, chunk: list[ListedMailbox]) -> None:
         """Write one chunk, settle unclear items by reading back, and retry what provably did not apply."""
         # A mailbox is written again only when it provably was not changed (throttled, or read back
         # unchanged), at most as often as any single call may be tried (HTTP_MAX_ATTEMPTS).
@@ -481,7 +496,7 @@ class Applier:
         for mailbox in pending:
             self._fail(mailbox, f"the write did not apply after {attempts} attempts (HTTP_MAX_ATTEMPTS)")
 
-    def _give_up(self, mailboxes: list[Mailbox], *, sent: bool) -> None:
+    def _give_up(self, mailboxes: list[ListedMailbox], *, sent: bool) -> None:
         """The run stops: mailboxes never written are not attempted; those written before, without effect, failed."""
         if not sent:
             self._skip(mailboxes)
@@ -491,7 +506,9 @@ class Applier:
                 mailbox, "it did not apply (throttled, or read back unchanged) and the run stopped before writing again"
             )
 
-    def _write(self, chunk: list[Mailbox], *, last: bool, sent: bool) -> tuple[list[Mailbox], list[Mailbox]]:
+    def _write(
+        self, chunk: list[ListedMailbox], *, last: bool, sent: bool
+    ) -> tuple[list[ListedMailbox], list[ListedMailbox]]:
         """Send one $batch (`sent`: its mailboxes were written before, without effect); return (unclear, retry)."""
         value = self._value
         commands = [Command("Set-Mailbox", {"Identity": m.identity, "IsExchangeCloudManaged": value}) for m in chunk]
@@ -525,7 +542,7 @@ class Applier:
                 self._fail(mailbox, str(error))
         return unclear, retry
 
-    def _settle(self, unclear: list[Mailbox]) -> list[Mailbox]:
+    def _settle(self, unclear: list[ListedMailbox]) -> list[ListedMailbox]:
         """Read unclear mailboxes back; count the flipped ones, return those that provably did not flip."""
         commands = [Command("Get-Mailbox", {"Identity": m.identity}, ("IsExchangeCloudManaged",)) for m in unclear]
         try:
@@ -549,7 +566,7 @@ class Applier:
                 not_applied.append(mailbox)
         return not_applied
 
-    def _succeed(self, mailbox: Mailbox, *, noop: bool = False) -> None:
+    def _succeed(self, mailbox: ListedMailbox, *, noop: bool = False) -> None:
         audit(CLOUD_MANAGED, mailbox.label, not self._value, self._value, noop=noop)
         self._record(mailbox, "noop" if noop else "applied")
         with self._lock:
@@ -558,16 +575,16 @@ class Applier:
             done = self._done
         self._tick(done)
 
-    def _fail(self, mailbox: Mailbox, message: str) -> None:
+    def _fail(self, mailbox: ListedMailbox, message: str) -> None:
         log.warning("could not set %s cloud-managed %s: %s", mailbox.label, self._value, message)
         self._settled(mailbox, message, unknown=False)
 
-    def _unknown(self, mailbox: Mailbox, message: str) -> None:
+    def _unknown(self, mailbox: ListedMailbox, message: str) -> None:
         """The write may have applied; the next run's listing settles it, so it is neither changed nor failed."""
         log.warning("%s may or may not be cloud-managed %s now: %s", mailbox.label, self._value, message)
         self._settled(mailbox, message, unknown=True)
 
-    def _settled(self, mailbox: Mailbox, message: str, *, unknown: bool) -> None:
+    def _settled(self, mailbox: ListedMailbox, message: str, *, unknown: bool) -> None:
         self._record(mailbox, "unknown" if unknown else "failed", message)
         entry = {"identity": mailbox.label, "error": message}
         with self._lock:
@@ -581,7 +598,7 @@ class Applier:
             done = self._done
         self._tick(done)
 
-    def _record(self, mailbox: Mailbox, outcome: str, error: str | None = None) -> None:
+    def _record(self, mailbox: ListedMailbox, outcome: str, error: str | None = None) -> None:
         with self._lock:
             intent = self._intents.pop(id(mailbox))
         self._session.record(intent.entry_id, outcome, error)

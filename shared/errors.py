@@ -26,16 +26,70 @@ The root splits on the one question every caller asks: will the same call succee
             ├── UsageLocationError      the user has no usage location (`usage_location_missing`)
             ├── NoLicensesError         the subscription has no free units (`no_licenses_available`)
             └── LicenseInheritedError   the license comes from a group (`license_inherited`)
-    InvalidRequestError         an HR request breaks contract 1 (`invalid_request`, `license_not_allowed`)
+    InvalidRequestError         an HR request breaks its contract (`invalid_request`, `license_not_allowed`)
 
-Every class has a `code`: the error code a provisioning result carries when that error ends a request.
+Every class has a `code`, a short name for the error. A provisioning result carries only a code of the
+fixed list CONTRACT_CODES (docs/contracts.md, "Result message"): `result_code(exc)` is the error's own code
+when the list has it, and `internal_error` otherwise (`error.message` keeps the original text). The list
+is the HR system's contract: a new class never adds a code to it.
+
 Catch `TransientError` to decide on retrying, `PermanentError` to end a unit of work, and
 `ExoprovError` at a runtime boundary (CLI, function, worker) so that nothing escapes unexplained.
+Which error a failed HTTP answer becomes, for Exchange and Graph alike, is `shared/http.py:status_error`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+__all__ = [
+    "CONTRACT_CODES",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExhaustedError",
+    "CallContext",
+    "ConfigurationError",
+    "DualWriteError",
+    "ExoprovError",
+    "InvalidRequestError",
+    "JournalUnavailableError",
+    "LicenseError",
+    "LicenseInheritedError",
+    "NoLicensesError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PermanentError",
+    "PermissionDeniedError",
+    "RequestBusyError",
+    "ServiceError",
+    "ServiceUnavailableError",
+    "StorageUnavailableError",
+    "ThrottledError",
+    "TokenUnavailableError",
+    "TransientError",
+    "UnexpectedAnswerError",
+    "UnknownCmdletError",
+    "UsageLocationError",
+    "WriteScopeError",
+    "first_line",
+    "result_code",
+]
+
+# The codes a provisioning result may carry: the result contract (docs/contracts.md, "Result message").
+CONTRACT_CODES = frozenset(
+    {
+        "invalid_request",
+        "license_not_allowed",
+        "user_not_found",
+        "usage_location_missing",
+        "no_licenses_available",
+        "mailbox_timeout",
+        "conversion_unverified",
+        "license_inherited",
+        "permission_denied",
+        "internal_error",
+    }
+)
 
 
 class ExoprovError(Exception):
@@ -220,7 +274,7 @@ class LicenseInheritedError(LicenseError):
 
 
 class InvalidRequestError(ExoprovError):
-    """An HR request breaks contract 1; `field` names the offending field, `request_id` is kept if readable."""
+    """An HR request breaks its contract; `field` names the offending field, `request_id` is kept if readable."""
 
     code = "invalid_request"
 
@@ -237,6 +291,11 @@ class InvalidRequestError(ExoprovError):
         self.request_id = request_id
         self.code = code
         self.upn = upn
+
+
+def result_code(exc: ExoprovError) -> str:
+    """The code a provisioning result carries for `exc`: its own code if the contract has it, else `internal_error`."""
+    return exc.code if exc.code in CONTRACT_CODES else "internal_error"
 
 
 def first_line(exc: BaseException) -> str:

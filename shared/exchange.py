@@ -16,20 +16,37 @@ from urllib.parse import quote
 from urllib3 import HTTPHeaderDict
 
 from shared.errors import (
-    BadRequestError,
     CallContext,
     DualWriteError,
     ExoprovError,
     NotFoundError,
     OutcomeUnknownError,
-    PermanentError,
     PermissionDeniedError,
     ServiceUnavailableError,
     ThrottledError,
     UnknownCmdletError,
     WriteScopeError,
 )
-from shared.http import CONCURRENCY_TEXT, Response, ServiceClient, parse_retry_after
+from shared.http import (
+    CONCURRENCY_TEXT,
+    RETRY_AFTER_CAP_SECONDS,
+    Response,
+    ServiceClient,
+    parse_retry_after,
+    status_error,
+)
+
+__all__ = [
+    "APP_ANCHOR",
+    "BATCH_LIMIT",
+    "ROLE",
+    "BatchItem",
+    "CmdletResult",
+    "Command",
+    "ExchangeClient",
+    "batch_items",
+    "map_error",
+]
 
 APP_ANCHOR = "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@%s"
 MAX_PAGE_SIZE = 1000
@@ -64,7 +81,7 @@ class Command:
 
 
 @dataclass(frozen=True)
-class Result:
+class CmdletResult:
     """What a cmdlet returned: its objects (annotations dropped) and its warnings."""
 
     value: list[dict[str, Any]]
@@ -77,11 +94,11 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class BatchItem:
     """One item of a $batch: the command and either its result or the error it ended with."""
 
     command: Command
-    result: Result | None = None
+    result: CmdletResult | None = None
     error: ExoprovError | None = None
 
 
@@ -97,14 +114,14 @@ class ExchangeClient:
             "X-ResponseFormat": "json",
         }
 
-    def invoke(self, command: Command, *, deadline: float | None = None) -> Result:
+    def invoke(self, command: Command, *, deadline: float | None = None) -> CmdletResult:
         """Run one cmdlet and return every object it yields, all pages read."""
         value: list[dict[str, Any]] = []
         warnings: list[str] = []
         for page in self._pages(command, MAX_PAGE_SIZE, deadline):
             value.extend(page.value)
             warnings.extend(page.warnings)
-        return Result(value, warnings)
+        return CmdletResult(value, warnings)
 
     def pages(
         self, command: Command, *, page_size: int = MAX_PAGE_SIZE, deadline: float | None = None
@@ -117,7 +134,7 @@ class ExchangeClient:
         """The first page only: how to read "a few" objects (a numeric ResultSize ends in a link nobody can follow)."""
         return next(self.pages(command, page_size=page_size), [])
 
-    def batch(self, commands: Sequence[Command], *, deadline: float | None = None) -> list[Outcome]:
+    def batch(self, commands: Sequence[Command], *, deadline: float | None = None) -> list[BatchItem]:
         """Run up to BATCH_LIMIT cmdlets in one $batch; each item ends in a result or an error."""
         if not 0 < len(commands) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} commands, not {len(commands)}")
@@ -143,13 +160,13 @@ class ExchangeClient:
         payload = response.json()
         if not 200 <= response.status < 300 or not isinstance(payload, dict):
             raise map_error(response, write=any(c.write for c in commands))
-        outcomes = batch_outcomes(payload, commands, response.context.correlation_id)
-        for outcome in outcomes:
-            if isinstance(outcome.error, ThrottledError):
-                self._http.hold(outcome.error.retry_after or 1.0)
-        return outcomes
+        items = batch_items(payload, commands, response.context.correlation_id)
+        for batch_item in items:
+            if isinstance(batch_item.error, ThrottledError):
+                self._http.hold(batch_item.error.retry_after or 1.0)
+        return items
 
-    def _pages(self, command: Command, page_size: int, deadline: float | None) -> Iterator[Result]:
+    def _pages(self, command: Command, page_size: int, deadline: float | None) -> Iterator[CmdletResult]:
         url: str | None = self._invoke_url(command.select)
         headers = {
             **self._headers,
@@ -183,26 +200,26 @@ class ExchangeClient:
         return url
 
 
-def batch_outcomes(payload: dict[str, Any], commands: Sequence[Command], correlation_id: str) -> list[Outcome]:
-    """One outcome per command from a $batch answer, matched by item id (the order is not promised)."""
+def batch_items(payload: dict[str, Any], commands: Sequence[Command], correlation_id: str) -> list[BatchItem]:
+    """One BatchItem per command from a $batch answer, matched by item id (the order is not promised)."""
     by_id = {str(item.get("id")): item for item in payload.get("responses", []) if isinstance(item, dict)}
-    outcomes = []
+    items = []
     for index, command in enumerate(commands):
         item = by_id.get(str(index))
         context = CallContext("exchange", command.cmdlet, command.target, correlation_id)
         if item is None:
             error: ExoprovError = OutcomeUnknownError("the $batch answer has no item for this command", context)
-            outcomes.append(Outcome(command, error=error))
+            items.append(BatchItem(command, error=error))
             continue
         status = int(item.get("status", 0))
         context.status = status
         body = item.get("body")
         if 200 <= status < 300:
-            outcomes.append(Outcome(command, result=_result(body)))
+            items.append(BatchItem(command, result=_result(body)))
             continue
         item_response = Response(status, _headers(item.get("headers")), _encode(body), context)
-        outcomes.append(Outcome(command, error=map_error(item_response, write=command.write)))
-    return outcomes
+        items.append(BatchItem(command, error=map_error(item_response, write=command.write)))
+    return items
 
 
 def map_error(response: Response, *, write: bool) -> ExoprovError:
@@ -245,7 +262,7 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
             context,
         )
     if CONCURRENCY_TEXT in text or status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), 300.0)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), RETRY_AFTER_CAP_SECONDS)
         return ThrottledError(text or "throttled", context, retry_after)
     if status == 404 or "ManagementObjectNotFoundException" in exception_type or "couldn't be found" in text:
         return NotFoundError(text or "not found", context)
@@ -255,15 +272,14 @@ def map_error(response: Response, *, write: bool) -> ExoprovError:
         return WriteScopeError(text, context)
     if "DualWrite" in text:
         return DualWriteError(text, context)
-    if not text or status >= 500:
-        # An error with no message has been seen on writes that did apply: settle by reading back.
-        message = text or f"HTTP {status} with no error message"
+    if not text:
+        # Exchange's own rule, whatever the status: an error with no message has been seen on writes that did
+        # apply, so a write is settled by reading back, and a read is tried again.
+        message = f"HTTP {status} with no error message"
         if write:
             return OutcomeUnknownError(message, context)
         return ServiceUnavailableError(message, context)
-    if status == 400:
-        return BadRequestError(text, context)
-    return PermanentError(text, context)
+    return status_error(response, text, write=write)  # the status table Graph uses too
 
 
 def _details(error: dict[str, Any]) -> tuple[str, str]:
@@ -294,11 +310,11 @@ def _key(data: Any, name: str) -> Any:
     return next((value for key, value in data.items() if key.lower() == name), None)
 
 
-def _result(payload: Any) -> Result:
+def _result(payload: Any) -> CmdletResult:
     payload = payload if isinstance(payload, dict) else {}
     value = payload.get("value") or []
     warnings = payload.get("@adminapi.warnings") or []
-    return Result(
+    return CmdletResult(
         [_clean(item) for item in value if isinstance(item, dict)],
         [str(w) for w in warnings],
     )

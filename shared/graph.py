@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from shared.auth import GRAPH_APP_ROLES
 from shared.errors import (
-    BadRequestError,
     ExoprovError,
     LicenseInheritedError,
     NoLicensesError,
-    NotFoundError,
     PermanentError,
     PermissionDeniedError,
-    ServiceUnavailableError,
     UsageLocationError,
 )
-from shared.http import Response, ServiceClient
+from shared.http import Response, ServiceClient, status_error
+
+__all__ = ["USER_SELECT", "GraphClient", "GraphUser", "Sku", "map_graph_error"]
 
 USER_SELECT = (
     "id",
@@ -116,7 +116,7 @@ class GraphClient:
         )
         if response.status == 404:
             return None
-        return GraphUser.from_json(self._payload(response))
+        return GraphUser.from_json(self._payload(response, write=False))
 
     def set_usage_location(self, user_id: str, country: str) -> None:
         """PATCH the usage location (only called when the user has none)."""
@@ -128,7 +128,7 @@ class GraphClient:
             operation="PATCH user usageLocation",
             target=user_id,
         )
-        self._payload(response)
+        self._payload(response, write=True)
 
     def skus(self) -> list[Sku]:
         """The tenant's subscribed SKUs, cached for a few minutes (each read costs 3 resource units)."""
@@ -138,7 +138,7 @@ class GraphClient:
         response = self._http.request(
             "GET", f"{self._root}/subscribedSkus", write=False, operation="GET subscribedSkus"
         )
-        skus = [Sku.from_json(item) for item in self._payload(response).get("value", [])]
+        skus = [Sku.from_json(item) for item in self._payload(response, write=False).get("value", [])]
         with self._lock:
             self._skus = (time.monotonic(), skus)
         return skus
@@ -184,7 +184,7 @@ class GraphClient:
             operation=operation,
             target=user_id,
         )
-        self._payload(response)
+        self._payload(response, write=True)
 
     def _user_url(self, upn_or_id: str) -> str:
         if upn_or_id.startswith("$"):
@@ -193,19 +193,23 @@ class GraphClient:
             return f"{self._root}/users('{quote(literal, safe='')}')"
         return f"{self._root}/users/{quote(upn_or_id, safe='@')}"
 
-    def _payload(self, response: Response) -> dict[str, Any]:
-        """The JSON object of any 2xx answer ({} when it has no body, as a 204 has)."""
+    def _payload(self, response: Response, *, write: bool) -> dict[str, Any]:
+        """The JSON object of any 2xx answer ({} when it has no body, as a 204 has); `write`: the call changes state."""
         payload = response.json()
         if 200 <= response.status < 300:
             if isinstance(payload, dict):
                 return payload
             if payload is None:
                 return {}
-        raise map_graph_error(response, payload)
+        raise map_graph_error(response, payload, write=write)
 
 
-def map_graph_error(response: Response, payload: Any) -> ExoprovError:
-    """Turn a failed Graph answer into the exception the chain acts on (match on substrings, not codes)."""
+def map_graph_error(response: Response, payload: Any, *, write: bool) -> ExoprovError:
+    """Turn a failed Graph answer into the exception the chain acts on (match on substrings, not codes).
+
+    What the message does not settle goes by the status table Exchange uses too (`status_error`): a 5xx to a
+    write (`write`) is an OutcomeUnknownError, since Graph may have applied it before failing.
+    """
     error = payload.get("error") if isinstance(payload, dict) else None
     error = error if isinstance(error, dict) else {}
     message = str(error.get("message") or f"HTTP {response.status}")
@@ -216,14 +220,10 @@ def map_graph_error(response: Response, payload: Any) -> ExoprovError:
         return NoLicensesError(message, context)
     if "inherited from a group membership" in message:
         return LicenseInheritedError(message, context)
-    if response.status == 404:
-        return NotFoundError(message, context)
     if response.status in (401, 403):
         return PermissionDeniedError(
             f"Graph denied {context.operation}: {message}. The identity needs the Graph application roles "
-            "User.Read.All, User.ReadUpdate.All, LicenseAssignment.ReadWrite.All and Organization.Read.All",
+            f"{', '.join(GRAPH_APP_ROLES[:-1])} and {GRAPH_APP_ROLES[-1]}",
             context,
         )
-    if response.status >= 500:
-        return ServiceUnavailableError(message, context)
-    return BadRequestError(message, context)
+    return status_error(response, message, write=write)

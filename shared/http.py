@@ -12,6 +12,9 @@
                             ConnectFailure (never reached the service) or ReadFailure (may have run).
                             Urllib3Transport by default; a plain function in tests.
 
+    status_error()          the error a failed answer becomes by its status: one table for Exchange and Graph
+                            (a 5xx to a write is OutcomeUnknownError: read the object back)
+
 Why a hand-written policy rather than urllib3's Retry: it needs to read the *body* (Exchange signals
 concurrency throttling in text, whatever the status), refresh the token on a 401, share a Retry-After
 across threads, and refuse to replay a write whose outcome is unknown. urllib3 still does the pooling,
@@ -45,14 +48,48 @@ from urllib3.exceptions import (
 
 from shared.auth import TokenProvider, claims_challenge
 from shared.errors import (
+    BadRequestError,
     BudgetExhaustedError,
     CallContext,
+    NotFoundError,
     OutcomeUnknownError,
+    PermanentError,
+    PermissionDeniedError,
     ServiceError,
     ServiceUnavailableError,
     ThrottledError,
     UnexpectedAnswerError,
 )
+
+__all__ = [
+    "CONCURRENCY_REFUSALS_PER_CALL",
+    "CONCURRENCY_TEXT",
+    "RETRY_AFTER_CAP_SECONDS",
+    "STATUS_ERRORS",
+    "THROTTLED",
+    "Clock",
+    "ConnectFailure",
+    "Done",
+    "GiveUp",
+    "Policy",
+    "RawResponse",
+    "ReadFailure",
+    "Refresh",
+    "Response",
+    "Retry",
+    "ServiceClient",
+    "SystemClock",
+    "Timeouts",
+    "Transport",
+    "TransportError",
+    "Tries",
+    "Urllib3Transport",
+    "backoff_ceiling",
+    "classify",
+    "decompress",
+    "parse_retry_after",
+    "status_error",
+]
 
 log = logging.getLogger("exoprov.http")
 
@@ -228,6 +265,37 @@ def parse_retry_after(value: str | None, cap: float, *, now: float | None = None
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(seconds, 0.0), cap)
+
+
+# What a failed answer's status means when its body says nothing more specific; the same for Exchange and Graph.
+# A 5xx is not in it: what a 5xx means depends on whether the call was a write (status_error).
+STATUS_ERRORS: Mapping[int, type[ServiceError]] = {
+    400: BadRequestError,
+    401: PermissionDeniedError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: ThrottledError,
+}
+RETRY_AFTER_CAP_SECONDS = 300.0  # a Retry-After longer than this is read as this (Policy.max_retry_after's default)
+
+
+def status_error(response: Response, message: str, *, write: bool) -> ServiceError:
+    """The error a failed answer becomes by its status alone, for Exchange and Graph alike.
+
+    Each client first looks for what the body says (a usage location, a write scope, a concurrency refusal) and
+    calls this for the rest: STATUS_ERRORS; a 5xx to a read is ServiceUnavailableError; a 5xx to a write is
+    OutcomeUnknownError, because the service may have run the write before it failed, so the caller reads the
+    object back rather than take it as not done (classify() returns such an answer instead of replaying it);
+    any other status is PermanentError. A ThrottledError carries the answer's Retry-After.
+    """
+    context = response.context
+    if response.status >= 500:
+        return OutcomeUnknownError(message, context) if write else ServiceUnavailableError(message, context)
+    error = STATUS_ERRORS.get(response.status, PermanentError)
+    if error is ThrottledError:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), RETRY_AFTER_CAP_SECONDS)
+        return ThrottledError(message, context, retry_after)
+    return error(message, context)
 
 
 def _is_throttle(response: Response, retry_after: float | None) -> bool:

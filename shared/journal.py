@@ -30,6 +30,19 @@ from typing import Any
 
 from shared.errors import ConfigurationError, JournalUnavailableError, first_line
 
+__all__ = [
+    "Entry",
+    "Journal",
+    "Session",
+    "SessionInfo",
+    "check_run_id",
+    "fold",
+    "new_run_id",
+    "request_prefix",
+    "run_session",
+    "settlement_line",
+]
+
 log = logging.getLogger("exoprov.journal")
 
 OUTCOMES = ("pending", "applied", "failed", "unknown", "noop")

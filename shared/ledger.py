@@ -24,6 +24,8 @@ from typing import Any
 
 from shared.errors import RequestBusyError, first_line
 
+__all__ = ["STEP_LEASE_SECONDS", "ChainState", "Ledger", "Outbox", "digest"]
+
 log = logging.getLogger("exoprov.ledger")
 
 STEP_LEASE_SECONDS = 15  # a dead worker's hold on a request lapses after this long (the service's minimum)

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+__all__ = ["CorrelationFilter", "audit", "configure", "configure_host", "correlation_id", "correlation_scope"]
+
 AUDIT_LOGGER = "exoprov.audit"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s]: %(message)s"
 _audit = logging.getLogger(AUDIT_LOGGER)

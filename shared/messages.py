@@ -1,4 +1,4 @@
-"""The chain's messages: the HR request (contract 1), the step envelope, and the result (contract 2)."""
+"""The chain's messages: the HR request and the result (docs/contracts.md), and the step envelope."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ from typing import Any
 
 from shared.errors import InvalidRequestError
 from shared.settings import MAILBOX_TYPES, Settings, license_allowed, parse_country, parse_license
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "REQUEST_ID",
+    "ChainProgress",
+    "MailboxBefore",
+    "Request",
+    "Result",
+    "StepMessage",
+    "StepMessageError",
+    "decode_body",
+    "parse_request",
+    "parse_request_text",
+    "recover_request_id",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024  # the storage queue limit; nothing larger can be a real request
 MAX_JSON_DEPTH = 8
@@ -488,7 +503,7 @@ _ENVELOPE: dict[str, type | tuple[type, ...]] = {
 
 @dataclass
 class Result:
-    """The one message every request ends with (contract 2)."""
+    """The one message every request ends with (docs/contracts.md, "Result message")."""
 
     request_id: str
     user_principal_name: str | None

@@ -27,6 +27,7 @@ from shared.errors import (
     ThrottledError,
     TransientError,
     UsageLocationError,
+    result_code,
 )
 from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
@@ -36,20 +37,10 @@ from shared.messages import MailboxBefore, Request, Result, StepMessage, parse_r
 from shared.recovery import CLOUD_MANAGED, LICENSE_ADD, LICENSE_REMOVE, MAILBOX_TYPE, USAGE_LOCATION, settle_request
 from shared.settings import Settings, license_allowed
 
+__all__ = ["Chain", "Finish", "Next", "StepOutcome", "UnreadableMessage", "backoff", "has_archive"]
+
 log = logging.getLogger("exoprov.provisioning")
 
-CONTRACT_CODES = {
-    "invalid_request",
-    "license_not_allowed",
-    "user_not_found",
-    "usage_location_missing",
-    "no_licenses_available",
-    "mailbox_timeout",
-    "conversion_unverified",
-    "license_inherited",
-    "permission_denied",
-    "internal_error",
-}
 MAILBOX_SELECT = (
     "ExternalDirectoryObjectId",
     "PrimarySmtpAddress",
@@ -86,7 +77,7 @@ class Finish:
     result: Result
 
 
-Outcome = Next | Finish
+StepOutcome = Next | Finish
 
 
 class UnreadableMessage(Exception):
@@ -111,19 +102,19 @@ class Chain:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def accept(self, text: str, chain_id: str) -> Outcome:
+    def accept(self, text: str, chain_id: str) -> StepOutcome:
         """Validate the HR request (the text `decode_body` made of it); a bad one ends at once with a result."""
         try:
             request = parse_request_text(text, self.settings)
         except InvalidRequestError as exc:
             if exc.request_id is None:
                 raise UnreadableMessage(str(exc)) from exc
-            return Finish(Result.failed(exc.request_id, exc.upn, exc.code, str(exc)))
+            return Finish(Result.failed(exc.request_id, exc.upn, result_code(exc), str(exc)))
         now = self.clock()
         log.info("accepted %s for %s (%s)", request.request_id, request.user_principal_name, request.mailbox_type)
         return Next(StepMessage("license", request.to_json(), chain_id, now, now), 0.0)
 
-    def license(self, message: StepMessage) -> Outcome:
+    def license(self, message: StepMessage) -> StepOutcome:
         """Wait for the synced user, give it a usage location if it has none, license it once, confirm it shows."""
         request = message.parsed_request()
         user = self.graph.get_user(request.user_principal_name)
@@ -161,7 +152,7 @@ class Chain:
                 set_at = message.state.usage_location_set_at
                 if set_at is None:
                     raise  # the user's own usage location was refused: not a lag of ours
-                return self._await_replication(message, "usageLocationSetAt", set_at, exc.code, str(exc))
+                return self._await_replication(message, "usageLocationSetAt", set_at, result_code(exc), str(exc))
             except NotFoundError as exc:
                 # A user that a read just returned can still be unknown to the replica that takes the write.
                 return self._await_replication(message, "userFirstSeenAt", first_seen, "user_not_found", str(exc))
@@ -179,7 +170,7 @@ class Chain:
                     "noFreeUnitsSince",
                     since,
                     self.settings.license_wait_minutes * 60,
-                    exc.code,
+                    result_code(exc),
                     f"{exc}; none came free within {self.settings.license_wait_minutes:g} minutes "
                     "(LICENSE_WAIT_MINUTES)",
                     self.settings.poll_min_seconds,
@@ -198,7 +189,7 @@ class Chain:
         # Exchange takes minutes to create a mailbox: look first after the shortest poll interval.
         return Next(following, self.settings.poll_min_seconds if progress.licensed_by_chain else 0.0)
 
-    def mailbox(self, message: StepMessage) -> Outcome:
+    def mailbox(self, message: StepMessage) -> StepOutcome:
         """Wait until Exchange Online has created the mailbox."""
         request = message.parsed_request()
         try:
@@ -216,7 +207,7 @@ class Chain:
         following = dataclasses.replace(message, step="configure", wait_started_at=self.clock(), polls=0, state=state)
         return Next(following, 0.0)
 
-    def configure(self, message: StepMessage) -> Outcome:
+    def configure(self, message: StepMessage) -> StepOutcome:
         """Cloud-manage first, convert, read back until the type shows; only then remove the license."""
         request = message.parsed_request()
         user_id = message.user_id
@@ -257,7 +248,7 @@ class Chain:
 
     # -- running a step ------------------------------------------------------------------------
 
-    def run(self, message: StepMessage) -> Outcome:
+    def run(self, message: StepMessage) -> StepOutcome:
         """Run the step the message names, with a journal session for the writes it makes."""
         session = self.journal.request_session(message.request_id)
         token = _SESSION.set(session)
@@ -274,7 +265,7 @@ class Chain:
             except JournalUnavailableError as exc:
                 log.warning("request %s: %s; its next step settles the outcomes", message.request_id, exc)
 
-    def _run(self, message: StepMessage) -> Outcome:
+    def _run(self, message: StepMessage) -> StepOutcome:
         """Run the step the message names; a permanent error ends the request with its code.
 
         A transient error (throttling, a 5xx, an unclear write) sends the same step again after Retry-After or a
@@ -318,7 +309,7 @@ class Chain:
             again = dataclasses.replace(message, state=message.state.retried(message.step))
             return Next(again, delay)
         except ExoprovError as exc:
-            code = exc.code if exc.code in CONTRACT_CODES else "internal_error"
+            code = result_code(exc)
             log.warning("request %s failed in %s: %s", message.request_id, message.step, exc)
             request = message.parsed_request()
             return Finish(
@@ -329,7 +320,7 @@ class Chain:
 
     def _wait(
         self, message: StepMessage, minutes: float, code: str, why: str, mailbox: dict[str, Any] | None = None
-    ) -> Outcome:
+    ) -> StepOutcome:
         """Poll again after a growing delay, or give up with `code` once the deadline has passed."""
         waited = self.clock() - message.wait_started_at
         budget = minutes * 60
@@ -344,7 +335,7 @@ class Chain:
         log.info("request %s waits %.1f s in %s (poll %d)", message.request_id, delay, message.step, message.polls + 1)
         return Next(dataclasses.replace(message, polls=message.polls + 1), delay)
 
-    def _await_replication(self, message: StepMessage, since: str, started: float, code: str, why: str) -> Outcome:
+    def _await_replication(self, message: StepMessage, since: str, started: float, code: str, why: str) -> StepOutcome:
         """Run the step again shortly: Entra has not replicated a write (or a new user) to every replica yet.
 
         The window counts from `started` (the progress field named `since`), our own write or our first sight
@@ -369,7 +360,7 @@ class Chain:
         why: str,
         first: float,
         most: float,
-    ) -> Outcome:
+    ) -> StepOutcome:
         """Run the step again after a growing delay while `started` (the field `since`) is less than `window` ago."""
         state = message.state
         waited = self.clock() - started
@@ -477,7 +468,7 @@ class Chain:
 
     def _release_license(
         self, message: StepMessage, request: Request, box: dict[str, Any], result: Result
-    ) -> Outcome | None:
+    ) -> StepOutcome | None:
         """Remove the temporary license from a verified non-user mailbox that no longer needs it, and confirm it.
 
         Returns None when `result` is final, or the outcome that waits for Graph's reads to show the removal.

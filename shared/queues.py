@@ -17,6 +17,22 @@ from typing import Any
 from shared.errors import ConfigurationError, StorageUnavailableError, first_line
 from shared.settings import Settings
 
+__all__ = [
+    "CHAIN_QUEUES",
+    "JOURNAL_CONTAINER",
+    "LEDGER_CONTAINER",
+    "MAX_DEQUEUE_COUNT",
+    "POISON_QUEUES",
+    "POISON_SUFFIX",
+    "REQUESTS",
+    "RESULTS",
+    "STEP_QUEUES",
+    "UNREADABLE",
+    "Storage",
+    "storage_endpoint",
+    "storage_failure",
+]
+
 log = logging.getLogger("exoprov.queues")
 
 REQUESTS = "provision-requests"

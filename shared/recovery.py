@@ -17,6 +17,16 @@ from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
 from shared.graph import GraphClient
 from shared.journal import Entry, Journal, SessionInfo, settlement_line
 
+__all__ = [
+    "CLOUD_MANAGED",
+    "LICENSE_ADD",
+    "LICENSE_REMOVE",
+    "MAILBOX_TYPE",
+    "USAGE_LOCATION",
+    "settle_request",
+    "settle_runs",
+]
+
 log = logging.getLogger("exoprov.recovery")
 
 CLOUD_MANAGED = "Set-Mailbox -IsExchangeCloudManaged"

@@ -12,6 +12,8 @@ from shared.logs import correlation_scope
 from shared.recovery import settle_runs
 from shared.wiring import Clients
 
+__all__ = ["run_sweep", "run_undo"]
+
 log = logging.getLogger("exoprov.runs")
 
 

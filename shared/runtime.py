@@ -8,6 +8,8 @@ from shared.enforcement import Report
 from shared.runs import run_sweep
 from shared.wiring import process_clients
 
+__all__ = ["handle_poison_message", "handle_queue_message", "run_scheduled_sweep"]
+
 log = logging.getLogger("exoprov.runtime")
 
 

@@ -24,6 +24,19 @@ from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
 
+__all__ = [
+    "CLOUDS",
+    "MAILBOX_TYPES",
+    "SETTINGS",
+    "Settings",
+    "is_loopback_host",
+    "license_allowed",
+    "parse_country",
+    "parse_license",
+    "readme_rows",
+    "readme_table",
+]
+
 C = TypeVar("C", bound=type)
 
 

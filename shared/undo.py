@@ -12,12 +12,14 @@ import threading
 import time
 from typing import Any
 
-from shared.enforcement import Applier, Cancelled, Mailbox, Progress, Report, exclusion_keys, list_synced
+from shared.enforcement import Applier, Cancelled, ListedMailbox, Progress, Report, exclusion_keys, list_synced
 from shared.errors import BudgetExhaustedError, ConfigurationError
 from shared.exchange import ExchangeClient
 from shared.journal import Entry, Journal, Session
 from shared.recovery import CLOUD_MANAGED
 from shared.settings import Settings
+
+__all__ = ["undo"]
 
 log = logging.getLogger("exoprov.undo")
 
@@ -118,23 +120,23 @@ def _plan(
     report: Report,
     deadline: float,
     cancel: threading.Event,
-) -> list[tuple[Mailbox, bool]]:
+) -> list[tuple[ListedMailbox, bool]]:
     """The mailboxes to set back, each with the value it goes back to; the rest are counted in the report."""
     wanted = {entry.target_id: entry for entry in flips}
 
     def keep(found: dict[str, dict[str, Any]], record: dict[str, Any]) -> None:
-        identity = Mailbox.from_record(record).identity
+        identity = ListedMailbox.from_record(record).identity
         if identity in wanted:
             found[identity] = record
 
     found = list_synced(exchange, dict, keep, deadline, cancel) if wanted else {}
-    candidates: list[tuple[Mailbox, bool]] = []
+    candidates: list[tuple[ListedMailbox, bool]] = []
     for target_id, entry in wanted.items():
         listed = found.get(target_id)
         if listed is None:
             report.changed_since.append({"identity": entry.target, "reason": "no longer a directory-synced mailbox"})
             continue
-        mailbox = Mailbox.from_record(listed)
+        mailbox = ListedMailbox.from_record(listed)
         if mailbox.cloud_managed is not entry.after:
             reason = f"reads IsExchangeCloudManaged {mailbox.cloud_managed} now, not the {entry.after} this run wrote"
             report.changed_since.append({"identity": mailbox.label, "reason": reason})

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from shared.journal import Journal
     from shared.queues import Storage
 
+__all__ = ["Clients", "process_clients", "reset_process_clients"]
+
 
 def policy_for(settings: Settings, max_in_flight: int = 0) -> Policy:
     """The HTTP policy the settings describe, with a pool large enough for the sweep's concurrency."""

@@ -25,6 +25,8 @@ from shared.errors import ExoprovError, StorageUnavailableError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
+__all__ = ["Worker"]
+
 log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty

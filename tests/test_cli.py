@@ -23,7 +23,7 @@ CONTRACT_FIELDS = {
 
 
 def test_sweep_json_has_every_contract_field(env, capsys) -> None:
-    """`exoprov sweep --json` prints the report with at least the fields of contract 4, exit 0."""
+    """`exoprov sweep --json` prints the report with at least the fields of README "The sweep report", exit 0."""
     assert main(["sweep", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= CONTRACT_FIELDS

@@ -19,28 +19,36 @@ from typing import Any
 import pytest
 import urllib3
 
+from shared import errors
 from shared.auth import token_failure
 from shared.errors import (
+    CONTRACT_CODES,
     AuthenticationError,
     BadRequestError,
     CallContext,
+    ConfigurationError,
     ExoprovError,
+    InvalidRequestError,
+    LicenseError,
     LicenseInheritedError,
     NoLicensesError,
     NotFoundError,
+    PermanentError,
     PermissionDeniedError,
     ThrottledError,
+    UnexpectedAnswerError,
     UnknownCmdletError,
     UsageLocationError,
     WriteScopeError,
+    result_code,
 )
-from shared.exchange import APP_ANCHOR, Command, _result, batch_outcomes, map_error
+from shared.exchange import APP_ANCHOR, Command, _result, batch_items, map_error
 from shared.graph import USER_SELECT as USER_SELECT_FIELDS
 from shared.graph import GraphUser, Sku, map_graph_error
 from shared.http import Response, _is_throttle, parse_retry_after
 from shared.provisioning import has_archive
 from shared.wiring import Clients
-from tests.conftest import SandboxHandle
+from tests.conftest import ROOT, SandboxHandle
 
 CONTRACTS = Path(__file__).parent / "contracts"
 DOCUMENTS = {path.stem: json.loads(path.read_text()) for path in sorted(CONTRACTS.glob("*/*.json"))}
@@ -373,7 +381,7 @@ def test_exchange_pages_batches_and_warnings_parse() -> None:
     body = json.loads(json.dumps(DOCUMENTS["exchange.batch"]["body"]))
     for index, item in enumerate(body["responses"]):
         item["id"] = str(index)  # our client numbers its items 0, 1, ...
-    found, missing = batch_outcomes(body, commands, "cid")
+    found, missing = batch_items(body, commands, "cid")
     assert found.result is not None and found.result.value[0]["UserPrincipalName"]
     assert isinstance(missing.error, NotFoundError)
 
@@ -394,12 +402,13 @@ def test_an_archive_is_seen_by_its_guid_even_when_archive_status_reads_none() ->
         ("graph.error.license_inherited", LicenseInheritedError),
         ("graph.error.forbidden", PermissionDeniedError),
         ("graph.error.missing_parameters", BadRequestError),
+        ("graph.error.throttled", ThrottledError),
     ],
 )
 def test_graph_errors_map_to_what_the_chain_acts_on(document_id: str, error: type) -> None:
     """Each real Graph error becomes the exception (and so the result code) the chain acts on."""
     response = _response(document_id)
-    assert isinstance(map_graph_error(response, response.json()), error)
+    assert isinstance(map_graph_error(response, response.json(), write=True), error)
 
 
 def test_graph_throttling_carries_a_retry_after_in_seconds() -> None:
@@ -434,3 +443,40 @@ def test_an_unknown_managed_identity_is_a_configuration_error_not_an_outage() ->
     )
     failure: ExoprovError = token_failure(GRAPH, Exception(text))
     assert isinstance(failure, AuthenticationError) and failure.code == "permission_denied"
+
+
+# -- the result contract's codes ---------------------------------------------------------------------
+
+
+def test_the_result_codes_are_the_table_in_contracts_md() -> None:
+    """CONTRACT_CODES is exactly the code column of docs/contracts.md's "Result message" table."""
+    text = (ROOT / "docs" / "contracts.md").read_text()
+    table = text.split("`error.code` is always one of", 1)[1].split("\n\n", 2)[1]
+    codes = {line.split("`")[1] for line in table.splitlines()[2:]}
+    assert codes == CONTRACT_CODES
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (PermissionDeniedError("refused"), "permission_denied"),
+        (AuthenticationError("no credential"), "permission_denied"),
+        (UsageLocationError("no usage location"), "usage_location_missing"),
+        (InvalidRequestError("license", "not allowed", "r-1", code="license_not_allowed"), "license_not_allowed"),
+        (WriteScopeError("mastered on-premises"), "internal_error"),
+        (NotFoundError("gone"), "internal_error"),
+        (BadRequestError("refused a parameter"), "internal_error"),
+        (UnexpectedAnswerError("a link elsewhere"), "internal_error"),
+        (LicenseError("refused"), "internal_error"),
+        (ConfigurationError("GRAPH_ENDPOINT", "not a URL"), "internal_error"),
+        (PermanentError("no"), "internal_error"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else value,
+)
+def test_an_error_ends_a_request_with_its_own_code_only_when_the_contract_has_it(
+    error: ExoprovError, code: str
+) -> None:
+    """result_code keeps a contract code and reports any other as internal_error, for every class of the tree."""
+    assert result_code(error) == code
+    tree = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, ExoprovError)]
+    assert all(result_code(cls.__new__(cls)) in CONTRACT_CODES for cls in tree)

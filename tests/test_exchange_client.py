@@ -20,7 +20,8 @@ from shared.errors import (
     WriteScopeError,
 )
 from shared.exchange import APP_ANCHOR, BATCH_LIMIT, Command, ExchangeClient, map_error
-from shared.http import Response
+from shared.graph import map_graph_error
+from shared.http import Response, status_error
 from shared.wiring import Clients
 
 GENERATED = {"generate": {"mailboxes": 25, "candidates": 5}}
@@ -134,6 +135,24 @@ def test_an_empty_error_on_a_write_means_the_outcome_is_unknown() -> None:
     empty = {"error": {"code": "InternalServerError", "message": ""}}
     assert isinstance(map_error(_response(500, empty), write=True), OutcomeUnknownError)
     assert isinstance(map_error(_response(500, empty), write=False), ServiceUnavailableError)
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 429, 500, 502, 503, 504])
+def test_exchange_and_graph_read_a_status_by_one_table(status: int, write: bool) -> None:
+    """A failed answer whose text says nothing special is the same error from Exchange and Graph: status_error's."""
+    text = "something went wrong"
+    graph = Response(
+        status,
+        urllib3.HTTPHeaderDict(),
+        json.dumps({"error": {"code": "Error", "message": text}}).encode(),
+        CallContext("graph", "assignLicense"),
+    )
+    expected = type(status_error(_response(status, _detail(text)), text, write=write))
+    assert type(map_error(_response(status, _detail(text)), write=write)) is expected
+    assert type(map_graph_error(graph, graph.json(), write=write)) is expected
+    if status >= 500:
+        assert expected is (OutcomeUnknownError if write else ServiceUnavailableError)
 
 
 def test_the_concurrency_text_is_throttling_whatever_the_status() -> None:

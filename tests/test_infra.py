@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from shared.auth import GRAPH_APP_ROLES
 from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -78,7 +79,7 @@ def settings_the_app_reads() -> set[str]:
 
 
 def test_every_setting_the_app_reads_is_set_or_deliberately_left_out() -> None:
-    """Each setting of contract 3 is an app setting in Azure, or on the short list of reasoned exceptions."""
+    """Each setting in SETTINGS is an app setting in Azure, or on the short list of reasoned exceptions."""
     read = settings_the_app_reads()
     assert set(NOT_SET_IN_AZURE) <= read, "an exception names a setting the app no longer reads"
     assert read - set(NOT_SET_IN_AZURE) <= app_settings()
@@ -155,20 +156,34 @@ def test_the_identity_has_exactly_the_listed_azure_roles() -> None:
 
 
 def test_the_identity_has_exactly_the_listed_app_roles() -> None:
-    """Four Graph application roles and Exchange.ManageAsApp, each resolved by name: no more."""
+    """The Graph roles of the graphRoles list and Exchange.ManageAsApp, each resolved by name: no more."""
     permissions = bicep("app/permissions.bicep")
-    assert permissions["variables"]["graphRoles"]["value"] == [
-        "User.Read.All",
-        "User.ReadUpdate.All",
-        "LicenseAssignment.ReadWrite.All",
-        "Organization.Read.All",
-    ]
     grants = {n: r for n, r in permissions["resources"].items() if r["type"] == "Microsoft.Graph/appRoleAssignedTo"}
     assert set(grants) == {"graphGrants", "exchangeGrant"}
     assert grants["graphGrants"]["config"]["loop_type"]["detail"]["array_name"] == "graphRoles"
     assert "'Exchange.ManageAsApp'" in (INFRA / "app" / "permissions.bicep").read_text()
     apps = {r["config"]["appId"] for r in permissions["resources"].values() if r["existing"]}
     assert apps == {"00000003-0000-0000-c000-000000000000", "00000002-0000-0ff1-ce00-000000000000"}
+
+
+def test_the_bicep_grants_exactly_the_graph_roles_the_code_needs() -> None:
+    """permissions.bicep's graphRoles is GRAPH_APP_ROLES, in the same order (Bicep cannot import it)."""
+    assert bicep("app/permissions.bicep")["variables"]["graphRoles"]["value"] == list(GRAPH_APP_ROLES)
+
+
+def readme_section(title: str) -> str:
+    """The text of one `## ` section of the README, without its heading."""
+    sections = re.split(r"^## ", (ROOT / "README.md").read_text(), flags=re.M)
+    (section,) = [s for s in sections if s.startswith(f"{title}\n")]
+    return section
+
+
+def test_the_readme_lists_exactly_the_graph_roles_the_code_needs() -> None:
+    """The table of 'Identity and permissions' is GRAPH_APP_ROLES in order; 'Deploy to Azure' names the same roles."""
+    table = re.findall(r"^\| `([^`]+)` \|", readme_section("Identity and permissions"), flags=re.M)
+    assert table == list(GRAPH_APP_ROLES)
+    graph_role = r"`((?:User|LicenseAssignment|Organization|Directory)\.\w+\.All)`"
+    assert set(re.findall(graph_role, readme_section("Deploy to Azure"))) == set(GRAPH_APP_ROLES)
 
 
 SECRET_PATTERNS = [

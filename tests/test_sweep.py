@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.enforcement import Mailbox, make_plan
+from shared.enforcement import ListedMailbox, make_plan
 from shared.errors import PermissionDeniedError
 from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
@@ -55,7 +55,7 @@ def test_b11_the_plan_is_the_reference_pipeline_filter() -> None:
 
 def test_a_mailbox_without_directory_id_is_addressed_by_upn() -> None:
     """The write identity is the ExternalDirectoryObjectId, or the UPN when there is none."""
-    assert Mailbox.from_record({"UserPrincipalName": "x@contoso.com"}).identity == "x@contoso.com"
+    assert ListedMailbox.from_record({"UserPrincipalName": "x@contoso.com"}).identity == "x@contoso.com"
 
 
 def test_report_mode_makes_zero_writes(env, sandbox) -> None:
