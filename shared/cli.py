@@ -47,8 +47,9 @@ EXIT_HELP = {
     "results": "0 done; 1 storage unreachable",
     "undo": "0 nothing failed; 1 a mailbox failed, the run is unknown or unsettled, or a setting is wrong; "
     "2 the brake engaged (nothing changed); 130 interrupted (the report says what was done)",
-    "journal": "0 done (also when nothing matches); 1 storage unreachable or a bad option",
+    "journal": "0 done (also when nothing matches); 1 storage unreachable or a malformed --run",
 }
+EXIT_ALWAYS = "for every command, 2 before anything runs when the command line is wrong, and 130 on Ctrl-C"
 JOURNAL_DEFAULT_HOURS = 24
 
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=summary,
             description=summary[0].upper() + summary[1:] + ".",
-            epilog=f"exit codes: {EXIT_HELP[name]}\nsettings read: {SETTINGS_HELP[name]}",
+            epilog=f"exit codes: {EXIT_HELP[name]}; {EXIT_ALWAYS}\nsettings read: {SETTINGS_HELP[name]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[verbose],
         )
@@ -172,8 +173,12 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sandbox"]:
-        return _sandbox(argv[1:])
+    verbose = 0
+    while verbose < len(argv) and argv[verbose] in ("-v", "--verbose"):
+        verbose += 1
+    if argv[verbose : verbose + 1] == ["sandbox"]:
+        # The sandbox parses its own options; a -v in front of it means its --verbose.
+        return _sandbox(argv[verbose + 1 :] + (["--verbose"] if verbose else []))
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
     try:

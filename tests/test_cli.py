@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from shared.cli import main
 
 CONTRACT_FIELDS = {
@@ -182,3 +184,19 @@ def test_submit_refuses_an_invalid_request_before_queueing_it(chain_env, capsys)
     """A request the chain would refuse is refused locally, naming the field, and nothing is queued."""
     assert main(["submit", "--upn", "not a upn"]) == 1
     assert "userPrincipalName" in capsys.readouterr().err
+
+
+def test_a_verbose_flag_in_front_of_sandbox_reaches_the_sandbox(capsys) -> None:
+    """`exoprov -v sandbox --help` shows the sandbox's own help (its --verbose) and exits 0."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["-v", "sandbox", "--help"])
+    assert stopped.value.code == 0
+    assert "--verbose" in capsys.readouterr().out
+
+
+def test_every_command_help_names_the_usage_and_interrupt_exit_codes(capsys) -> None:
+    """Each command's help says that a wrong command line exits 2 and Ctrl-C 130, besides its own codes."""
+    for command in ("sweep", "undo", "journal", "doctor", "worker", "submit", "results"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "2 before anything runs when the command line is wrong, and 130 on Ctrl-C" in capsys.readouterr().out
