@@ -8,7 +8,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -455,6 +455,15 @@ def _value(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _brake(report: Mapping[str, Any]) -> str:
+    return f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"
+
+
+def _summary(heading: str, rows: list[tuple[str, object]], report: Mapping[str, Any]) -> list[str]:
+    """A report's first lines: the heading, one aligned line per count, then its notes."""
+    return [heading, *(f"  {name:<24}{value}" for name, value in rows), *(f"  note: {n}" for n in report["notes"])]
+
+
 def format_undo(report: dict[str, Any]) -> str:
     """A readable table of an undo report."""
     rows = [
@@ -466,12 +475,10 @@ def format_undo(report: dict[str, Any]) -> str:
         ("failed", report["failed"]),
         ("outcome unknown", report["unknown"]),
         ("not attempted", report["notAttempted"]),
-        ("brake engaged", f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"),
+        ("brake engaged", _brake(report)),
         ("complete", "yes" if report["complete"] else "no"),
     ]
-    lines = [f"exoprov undo of {report['undoes']} ({report['mode']} mode), run {report['runId']}"]
-    lines += [f"  {name:<24}{value}" for name, value in rows]
-    lines += [f"  note: {note}" for note in report["notes"]]
+    lines = _summary(f"exoprov undo of {report['undoes']} ({report['mode']} mode), run {report['runId']}", rows, report)
     for title, key, field_name in (
         ("to set back", "candidateList", "recipientTypeDetails"),
         ("changed since the run (left as they are)", "changedSince", "reason"),
@@ -500,14 +507,12 @@ def format_report(report: dict[str, object]) -> str:
         ("failed", report["failed"]),
         ("outcome unknown", report["unknown"]),
         ("not attempted", report["notAttempted"]),
-        ("brake engaged", f"{'YES' if report['brakeEngaged'] else 'no'} (limit {report['maxChanges'] or 'none'})"),
+        ("brake engaged", _brake(report)),
         ("tenant default", {True: "on", False: "off", None: "unknown"}[tenant_default]),  # type: ignore[index]
         ("complete", "yes" if report["complete"] else "no"),
     ]
-    lines = [f"exoprov sweep ({report['mode']} mode), run {report['runId']}, in {report['durationSeconds']} s"]
-    lines += [f"  {name:<24}{value}" for name, value in rows]
-    for note in report["notes"]:  # type: ignore[attr-defined]
-        lines.append(f"  note: {note}")
+    heading = f"exoprov sweep ({report['mode']} mode), run {report['runId']}, in {report['durationSeconds']} s"
+    lines = _summary(heading, rows, report)
     candidates: list[dict[str, str]] = report["candidateList"]  # type: ignore[assignment]
     if candidates:
         shown = candidates[:CANDIDATES_SHOWN]

@@ -678,7 +678,12 @@ class ServiceClient:
         """Apply a Retry: halve the in-flight limit, hold or wait, count the attempt; raise when none are left."""
         if retry.fewer_in_flight:
             self.in_flight.refused()
-        wait = retry.wait if retry.wait is not None else random.uniform(0, self._backoff_ceiling(retry.step))
+        # Full jitter below the ceiling: spreads retries of many threads instead of moving the storm.
+        wait = (
+            retry.wait
+            if retry.wait is not None
+            else random.uniform(0, backoff_ceiling(retry.step, self.policy.backoff_base))
+        )
         if retry.shared:
             self._hold_until(self.clock.now() + wait)  # the gate, at the top of the next attempt, waits
             log.info("%s throttled, waiting %.2f s (cid %s)", self.service, wait, context.correlation_id)
@@ -686,9 +691,7 @@ class ServiceClient:
         if tries.spent >= self.policy.max_attempts:
             raise self._spent(retry, context)
         if not retry.shared:
-            if deadline is not None and self.clock.now() + wait > deadline:
-                raise BudgetExhaustedError(f"{retry.reason}; no time left in the budget to retry", context)
-            self.clock.sleep(wait)
+            self._sleep_within(wait, deadline, f"{retry.reason}; no time left in the budget to retry", context)
         return tries
 
     def _spent(self, last: Retry, context: CallContext) -> ServiceError:
@@ -701,10 +704,6 @@ class ServiceClient:
             context,
         )
 
-    def _backoff_ceiling(self, step: int) -> float:
-        # Full jitter below this ceiling: spreads retries of many threads instead of moving the storm.
-        return backoff_ceiling(step, self.policy.backoff_base)
-
     def _hold_until(self, instant: float) -> None:
         with self._gate:
             self._not_before = max(self._not_before, instant)
@@ -712,10 +711,14 @@ class ServiceClient:
     def _wait_for_gate(self, context: CallContext, deadline: float | None) -> None:
         with self._gate:
             wait = self._not_before - self.clock.now()
-        if wait <= 0:
-            return
+        if wait > 0:
+            why = f"the service asked for a {wait:.1f} s wait, beyond the time budget"
+            self._sleep_within(wait, deadline, why, context)
+
+    def _sleep_within(self, wait: float, deadline: float | None, why: str, context: CallContext) -> None:
+        """Wait `wait` seconds, or raise BudgetExhaustedError(`why`) at once if that would end past `deadline`."""
         if deadline is not None and self.clock.now() + wait > deadline:
-            raise BudgetExhaustedError(f"the service asked for a {wait:.1f} s wait, beyond the time budget", context)
+            raise BudgetExhaustedError(why, context)
         self.clock.sleep(wait)
 
 

@@ -150,7 +150,7 @@ class Journal:
 
     def run_entries(self, run_id: str) -> list[Entry]:
         """Every entry of one run, in the order of its intents (empty when the run wrote nothing)."""
-        return self._read(f"runs/{check_run_id(run_id)}.jsonl")
+        return self.read_session(f"runs/{check_run_id(run_id)}.jsonl")
 
     def run_info(self, run_id: str) -> dict[str, str] | None:
         """The metadata of a run's blob (kind, undoes, state), or None when the run wrote nothing."""
@@ -166,13 +166,13 @@ class Journal:
     def request_entries(self, request_id: str) -> list[Entry]:
         """Every entry of one request, across its step deliveries, in time order."""
         names = [info.name for info in self.sessions(request_prefix(request_id))]
-        return sorted((e for name in names for e in self._read(name)), key=lambda e: e.time)
+        return sorted((e for name in names for e in self.read_session(name)), key=lambda e: e.time)
 
     def since(self, moment: datetime) -> list[Entry]:
         """Every entry written at or after `moment`, runs and requests together, in time order."""
         stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         names = [info.name for info in self.sessions("") if info.last_modified >= moment]
-        return sorted((e for name in names for e in self._read(name) if e.time >= stamp), key=lambda e: e.time)
+        return sorted((e for name in names for e in self.read_session(name) if e.time >= stamp), key=lambda e: e.time)
 
     def sessions(self, prefix: str) -> list[SessionInfo]:
         """The session blobs under a prefix, with their state and owner."""
@@ -185,9 +185,6 @@ class Journal:
                 return []  # the container is made by the first write
         log.info("journal: listed %d session(s) under %r", len(blobs), prefix)
         return [_info(blob) for blob in blobs]
-
-    def read_session(self, name: str) -> list[Entry]:
-        return self._read(name)
 
     def append(self, name: str, lines: list[dict[str, Any]]) -> None:
         """Append JSON lines to a session blob, in blocks the service accepts."""
@@ -219,7 +216,8 @@ class Journal:
             self.container.get_blob_client(name).set_blob_metadata({**metadata, "state": state})
         log.info("journal: %s is %s", name, state)
 
-    def _read(self, name: str) -> list[Entry]:
+    def read_session(self, name: str) -> list[Entry]:
+        """The entries of one session blob (empty when it does not exist)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         with self._storage(f"read {name}"):
@@ -291,13 +289,8 @@ class Session:
                 self.journal.create(self.name, self.metadata)
                 self._created = True
                 _LIVE.add(self.name)
-            waiting = self._drain()
-            try:
-                self.journal.append(self.name, waiting + _intent_lines(entries))
-            except JournalUnavailableError:
-                # The writes will not be made; should the append have landed after all, its intents are withdrawn.
-                self._pending = [*waiting, {"op": "withdraw", "ids": ids}, *self._pending]
-                raise
+            # If this fails the writes are not made; should the append have landed after all, they are withdrawn.
+            self._append(_intent_lines(entries), if_lost=[{"op": "withdraw", "ids": ids}])
             self._unsettled.update(ids)
 
     def record(self, entry_id: str, outcome: str, error: str | None = None) -> None:
@@ -314,6 +307,19 @@ class Session:
             with self._lock:
                 self._pending.append({"op": "withdraw", "ids": ids})
                 self._unsettled.difference_update(ids)
+
+    def _append(self, lines: list[dict[str, Any]], if_lost: list[dict[str, Any]] | None = None) -> None:
+        """Append what waits, then `lines` (the caller holds the lock). If the append fails, what waited is kept
+        for the next one, followed by `if_lost`; `lines` themselves are dropped."""
+        assert self.journal is not None
+        waiting = self._drain()
+        if not (waiting or lines):
+            return
+        try:
+            self.journal.append(self.name, waiting + lines)
+        except JournalUnavailableError:
+            self._pending = [*waiting, *(if_lost or []), *self._pending]
+            raise
 
     def _drain(self) -> list[dict[str, Any]]:
         """The lines waiting to be appended (the caller holds the lock): outcomes grouped by kind, one line each."""
@@ -338,11 +344,10 @@ class Session:
                 with self._lock:
                     if not self._created or self.journal is None:
                         continue
-                    lines = self._drain()
+                    idle = not (self._pending or self._outcomes)
                     try:
-                        self.journal.append(self.name, lines or [{"op": "alive", "at": now_iso()}])
+                        self._append([{"op": "alive", "at": now_iso()}] if idle else [])
                     except JournalUnavailableError as exc:
-                        self._pending = lines + self._pending
                         log.warning("%s; trying again in %.0f s", exc, every)
 
         threading.Thread(target=beat, name="exoprov-journal-heartbeat", daemon=True).start()
@@ -355,13 +360,7 @@ class Session:
             if not self._created or self.journal is None:
                 return
             try:
-                lines = self._drain()
-                if lines:
-                    try:
-                        self.journal.append(self.name, lines)
-                    except JournalUnavailableError:
-                        self._pending = lines + self._pending
-                        raise
+                self._append([])
                 if self._unsettled:
                     log.warning(
                         "journal: %s keeps %d intent(s) without an outcome; the next run settles them",

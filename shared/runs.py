@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from shared.enforcement import Progress, Report, sweep
 from shared.errors import ConfigurationError, JournalUnavailableError
@@ -21,24 +22,12 @@ def run_sweep(
     clients: Clients, *, apply: bool, progress: Progress | None = None, cancel: threading.Event | None = None
 ) -> Report:
     """One sweep with its own run id; every write it makes is in the journal under that id."""
-    run_id = new_run_id()
-    with correlation_scope(run_id):
-        if apply or clients.settings.has_storage:
-            notes = _settle(clients, run_id, needed=apply)
-            session = clients.journal().run_session(run_id, "sweep")
-            session.keep_alive()
-        else:
-            notes = ["AzureWebJobsStorage is not set: no journal, so this report-only run did not settle earlier runs"]
-            session = run_session(None, run_id, "sweep")
-        try:
-            report = sweep(
-                clients.exchange(), clients.settings, apply=apply, session=session, progress=progress, cancel=cancel
-            )
-        finally:
-            closing = _close(session)
-        report.notes[:0] = notes
-        report.notes += closing
-    return report
+
+    def work(session: Session) -> Report:
+        exchange = clients.exchange()
+        return sweep(exchange, clients.settings, apply=apply, session=session, progress=progress, cancel=cancel)
+
+    return _as_run(clients, "sweep", apply, work)
 
 
 def run_undo(
@@ -54,23 +43,37 @@ def run_undo(
     from shared.undo import undo
 
     check_run_id(undo_run_id)
+
+    def work(session: Session) -> Report:
+        return undo(
+            clients.exchange(),
+            clients.journal(),
+            clients.settings,
+            undo_run_id,
+            apply=apply,
+            session=session,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    # Even in report mode an undo reads the journal, so it needs one like a run that writes.
+    return _as_run(clients, "undo", True, work, undoes=undo_run_id)
+
+
+def _as_run(clients: Clients, kind: str, needs_journal: bool, work: Callable[[Session], Report], **meta: str) -> Report:
+    """Run `work` as a run: a new run id (its correlation id too), earlier crashed runs settled first, and a
+    journal session kept alive while it runs and closed after, with what both said in the report's notes."""
     run_id = new_run_id()
     with correlation_scope(run_id):
-        notes = _settle(clients, run_id, needed=True)
-        journal = clients.journal()
-        session = journal.run_session(run_id, "undo", undoes=undo_run_id)
-        session.keep_alive()
+        if needs_journal or clients.settings.has_storage:
+            notes = _settle(clients, run_id, needed=needs_journal)
+            session = clients.journal().run_session(run_id, kind, **meta)
+            session.keep_alive()
+        else:
+            notes = ["AzureWebJobsStorage is not set: no journal, so this report-only run did not settle earlier runs"]
+            session = run_session(None, run_id, kind)
         try:
-            report = undo(
-                clients.exchange(),
-                journal,
-                clients.settings,
-                undo_run_id,
-                apply=apply,
-                session=session,
-                progress=progress,
-                cancel=cancel,
-            )
+            report = work(session)
         finally:
             closing = _close(session)
         report.notes[:0] = notes
