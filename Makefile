@@ -1,6 +1,6 @@
 # The two commands of the README, and the pieces they are made of.
 #   make run    set up, start the sandbox tenant and Azurite, run the sweep and a provisioning batch, stop both
-#   make test   set up, then ruff, mypy and pytest
+#   make test   set up, then ruff, mypy and pytest (which first makes sure Debian's chromium is installed)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
 
-.PHONY: setup run test lint typecheck pytest bench sandbox clean
+.PHONY: setup run test lint typecheck pytest chromium bench sandbox clean
 
 setup: $(STAMP) $(NODE)
 
@@ -39,8 +39,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 # Four processes on two cores: the suite mostly waits (leases, lags, backoff), so it runs in under half the time.
-pytest: setup
-	$(BIN)/pytest -n 4 --dist load
+# loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium").
+pytest: setup chromium
+	$(BIN)/pytest -n 4 --dist loadgroup
+
+# The readiness page tests open the page in Debian's chromium (Playwright's browser download is not reachable).
+# A cheap check when it is there; installs it with apt-get (as root or by sudo -n) when not. Not needed by `make run`.
+chromium:
+	@scripts/ensure-chromium
 
 # Benchmarks against the sandbox (about 10 minutes; the serial pipeline is the slow part).
 # Not part of `make test`: it measures, it does not assert. Writes bench/RESULTS.md.

@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.chain_bench import calls_table, run_chain
 from bench.coldstart import coldstart_table, measure
 from bench.common import ROOT, Tenant, machine
+from bench.readiness_bench import readiness_table, run_readiness
 from bench.sweep_bench import (
     CONCURRENCY_LIMIT,
     LATENCY,
@@ -29,6 +30,8 @@ from sandbox.azurite import Azurite
 from sandbox.main import SandboxProcess
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
+READINESS_GROUPS = 2000
+READINESS_CONTACTS = 1000
 
 
 def log(text: str) -> None:
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"chain: {args.chain} requests")
         chain = run_chain(tenant, azurite, args.chain, ["User", "Shared", "Shared", "Room", "Equipment"])
         shared = run_chain(tenant, azurite, 1, ["Shared"])
+        log(f"readiness: {largest:,} mailboxes, {READINESS_GROUPS:,} synced groups, {READINESS_CONTACTS:,} contacts")
+        readiness = [run_readiness(tenant, largest, READINESS_GROUPS, READINESS_CONTACTS, log)]
         log("cold start: python -X importtime, 7 runs each")
         imports = measure()
     finally:
@@ -125,6 +130,15 @@ A shared mailbox alone, happy path: **{sum(shared.per_request.values()):.0f} cal
 together (target: at most 10, plus the waiting polls):
 
 {calls_table(shared)}
+
+## Readiness report
+
+`exoprov readiness --json` on a generated tenant with {LATENCY * 1000:.0f} ms of sandbox latency per request:
+{largest:,} mailboxes (as many users), {READINESS_GROUPS:,} synced groups nested in chains of three, and
+{READINESS_CONTACTS:,} synced contacts. Writes are what the sandbox counted: Exchange cmdlets other than `Get-`
+and Graph writes.
+
+{readiness_table(readiness)}
 
 ## Cold start
 

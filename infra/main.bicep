@@ -47,6 +47,8 @@ param location string
 param enforceMode string = 'report'
 @description('NCRONTAB schedule of the sweep, UTC.')
 param enforceSchedule string = '0 0 */4 * * *'
+@description('NCRONTAB schedule of the readiness report (exoprov-reports container), UTC; daily by default.')
+param readinessSchedule string = '0 30 5 * * *'
 @description('The brake: a sweep that would change more mailboxes than this changes none. 0 = no limit.')
 param enforceMaxChanges string = '500'
 param enforceRecipientTypes string = 'UserMailbox,SharedMailbox,RoomMailbox,EquipmentMailbox'
@@ -137,7 +139,12 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
     publicNetworkAccess: 'Enabled'
     networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
     blobServices: {
-      containers: [{ name: deploymentContainerName }, { name: 'exoprov-ledger' }, { name: 'exoprov-journal' }]
+      containers: [
+        { name: deploymentContainerName }
+        { name: 'exoprov-ledger' }
+        { name: 'exoprov-journal' }
+        { name: 'exoprov-reports' } // the readiness report: readiness/{day}.json and .html, and latest.*
+      ]
     }
     queueServices: {
       queues: [for queue in queueNames: { name: queue }]
@@ -187,6 +194,7 @@ module api './app/api.bicep' = {
       AZURE_TENANT_ID: tenant().tenantId
       CLOUD: 'public'
       ENFORCE_SCHEDULE: enforceSchedule
+      READINESS_SCHEDULE: readinessSchedule
       ENFORCE_MODE: enforceMode
       ENFORCE_MAX_CHANGES: enforceMaxChanges
       ENFORCE_RECIPIENT_TYPES: enforceRecipientTypes

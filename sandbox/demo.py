@@ -2,8 +2,8 @@
 
 Starts the sandbox and Azurite, points exoprov at them exactly as Azure would (managed-identity
 endpoint, service endpoints, a storage connection string), runs `exoprov doctor`, the sweep in report
-mode and with --apply, then submits a small HR batch, runs the worker until the queues are empty and
-prints the results. Everything it started is stopped again by process id.
+mode and with --apply, then submits a small HR batch, runs the worker until the queues are empty, writes
+the readiness report (.run/readiness.html) and prints the results. Everything it started is stopped again by process id.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from sandbox.control import SandboxControl
 from sandbox.main import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / ".run" / "readiness.html"
+EXIT_NOT_READY = 4
 EXOPROV = [sys.executable, "-m", "shared.cli"]
 # New hires created "on-premises": they reach the sandbox tenant after a short sync delay.
 NEW_HIRES = [
@@ -85,6 +87,10 @@ def _steps(env: dict[str, str]) -> int:
         ),
         ("(an HR system puts an invalid request straight on the queue)", None),
         ("exoprov worker --until-idle --timeout 120", ["worker", "--until-idle", "--timeout", "120", "--no-sweep"]),
+        (
+            "exoprov readiness --html .run/readiness.html --csv .run/readiness    (reads only)",
+            ["readiness", "--html", str(REPORT), "--csv", str(REPORT.with_suffix(""))],
+        ),
     ]
     for title, args in steps:
         print(f"$ {title}", flush=True)
@@ -95,6 +101,10 @@ def _steps(env: dict[str, str]) -> int:
             code = subprocess.call(EXOPROV + ["undo", "--run", _last_run(env)], cwd=ROOT, env=env)
         else:
             code = subprocess.call(EXOPROV + args, cwd=ROOT, env=env)
+        if args and args[0] == "readiness" and code == EXIT_NOT_READY:
+            # The sandbox tenant keeps its mail users, groups and hybrid leftovers: "not ready" is the right answer.
+            print(f"\nThe readiness report: {REPORT} (open it in a browser)")
+            code = 0
         print(flush=True)
         if code != 0:
             print(f"make run: '{title.split('  ')[0]}' exited {code}", file=sys.stderr)

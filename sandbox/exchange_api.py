@@ -24,7 +24,20 @@ MORE_RESULTS = (
     "There are more results available than are currently displayed. To view them, increase the value for the "
     "ResultSize parameter."
 )
-GUID_PROPERTIES = frozenset({"ExchangeGuid", "Guid", "ArchiveGuid", "ArchiveDatabaseGuid", "ExchangeObjectId"})
+# Guid-typed properties come with two type annotations (a 2024 capture of Get-Mailbox); MailboxGuid and
+# OrganizationGuid are Guid-typed too (Learn), their annotations assumed by the same rule.
+GUID_PROPERTIES = frozenset(
+    {
+        "ExchangeGuid",
+        "Guid",
+        "ArchiveGuid",
+        "ArchiveDatabaseGuid",
+        "ExchangeObjectId",
+        "DatabaseGuid",
+        "MailboxGuid",
+        "OrganizationGuid",
+    }
+)
 
 
 @dataclass

@@ -9,7 +9,22 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sandbox.tokens import DEFAULT_ROLES
+from sandbox.tokens import DEFAULT_ROLES, GRAPH_RESOURCE
+
+# The least privileged roles of the readiness report's Graph reads (docs/wire-protocols.md), granted by default so
+# that the sandbox app can run the report. Reading a source of authority has no Read.All role: it takes ReadWrite.
+READINESS_GRAPH_ROLES = (
+    "GroupMember.Read.All",
+    "OrgContact.Read.All",
+    "Group-OnPremisesSyncBehavior.ReadWrite.All",
+    "Contacts-OnPremisesSyncBehavior.ReadWrite.All",
+)
+
+
+def _default_roles() -> dict[str, list[str]]:
+    roles = {resource: list(names) for resource, names in DEFAULT_ROLES.items()}
+    roles[GRAPH_RESOURCE] = [*roles.get(GRAPH_RESOURCE, []), *READINESS_GRAPH_ROLES]
+    return roles
 
 
 @dataclass
@@ -49,9 +64,13 @@ class Knobs:
     replication_lag: float = 1.5
     graph_fault_429_rate: float = 0.0
     graph_fault_503_rate: float = 0.0
+    # A Graph $batch item answered 429 with its own Retry-After while the batch itself answers 200.
+    graph_batch_item_429_rate: float = 0.0
+    # onPremisesSyncBehavior answered in the shape of Learn's example ({"value": {...}}) instead of a plain entity.
+    graph_sync_behavior_wrapped: bool = False
     seed: int = 7
     denied_cmdlets: list[str] = field(default_factory=list)  # outside the identity's Exchange RBAC: 403
-    roles: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLES.items()})
+    roles: dict[str, list[str]] = field(default_factory=_default_roles)
 
     def update(self, values: dict[str, Any]) -> None:
         names = {f.name for f in fields(self)}
@@ -73,6 +92,7 @@ class Stats:
         self.tokens: Counter[str] = Counter()
         self.identities: Counter[str] = Counter()  # every Identity parameter Exchange was sent
         self.filters: Counter[str] = Counter()  # every Filter parameter Exchange was sent
+        self.graph_calls: Counter[str] = Counter()  # every Graph call and $batch item: "read: GET groups", "write: ..."
         self.throttled = 0
         self.retry_after_violations: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -111,6 +131,9 @@ class Stats:
                 "tokens": dict(self.tokens),
                 "identities": dict(self.identities),
                 "filters": dict(self.filters),
+                "graphCalls": dict(self.graph_calls),
+                # Graph writes of any kind, $batch items included: a read-only run must leave this at 0.
+                "graphWrites": sum(n for key, n in self.graph_calls.items() if key.startswith("write: ")),
                 "throttled": self.throttled,
                 "retryAfterViolations": list(self.retry_after_violations),
                 "maxInFlight": self.max_in_flight,

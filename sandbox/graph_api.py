@@ -1,21 +1,29 @@
-"""Microsoft Graph as the sandbox serves it: the user, subscribedSkus and assignLicense calls the chain uses.
+"""Microsoft Graph as the sandbox serves it: the chain's user, subscribedSkus and assignLicense calls, and the
+readiness report's directory reads (users, groups, contacts, nested groups, source of authority) and $batch.
 
 Entra is eventually consistent, and so is this: a write is visible to reads only after the replication
 lag, a user that a read just returned can still be unknown to a write, and assignLicense answers with the
-user's default properties, never with its licenses (tests/contracts/graph/ holds the evidence).
+user's default properties, never with its licenses (tests/contracts/graph/ holds the evidence). Listings are
+paged for real, and queries that need Graph's advanced query parameters are refused without them.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from sandbox.exchange_api import Reply
-from sandbox.tenant import Tenant, User
+from sandbox.faults import Dice, Knobs, Stats
+from sandbox.tenant import Contact, Group, Tenant, User
 
 # Which app roles allow which call (least privilege first); any one of them suffices.
 ROLES = {
@@ -23,6 +31,12 @@ ROLES = {
     "patch": ("User.ReadUpdate.All", "User.ReadWrite.All", "Directory.ReadWrite.All"),
     "license": ("LicenseAssignment.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All"),
     "skus": ("Organization.Read.All", "Directory.Read.All"),
+    "groups": ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "Group.ReadWrite.All"),
+    "members": ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "GroupMember.ReadWrite.All"),
+    "contacts": ("OrgContact.Read.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+    # There is no Read.All role for the source of authority, and no higher role either: reading takes ReadWrite.
+    "groups authority": ("Group-OnPremisesSyncBehavior.ReadWrite.All",),
+    "contacts authority": ("Contacts-OnPremisesSyncBehavior.ReadWrite.All",),
 }
 # users/{id or upn}, or users('{upn}') with apostrophes doubled as in any OData string literal.
 USER_PATH = re.compile(r"^/v1\.0/users(?:/([^/()]+)|\('((?:[^']|'')+)'\))(/assignLicense)?$")
@@ -41,19 +55,188 @@ DEFAULT_PROPERTIES = (
     "id",
 )
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
+AUTHORITY_PATH = re.compile(r"^/v1\.0/(groups|contacts)/([^/]+)/onPremisesSyncBehavior$")
+MEMBER_GROUPS_PATH = re.compile(r"^/v1\.0/groups/([^/]+)/members/microsoft\.graph\.group$")
+# The only $filter the sandbox evaluates: onPremisesSyncEnabled compared with a literal, possibly under not().
+SYNC_FILTER = re.compile(r"^\s*(not\s*\(\s*)?(\w+)\s+(eq|ne)\s+(true|false|null)\s*(\)?)\s*$", re.IGNORECASE)
+MAX_PAGE = 999  # directory listings: default 100, at most 999 (List users, List groups, List group members)
+MAX_BATCH = 20  # JSON batching: "currently limited to 20 individual requests"
+SAFE_IN_QUERY = "$,()'"  # left as they are in nextLinks, as Graph's own links show them
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+NOT_ALLOWED = "Specified HTTP method is not allowed for the request target."
+ADVANCED_ONLY = (
+    "Operator '{}' is not supported because the required parameters might be missing. Try adding $count=true query "
+    "parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more "
+    "information"
+)
+# What a $batch item carries in `headers` (Learn's JSON batching example): a JSON answer, an error answer.
+ITEM_HEADERS = {
+    "Cache-Control": "no-cache",
+    "x-ms-resource-unit": "1",
+    "OData-Version": "4.0",
+    "Content-Type": (
+        "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+    ),
+}
+ITEM_ERROR_HEADERS = {"Cache-Control": "no-cache", "x-ms-resource-unit": "1", "Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Graph request, or one item of a $batch: what the sandbox needs to answer it."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    body: Any
+    roles: tuple[str, ...]
+    headers: Mapping[str, str]  # names in lower case
+    origin: str  # scheme://host the caller reached, for nextLinks
+    version: str = "v1.0"  # the version the caller named; `path` is always written with /v1.0/ to route it
+
+    def param(self, name: str) -> str:
+        return self.query.get(name, [""])[0]
+
+    @property
+    def root(self) -> str:
+        return f"https://graph.microsoft.com/{self.version}"
+
+    @property
+    def advanced(self) -> bool:
+        """Whether the call has Graph's advanced query parameters: ConsistencyLevel eventual and $count=true."""
+        return self.headers.get("consistencylevel", "").lower() == "eventual" and self.param("$count") == "true"
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A directory collection as Graph names it in contexts, errors and roles."""
+
+    name: str  # URL segment and @odata.context entity set: users, groups, contacts
+    entity: str  # its type, named in "Could not find a property" errors
+    resource: str  # its name in Request_UnsupportedQuery errors
+    defaults: tuple[str, ...]  # what a listing without $select returns
+    properties: tuple[str, ...]  # everything the sandbox knows of it, so everything $select may name
+
+
+USERS = Collection(
+    "users",
+    "microsoft.graph.user",
+    "User",
+    DEFAULT_PROPERTIES,
+    (
+        *DEFAULT_PROPERTIES,
+        "usageLocation",
+        "accountEnabled",
+        "onPremisesSyncEnabled",
+        "assignedLicenses",
+        "licenseAssignmentStates",
+    ),
+)
+GROUP_DEFAULTS = ("id", "displayName", "description", "groupTypes", "mail", "mailEnabled", "mailNickname")
+GROUPS = Collection(
+    "groups",
+    "microsoft.graph.group",
+    "Group",
+    (*GROUP_DEFAULTS, "securityEnabled", "onPremisesSyncEnabled"),
+    (*GROUP_DEFAULTS, "securityEnabled", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"),
+)
+CONTACT_DEFAULTS = ("id", "displayName", "givenName", "surname", "companyName", "mail", "mailNickname")
+CONTACTS = Collection(
+    "contacts",
+    "microsoft.graph.orgContact",
+    "OrgContact",
+    (*CONTACT_DEFAULTS, "onPremisesSyncEnabled"),
+    (*CONTACT_DEFAULTS, "onPremisesSyncEnabled"),
+)
+COLLECTIONS = {f"/v1.0/{c.name}": c for c in (USERS, GROUPS, CONTACTS)}
+COLLECTION_ROLES = {"users": "read", "groups": "groups", "contacts": "contacts"}
+
+
+def graph_operation(path: str) -> str:
+    """The operation a Graph path names, for statistics: user, users, assignLicense, groups/onPremisesSyncBehavior..."""
+    segments = [s for s in path.split("?")[0].split("/") if s][1:]  # without the version
+    if not segments:
+        return "root"
+    if segments[0].startswith("users("):
+        return "assignLicense" if segments[-1] == "assignLicense" else "user"
+    if len(segments) == 1:
+        return segments[0]  # a collection, subscribedSkus or $batch
+    if segments[-1] == "assignLicense":
+        return "assignLicense"
+    if len(segments) == 2:
+        return segments[0].rstrip("s")  # one user, group or contact
+    return f"{segments[0]}/{segments[2]}"  # groups/members, contacts/onPremisesSyncBehavior ...
+
+
+def call_kind(method: str, path: str) -> str:
+    """How the statistics count a call: "read: GET groups", "write: PATCH user", "batch: POST $batch"."""
+    operation = graph_operation(path)
+    if operation == "$batch":
+        kind = "batch"  # its items are counted one by one, as reads or writes
+    else:
+        kind = "write" if method.upper() in WRITE_METHODS else "read"
+    return f"{kind}: {method.upper()} {operation}"
 
 
 class GraphApi:
-    """Serves the Graph calls of the chain for one tenant."""
+    """Serves the Graph calls of the chain and of the readiness report for one tenant."""
 
-    def __init__(self, tenant: Tenant) -> None:
+    def __init__(
+        self, tenant: Tenant, knobs: Knobs | None = None, stats: Stats | None = None, dice: Dice | None = None
+    ) -> None:
         self.tenant = tenant
+        self.knobs = knobs or Knobs()
+        self.stats = stats or Stats()
+        self.dice = dice or Dice(self.knobs.seed)
         self._call = threading.local()  # the caller's client-request-id, echoed in errors as Graph does
 
     def handle(
-        self, method: str, path: str, query: dict[str, list[str]], body: Any, roles: list[str], request_id: str = ""
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: Any,
+        roles: list[str],
+        request_id: str = "",
+        headers: Mapping[str, str] | None = None,
+        origin: str = "http://127.0.0.1",
     ) -> Reply:
         self._call.request_id = request_id
+        lowered = {name.lower(): value for name, value in (headers or {}).items()}
+        # beta serves the same reads (Learn documents onPremisesSyncBehavior there first); one router for both.
+        version, _, rest = path.lstrip("/").partition("/")
+        return self._route(Call(method.upper(), f"/v1.0/{rest}", query, body, tuple(roles), lowered, origin, version))
+
+    def _route(self, call: Call) -> Reply:
+        """Answer one call; a $batch item comes here too, with its own method, URL and headers."""
+        if call.path == "/v1.0/$batch":
+            return self._batch(call) if call.method == "POST" else self._error(405, "Request_BadRequest", NOT_ALLOWED)
+        directory = self._directory(call)
+        if directory is not None:
+            return directory
+        return self._chain(call.method, call.path, dict(call.query), call.body, list(call.roles))
+
+    def _directory(self, call: Call) -> Reply | None:
+        """The readiness report's reads, or None when the path is not one of them."""
+        collection = COLLECTIONS.get(call.path)
+        authority = AUTHORITY_PATH.match(call.path)
+        member_groups = MEMBER_GROUPS_PATH.match(call.path)
+        if collection is None and authority is None and member_groups is None:
+            return None
+        if call.method != "GET":
+            return self._error(405, "Request_BadRequest", NOT_ALLOWED)
+        if collection is not None:
+            return self._allowed(call.roles, COLLECTION_ROLES[collection.name]) or self._list(
+                call, collection, *self._rows(collection), call.path
+            )
+        if authority is not None:
+            kind, key = authority.group(1), unquote(authority.group(2))
+            return self._allowed(call.roles, f"{kind} authority") or self._authority(call, kind, key)
+        assert member_groups is not None
+        return self._allowed(call.roles, "members") or self._member_groups(call, unquote(member_groups.group(1)))
+
+    def _chain(self, method: str, path: str, query: dict[str, list[str]], body: Any, roles: list[str]) -> Reply:
+        """The chain's calls: subscribedSkus, and a user read, usage-location write or license assignment."""
         if path == "/v1.0/subscribedSkus" and method == "GET":
             return self._allowed(roles, "skus") or Reply.json(
                 200,
@@ -74,7 +257,226 @@ class GraphApi:
             return self._allowed(roles, "patch") or self._patch(key, body)
         return self._error(405, "Request_BadRequest", f"{method} is not supported here.")
 
-    def _allowed(self, roles: list[str], kind: str) -> Reply | None:
+    # -- the readiness report's directory reads ---------------------------------------------------------
+
+    def _rows(self, collection: Collection) -> tuple[list[Any], Callable[[Any], dict[str, Any]]]:
+        """Every object of a collection in a stable order (pages do not overlap), and how Graph shows one."""
+        with self.tenant.lock:
+            if collection is USERS:
+                return list(self.tenant.visible_users()), self._user_json
+            if collection is GROUPS:
+                return list(self.tenant.groups.values()), _group_json
+            return list(self.tenant.contacts.values()), _contact_json
+
+    def _list(
+        self,
+        call: Call,
+        collection: Collection,
+        objects: list[Any],
+        show: Callable[[Any], dict[str, Any]],
+        path: str,
+    ) -> Reply:
+        """One page of a directory listing, reading $filter, $select, $top, $count and $skiptoken as Graph does."""
+        top = self._page_size(call)
+        keep = self._filter(call, collection)
+        offset = self._offset(call, path)
+        for refusal in (top, keep, offset):
+            if isinstance(refusal, Reply):
+                return refusal
+        assert isinstance(top, int) and isinstance(offset, int) and callable(keep)
+        selected = _names(call.param("$select"))
+        unknown = [name for name in selected if name not in collection.properties]
+        if unknown:
+            return self._error(
+                400,
+                "Request_BadRequest",
+                f"Could not find a property named '{unknown[0]}' on type '{collection.entity}'.",
+            )
+        names = selected or collection.defaults
+        # Only a filter needs every object shown; a plain listing shows the page it serves (tenants are large).
+        rows = [show(o) for o in objects] if call.param("$filter") else objects
+        matching = [row for row in rows if keep(row)] if call.param("$filter") else rows
+        context = f"{call.root}/$metadata#{collection.name}" + (f"({','.join(selected)})" if selected else "")
+        payload: dict[str, Any] = {"@odata.context": context}
+        if call.advanced:
+            payload["@odata.count"] = len(matching)  # without both advanced parameters Graph ignores $count=true
+        if offset + top < len(matching):
+            payload["@odata.nextLink"] = self._next_link(call, path, offset + top)
+        page = matching[offset : offset + top]
+        shown = page if call.param("$filter") else [show(o) for o in page]
+        payload["value"] = [{name: row[name] for name in names} for row in shown]
+        return Reply.json(200, payload)
+
+    def _page_size(self, call: Call) -> int | Reply:
+        raw = call.param("$top")
+        if not raw:
+            return 100
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+            return self._error(
+                400,
+                "Request_UnsupportedQuery",
+                f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive.",
+            )
+        return int(raw)
+
+    def _filter(self, call: Call, collection: Collection) -> Callable[[dict[str, Any]], bool] | Reply:
+        """The $filter as a predicate; only onPremisesSyncEnabled is filterable here, and ne, not and null only in
+        advanced queries (Learn's table of directory object properties)."""
+        text = call.param("$filter")
+        if not text:
+            return lambda row: True
+        match = SYNC_FILTER.match(text)
+        if (
+            match is None
+            or match.group(2).lower() != "onpremisessyncenabled"
+            or bool(match.group(1)) != bool(match.group(5))
+        ):
+            prop = match.group(2) if match else re.split(r"[\s(]", text.strip(), maxsplit=1)[0]
+            return self._unsupported_clause(prop, collection)
+        negated, operator, literal = bool(match.group(1)), match.group(3).lower(), match.group(4).lower()
+        if not call.advanced and (negated or operator == "ne"):
+            return self._error(400, "Request_UnsupportedQuery", ADVANCED_ONLY.format("not" if negated else "ne"))
+        if not call.advanced and literal == "null":
+            return self._unsupported_clause("onPremisesSyncEnabled", collection)
+        wanted = {"true": True, "false": False, "null": None}[literal]
+
+        def keep(row: dict[str, Any]) -> bool:
+            same = row["onPremisesSyncEnabled"] is wanted
+            return (same if operator == "eq" else not same) != negated
+
+        return keep
+
+    def _unsupported_clause(self, prop: str, collection: Collection) -> Reply:
+        return self._error(
+            400,
+            "Request_UnsupportedQuery",
+            f"Unsupported or invalid query filter clause specified for property '{prop}' of resource "
+            f"'{collection.resource}'.",
+        )
+
+    def _offset(self, call: Call, path: str) -> int | Reply:
+        """Where a $skiptoken continues; it is only good for the query that produced it."""
+        token = call.param("$skiptoken")
+        if not token:
+            return 0
+        try:
+            offset_text, fingerprint = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+            offset = int(offset_text)
+        except ValueError:  # binascii.Error, UnicodeDecodeError and a bad split are all ValueErrors
+            offset, fingerprint = -1, ""
+        if offset < 0 or fingerprint != _fingerprint(call, path):
+            # Unverified: what Graph answers a token replayed with another query; the sandbox refuses it loudly.
+            return self._error(400, "Request_BadRequest", "The skip token is not valid for this request.")
+        return offset
+
+    def _next_link(self, call: Call, path: str, offset: int) -> str:
+        """The whole URL of the next page: every parameter of this one plus a $skiptoken (Learn's "Paging")."""
+        token = base64.urlsafe_b64encode(f"{offset}:{_fingerprint(call, path)}".encode()).decode().rstrip("=")
+        params = [(name, value) for name, values in call.query.items() if name != "$skiptoken" for value in values]
+        params.append(("$skiptoken", token))
+        origin = self.knobs.nextlink_origin or call.origin  # a fault: a link to a host the client must not trust
+        query = urlencode(params, quote_via=quote, safe=SAFE_IN_QUERY)
+        return f"{origin}/{call.version}{path.removeprefix('/v1.0')}?{query}"
+
+    def _directory_object(self, kind: str, key: str) -> Group | Contact | None:
+        objects: dict[str, Any] = self.tenant.groups if kind == "groups" else self.tenant.contacts
+        return next((found for found in objects.values() if found.id.lower() == key.lower()), None)
+
+    def _authority(self, call: Call, kind: str, key: str) -> Reply:
+        """GET {groups|contacts}/{id}/onPremisesSyncBehavior: whether the object's source of authority is the cloud.
+
+        A cloud-born object answers isCloudManaged false, like a synced one (Entra's Group SOA table)."""
+        found = self._directory_object(kind, key)
+        if found is None:
+            return self._not_found(key)
+        selected = _names(call.param("$select"))
+        unknown = [name for name in selected if name not in ("id", "isCloudManaged")]
+        if unknown:
+            return self._error(
+                400,
+                "Request_BadRequest",
+                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.onPremisesSyncBehavior'.",
+            )
+        entity = {"id": found.id, "isCloudManaged": found.cloud_managed}
+        if self.knobs.graph_sync_behavior_wrapped:
+            # The shape of Learn's example answer, which no capture confirms: a client must read both.
+            return Reply.json(200, {"value": {"@odata.type": "#microsoft.graph.onPremisesSyncBehavior", **entity}})
+        names = selected or ("id", "isCloudManaged")
+        context = f"{call.root}/$metadata#{kind}('{found.id}')/onPremisesSyncBehavior"
+        context += (f"({','.join(selected)})" if selected else "") + "/$entity"
+        return Reply.json(200, {"@odata.context": context, **{name: entity[name] for name in names}})
+
+    def _member_groups(self, call: Call, key: str) -> Reply:
+        """GET groups/{id}/members/microsoft.graph.group: the groups directly nested in a group."""
+        group = self._directory_object("groups", key)
+        if not isinstance(group, Group):
+            return self._not_found(key)
+        if not call.advanced:
+            # Learn's List group members: ConsistencyLevel and $count "are required when using ... OData cast". Some
+            # clients are answered without them; the sandbox holds to the documented, stricter reading.
+            return self._error(400, "Request_UnsupportedQuery", ADVANCED_ONLY.format("cast"))
+        if call.param("$filter"):
+            return self._error(
+                400,
+                "Request_UnsupportedQuery",
+                "The specified filter to the reference property query is currently not supported.",
+            )
+        if "Unified" in group.group_types:
+            # Documented code (Microsoft 365 groups cannot hold groups); the text is unverified.
+            return self._error(400, "Request_UnsupportedQuery", "Microsoft 365 groups cannot have groups as members.")
+        with self.tenant.lock:
+            by_key = {name.lower(): g for g in self.tenant.groups.values() for name in (g.id, g.name)}
+            members = [by_key[m.lower()] for m in group.members if m.lower() in by_key]
+        return self._list(call, GROUPS, members, _group_json, call.path)
+
+    # -- JSON batching ---------------------------------------------------------------------------------
+
+    def _batch(self, call: Call) -> Reply:
+        """POST $batch: each item answered as its own call; the batch answers 200 whatever its items answer."""
+        requests = call.body.get("requests") if isinstance(call.body, dict) else None
+        problem = _batch_problem(requests)
+        if problem or not isinstance(requests, list):
+            return self._error(400, "BadRequest", problem)
+        answers = [self._batch_item(call, item) for item in requests]
+        # Graph does not keep the request order: rotating makes a client that relies on positions fail here.
+        return Reply.json(200, {"responses": answers[1:] + answers[:1]})
+
+    def _batch_item(self, call: Call, item: dict[str, Any]) -> dict[str, Any]:
+        """One item of a $batch: its URL is relative to the version the batch was sent to."""
+        method, url = item["method"].upper(), item["url"]
+        relative, _, query_text = url.lstrip("/").partition("?")
+        path = "/v1.0/" + relative
+        self.stats.count("graph_calls", call_kind(method, path))
+        first = relative.split("/", 1)[0]
+        if first in ("v1.0", "beta") or ":" in first:
+            # A version (or a whole URL) in an item is just an unknown first segment under the batch's version.
+            return _item(item["id"], self._error(400, "BadRequest", f"Resource not found for the segment '{first}'."))
+        if path == "/v1.0/$batch":
+            return _item(item["id"], self._error(400, "BadRequest", "A $batch item cannot be a $batch."))
+        key = f"$batch item {method} {url}"  # a throttled item must not come back before its Retry-After
+        self.stats.check_retry_after(key)
+        if self.dice.roll(self.knobs.graph_batch_item_429_rate):
+            return self._throttled_item(item["id"], key)
+        raw_headers = item.get("headers")
+        headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
+        query = parse_qs(query_text, keep_blank_values=True)
+        item_call = Call(method, path, query, item.get("body"), call.roles, headers, call.origin, call.version)
+        return _item(item["id"], self._route(item_call))
+
+    def _throttled_item(self, item_id: str, key: str) -> dict[str, Any]:
+        """An item refused by throttling: 429 and a Retry-After of its own, in the item's headers."""
+        self.stats.count("faults", "graph_batch_item_429")
+        with self.stats.lock:
+            self.stats.throttled += 1
+        headers = {"Cache-Control": "no-cache", "Content-Type": "application/json"}
+        if not self.knobs.omit_retry_after:
+            self.stats.remember_retry_after(key, self.knobs.retry_after)
+            headers["Retry-After"] = f"{self.knobs.retry_after:g}"
+        return {"id": item_id, "status": 429, "headers": headers, "body": throttled_body()}
+
+    # -- common ------------------------------------------------------------------------------------------
+
+    def _allowed(self, roles: Iterable[str], kind: str) -> Reply | None:
         if set(roles) & set(ROLES[kind]):
             return None
         return self._error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
@@ -245,3 +647,90 @@ def _sku_json(sku: dict[str, Any]) -> dict[str, Any]:
         "skuPartNumber": sku["skuPartNumber"],
         "subscriptionIds": [sku.get("subscriptionId", "5f0e3f1a-0000-4000-8000-0000000000b2")],
     }
+
+
+def _names(select: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in select.split(",") if name.strip())
+
+
+def _sync_enabled(found: Group | Contact) -> bool | None:
+    """Graph's onPremisesSyncEnabled: true while AD is the source; null, never false, for a converted or cloud-born
+    object (Entra's "Status of attributes after you convert SOA")."""
+    return True if found.dir_synced and not found.cloud_managed else None
+
+
+def _sid(object_id: str) -> str:
+    """A stable, made-up on-premises SID for an object that came from AD (it keeps it after a conversion)."""
+    return f"S-1-5-21-1004336348-1177238915-682003330-{int(hashlib.sha256(object_id.encode()).hexdigest()[:6], 16)}"
+
+
+def _group_json(group: Group) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "displayName": group.name,
+        "description": None,
+        "groupTypes": list(group.group_types),
+        "mail": group.mail,
+        "mailEnabled": group.mail is not None,
+        "mailNickname": (group.mail or group.name).split("@")[0],
+        "securityEnabled": group.security_enabled,
+        "onPremisesSyncEnabled": _sync_enabled(group),
+        "onPremisesSecurityIdentifier": _sid(group.id) if group.dir_synced else None,
+    }
+
+
+def _contact_json(contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "displayName": contact.name,
+        "givenName": None,
+        "surname": None,
+        "companyName": None,
+        "mail": contact.mail,
+        "mailNickname": (contact.mail or contact.name).split("@")[0],
+        "onPremisesSyncEnabled": _sync_enabled(contact),
+    }
+
+
+def _fingerprint(call: Call, path: str) -> str:
+    """What a $skiptoken is bound to: the path and every other parameter of the query."""
+    params = sorted((name, value) for name, values in call.query.items() if name != "$skiptoken" for value in values)
+    return hashlib.sha256(repr((path, params)).encode()).hexdigest()[:16]
+
+
+def _batch_problem(requests: Any) -> str:
+    """Why a $batch body is refused as a whole (400), or "" when its items can be answered one by one."""
+    if not isinstance(requests, list) or not requests:
+        return "Invalid batch payload format."
+    if len(requests) > MAX_BATCH:
+        # Unverified text: Learn says only that a batch holds at most 20 requests and that a malformed one is a 400.
+        return f"The batch holds {len(requests)} requests; at most {MAX_BATCH} are allowed."
+    if not all(
+        isinstance(item, dict) and all(isinstance(item.get(k), str) and item[k] for k in ("id", "method", "url"))
+        for item in requests
+    ):
+        return "Invalid batch payload format."
+    ids = [item["id"].lower() for item in requests]  # ids are not case-sensitive and must be unique
+    return "" if len(set(ids)) == len(ids) else "The batch holds the same request id twice."
+
+
+def _item(item_id: str, reply: Reply) -> dict[str, Any]:
+    """A sub-answer of a $batch: its status, its headers and the body a single call would have had."""
+    headers = dict(ITEM_HEADERS if reply.status < 400 else ITEM_ERROR_HEADERS)
+    headers.update({name: value for name, value in reply.headers.items() if name.lower() == "retry-after"})
+    answer: dict[str, Any] = {"id": item_id, "status": reply.status, "headers": headers}
+    if reply.body:
+        answer["body"] = json.loads(reply.body)
+    return answer
+
+
+def throttled_body() -> dict[str, Any]:
+    """Graph's documented 429 body (tests/contracts/graph/graph.error.throttled.json)."""
+    inner = {
+        "code": "429",
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "message": "Please retry after",
+        "request-id": str(uuid.uuid4()),
+        "status": "429",
+    }
+    return {"error": {"code": "TooManyRequests", "message": "Please retry again later.", "innerError": inner}}

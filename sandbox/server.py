@@ -3,6 +3,7 @@
 Routes (all on one loopback port):
     GET  /msi/token                         App Service managed-identity protocol (api-version 2019-08-01)
     POST /adminapi/beta/{tenant}/InvokeCommand and /$batch
+    *    /v1.0/... and /beta/...            Microsoft Graph: users, licenses, groups, contacts, $batch
     *    /_sandbox/...                      control: health, stats, knobs, reset, mailboxes, sync-mail
 """
 
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox.exchange_api import ExchangeApi, Reply
 from sandbox.faults import Dice, Knobs, Limiter, Stats, knobs_json
-from sandbox.graph_api import GraphApi
+from sandbox.graph_api import GraphApi, call_kind, graph_operation
 from sandbox.tenant import Tenant, User
 from sandbox.tokens import EXCHANGE_RESOURCE, GRAPH_RESOURCE, TokenIssuer
 
@@ -62,7 +63,7 @@ class Sandbox:
             self.dice = Dice(self.knobs.seed)
             self.limiter = Limiter(self.knobs, self.stats)
             self.exchange = ExchangeApi(self.tenant, self.knobs, self.stats, self.dice)
-            self.graph = GraphApi(self.tenant)
+            self.graph = GraphApi(self.tenant, self.knobs, self.stats, self.dice)
 
     def apply_tenant_knobs(self) -> None:
         self.tenant.conversion_lag = self.knobs.conversion_lag
@@ -87,6 +88,9 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
         self._dispatch()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -115,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._control(box, path[len("/_sandbox/") :], body)
         if path.startswith("/adminapi/beta/"):
             return self._exchange(box, path, query, body)
-        if path.startswith("/v1.0/"):
+        if path.startswith(("/v1.0/", "/beta/")):
             return self._graph(box, path, query, body)
         return Reply.json(404, {"error": {"code": "NotFound", "message": f"no route for {path}"}})
 
@@ -248,7 +252,8 @@ class Handler(BaseHTTPRequestHandler):
     def _graph(self, box: Sandbox, path: str, query: dict[str, list[str]], body: Any) -> Reply:
         request_id = self.headers.get("client-request-id", "")
         box.stats.check_retry_after(request_id)
-        box.stats.count("requests", f"graph {self.command} {_graph_operation(path)}")
+        box.stats.count("requests", f"graph {self.command} {graph_operation(path)}")
+        box.stats.count("graph_calls", call_kind(self.command, path))  # before anything can refuse it
         claims, why = box.issuer.verify(self.headers.get("Authorization"), GRAPH_RESOURCE)
         if claims is None:
             return Reply.json(401, {"error": {"code": "InvalidAuthenticationToken", "message": why}})
@@ -261,7 +266,9 @@ class Handler(BaseHTTPRequestHandler):
         if box.dice.roll(knobs.graph_fault_503_rate):
             box.stats.count("faults", "graph_503")
             return Reply.json(503, {"error": {"code": "serviceNotAvailable", "message": "Service unavailable."}})
-        return graph.handle(self.command, path, query, body, list(claims.get("roles", [])), request_id)
+        origin = f"http://{self.headers.get('Host', '127.0.0.1')}"
+        roles = list(claims.get("roles", []))
+        return graph.handle(self.command, path, query, body, roles, request_id, dict(self.headers.items()), origin)
 
     def _refuse_concurrency(self, box: Sandbox, request_id: str, seconds: float) -> Reply:
         """The per-tenant concurrency refusal: known by its text only; status and Retry-After are knobs."""
@@ -359,12 +366,6 @@ def _truth(user: User) -> dict[str, Any]:
         "dirSynced": user.dir_synced,
         "cloudManaged": box.cloud_managed,
     }
-
-
-def _graph_operation(path: str) -> str:
-    if path.endswith("/assignLicense"):
-        return "assignLicense"
-    return "subscribedSkus" if path.endswith("subscribedSkus") else "user"
 
 
 def _cmdlet_name(body: Any) -> str:

@@ -1,4 +1,4 @@
-"""The sandbox tenant's state and the Exchange cmdlets over it, following rules B1-B23.
+"""The sandbox tenant's state and the Exchange cmdlets over it, following rules B1-B23, B29 and B30.
 
 Entra objects (users, contacts, groups) are the source; what Exchange shows is derived from them
 the way docs/exchange-behaviour.md describes: a synced user is always a `User` (B1), a mailbox
@@ -61,7 +61,8 @@ EXCHANGE_ATTRIBUTES = {
 }
 ALWAYS_WRITABLE = {"ProhibitSendQuota", "ProhibitSendReceiveQuota", "IssueWarningQuota"}  # B7
 CAS_PARAMETERS = {"ImapEnabled", "PopEnabled", "SmtpClientAuthenticationDisabled"}  # B7
-MAILBOX_FILTERABLE = (
+# ExchangeGuid is left out on purpose: no source shows it filterable for mail users, so the report filters client-side.
+MAIL_USER_FILTERABLE = (
     "IsDirSynced",
     "RecipientTypeDetails",
     "UserPrincipalName",
@@ -70,9 +71,14 @@ MAILBOX_FILTERABLE = (
     "DisplayName",
     "ExternalDirectoryObjectId",
     "Name",
+)
+MAILBOX_FILTERABLE = (
+    *MAIL_USER_FILTERABLE,
     "WindowsEmailAddress",
     *(f"CustomAttribute{i}" for i in range(1, 16)),
 )  # B10: IsExchangeCloudManaged is deliberately absent
+# Get-MigrationEndpoint -Type (Learn, Get-MigrationEndpoint).
+MIGRATION_TYPES = ("ExchangeOutlookAnywhere", "ExchangeRemoteMove", "IMAP", "PublicFolder")
 
 
 class CmdletError(Exception):
@@ -107,6 +113,10 @@ class Mailbox:
     archive: bool = False
     hold: bool = False
     archive_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    in_place_holds: list[str] = field(default_factory=list)  # hold ids as InPlaceHolds lists them (mbx…, UniH…)
+    compliance_tag_hold: bool = False  # a retention label on an item or folder (ComplianceTagHoldApplied)
+    delay_hold: bool = False  # a hold released less than 30 days ago still holds (DelayHoldApplied)
+    item_count: int = 42
 
 
 @dataclass(slots=True)
@@ -121,6 +131,8 @@ class User:
     usage_location: str | None = None
     account_enabled: bool = True
     guest: bool = False
+    # A synced mail user carries its on-premises mailbox's GUID here (a remote mailbox); zero when it has none.
+    exchange_guid: str = ZERO_GUID
     licenses: dict[str, License] = field(default_factory=dict)
     visible_at: float = 0.0
     writable_at: float = 0.0  # a user new to Entra reaches the replica that takes writes later than reads
@@ -151,6 +163,18 @@ class Contact:
     name: str
     mail: str | None
     custom: dict[str, Any] = field(default_factory=dict)
+    dir_synced: bool = True  # came from AD; False for a contact created in the cloud
+    cloud_managed: bool = False  # its source of authority was moved to the cloud (onPremisesSyncBehavior)
+
+    @classmethod
+    def from_seed(cls, spec: dict[str, Any]) -> Contact:
+        return cls(
+            spec.get("id") or _guid(),
+            spec["name"],
+            spec.get("mail"),
+            dir_synced=bool(spec.get("dirSynced", True)),
+            cloud_managed=bool(spec.get("cloudManaged", False)),
+        )
 
 
 @dataclass(slots=True)
@@ -159,6 +183,23 @@ class Group:
     name: str
     mail: str | None
     security_enabled: bool
+    dir_synced: bool = True  # came from AD; False for a group created in the cloud
+    cloud_managed: bool = False  # its source of authority was moved to the cloud (onPremisesSyncBehavior)
+    members: list[str] = field(default_factory=list)  # names or ids of member groups, users and contacts
+    group_types: list[str] = field(default_factory=list)  # Graph's groupTypes: "Unified" for a Microsoft 365 group
+
+    @classmethod
+    def from_seed(cls, spec: dict[str, Any]) -> Group:
+        return cls(
+            spec.get("id") or _guid(),
+            spec["name"],
+            spec.get("mail"),
+            bool(spec.get("securityEnabled", False)),
+            dir_synced=bool(spec.get("dirSynced", True)),
+            cloud_managed=bool(spec.get("cloudManaged", False)),
+            members=[str(m) for m in spec.get("members", [])],
+            group_types=[str(t) for t in spec.get("groupTypes", [])],
+        )
 
 
 class Tenant:
@@ -172,6 +213,7 @@ class Tenant:
         self.domain = info.get("domain", "contoso.onmicrosoft.com")
         self.default_cloud_managed = bool(info.get("tenantDefaultCloudManaged", False))
         self.skus: list[dict[str, Any]] = seed.get("skus", [])
+        self.hybrid = load_hybrid(seed.get("hybrid", {}))
         self.users: dict[str, User] = {}
         self.contacts: dict[str, Contact] = {}
         self.groups: dict[str, Group] = {}
@@ -181,12 +223,10 @@ class Tenant:
         for spec in seed.get("users", []):
             self.add_user(spec)
         for spec in seed.get("contacts", []):
-            contact = Contact(spec.get("id") or _guid(), spec["name"], spec.get("mail"))
+            contact = Contact.from_seed(spec)
             self.contacts[contact.id] = contact
         for spec in seed.get("groups", []):
-            group = Group(
-                spec.get("id") or _guid(), spec["name"], spec.get("mail"), bool(spec.get("securityEnabled", False))
-            )
+            group = Group.from_seed(spec)
             self.groups[group.id] = group
         if "generate" in seed:
             self._generate(seed["generate"])
@@ -210,6 +250,7 @@ class Tenant:
             usage_location=spec.get("usageLocation"),
             account_enabled=bool(spec.get("accountEnabled", True)),
             guest=bool(spec.get("guest", False)),
+            exchange_guid=str(spec.get("exchangeGuid") or ZERO_GUID),
             visible_at=self.clock() + float(spec.get("syncDelaySeconds", 0)),
         )
         if new:
@@ -220,14 +261,29 @@ class Tenant:
         kind = spec.get("mailboxType")
         if kind:
             details = {**TYPE_TO_DETAILS, "User": "UserMailbox"}.get(kind, kind)
-            user.mailbox = self._new_mailbox(user, details)
-            user.mailbox.cloud_managed = bool(spec.get("cloudManaged", False))
-            user.mailbox.size_gb = float(spec.get("mailboxSizeGB", 0.1))
-            user.mailbox.archive = bool(spec.get("archive", False))
-            user.mailbox.hold = bool(spec.get("litigationHold", False))
+            user.mailbox = self._seeded_mailbox(user, details, spec)
         self.users[user.id] = user
         self._index = None
         return user
+
+    def _seeded_mailbox(self, user: User, recipient_type: str, spec: dict[str, Any]) -> Mailbox:
+        """An existing mailbox as a seed entry describes it: management, size, archive and holds."""
+        box = self._new_mailbox(user, recipient_type)
+        box.cloud_managed = bool(spec.get("cloudManaged", False))
+        box.size_gb = float(spec.get("mailboxSizeGB", 0.1))
+        box.item_count = int(spec.get("itemCount", 42))
+        box.archive = bool(spec.get("archive", False))
+        box.hold = bool(spec.get("litigationHold", False))
+        box.in_place_holds = [str(hold) for hold in spec.get("inPlaceHolds", [])]
+        box.compliance_tag_hold = bool(spec.get("complianceTagHold", False))
+        box.delay_hold = bool(spec.get("delayHold", False))
+        if spec.get("primarySmtpAddress"):
+            # A primary address that is not Entra's mail (the readiness report's drift). How real tenants get
+            # there is not documented (docs/exchange-behaviour.md B28), so a seed states it instead of a rule.
+            primary = str(spec["primarySmtpAddress"])
+            others = ["smtp:" + a.split(":", 1)[1] if a.startswith("SMTP:") else a for a in box.addresses]
+            box.addresses = [f"SMTP:{primary}", *(a for a in others if a.lower() != f"smtp:{primary.lower()}")]
+        return box
 
     def _new_mailbox(self, user: User, recipient_type: str, ready_at: float = 0.0) -> Mailbox:
         alias = user.alias or user.upn.split("@")[0]
@@ -235,7 +291,7 @@ class Tenant:
         return Mailbox(_guid(), recipient_type, addresses, cloud_managed=self.default_cloud_managed, ready_at=ready_at)
 
     def _generate(self, spec: dict[str, Any]) -> None:
-        """A synthetic tenant: `mailboxes` dir-synced mailboxes, `candidates` of them not cloud-managed."""
+        """A synthetic tenant: `mailboxes` dir-synced mailboxes (`candidates` not cloud-managed), groups, contacts."""
         count = int(spec.get("mailboxes", 1000))
         candidates = int(spec.get("candidates", count // 10))
         rng = random.Random(int(spec.get("seed", 1)))
@@ -253,6 +309,18 @@ class Tenant:
                     "licenses": [] if kind != "User" else ["EXCHANGESTANDARD"],
                 }
             )
+        groups = int(spec.get("groups", 0))
+        for i in range(groups):
+            # Chains of three: group 0 holds 1, which holds 2; then 3 holds 4, and so on.
+            nested = [f"group{i + 1:05d}"] if i % 3 != 2 and i + 1 < groups else []
+            name = f"group{i:05d}"
+            group = Group.from_seed(
+                {"name": name, "mail": f"{name}@{domain}", "securityEnabled": i % 2 == 0, "members": nested}
+            )
+            self.groups[group.id] = group
+        for i in range(int(spec.get("contacts", 0))):
+            contact = Contact.from_seed({"name": f"contact{i:05d}", "mail": f"contact{i:05d}@fabrikam.com"})
+            self.contacts[contact.id] = contact
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -343,6 +411,48 @@ class Tenant:
                 "BlockExchangeProvisioningFromOnPremEnabled": self.default_cloud_managed,
             }
         ], []
+
+    # The objects the Hybrid Configuration Wizard leaves in Exchange Online (read-only here, as in the report).
+    def _cmd_get_onpremisesorganization(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-OnPremisesOrganization", {"Identity"})
+        return self._hybrid("onPremisesOrganizations", params), []
+
+    def _cmd_get_organizationrelationship(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-OrganizationRelationship", {"Identity"})
+        return self._hybrid("organizationRelationships", params), []
+
+    def _cmd_get_inboundconnector(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-InboundConnector", {"Identity", "ResultSize"})
+        return self._hybrid("inboundConnectors", params), []
+
+    def _cmd_get_outboundconnector(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-OutboundConnector", {"Identity", "ResultSize"})
+        return self._hybrid("outboundConnectors", params), []
+
+    def _cmd_get_intraorganizationconnector(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-IntraOrganizationConnector", {"Identity"})
+        return self._hybrid("intraOrganizationConnectors", params), []
+
+    def _cmd_get_migrationendpoint(self, params: dict[str, Any]) -> Answer:
+        _only(params, "Get-MigrationEndpoint", {"Identity", "Type"})
+        if "Identity" in params and "Type" in params:
+            raise CmdletError(400, BIND_ERROR, "Parameter set cannot be resolved using the specified named parameters.")
+        records = self._hybrid("migrationEndpoints", params)
+        if "Type" in params:
+            kind = _migration_type(params["Type"])
+            records = [r for r in records if r["EndpointType"] == kind]
+        return records, []
+
+    def _hybrid(self, kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every object of a kind, or the one `Identity` names by identity, name or GUID."""
+        records = self.hybrid.get(kind, [])
+        if "Identity" not in params:
+            return list(records)
+        wanted = str(params["Identity"]).lower()
+        found = [r for r in records if wanted in {str(r.get(k, "")).lower() for k in ("Identity", "Name", "Guid")}]
+        if not found:
+            raise _not_found(params["Identity"])
+        return found
 
     def _cmd_get_mailbox(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-Mailbox", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
@@ -461,16 +571,7 @@ class Tenant:
 
     def _cmd_get_mailboxstatistics(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailboxStatistics", {"Identity"})
-        box = self._mailbox_user(params).mailbox
-        assert box is not None
-        size = int(box.size_gb * 1024**3)
-        return [
-            {
-                "DisplayName": params["Identity"],
-                "ItemCount": 42,
-                "TotalItemSize": f"{box.size_gb:.3g} GB ({size:,} bytes)",
-            }
-        ], []
+        return [statistics_record(self._mailbox_user(params))], []
 
     def _settle_conversion(self, box: Mailbox, now: float) -> None:
         if box.pending_type and box.pending_at <= now:
@@ -518,7 +619,8 @@ class Tenant:
     def _cmd_get_mailuser(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailUser", {"Identity", "Filter", "ResultSize"})
         users = [u for u in self.visible_users() if _is_mail_user(u) and u.mailbox is None]
-        return [mail_user_record(u) for u in self._pick(params, users)], []
+        records = [mail_user_record(u) for u in self._pick(params, users)]
+        return _filtered(records, params.get("Filter"), MAIL_USER_FILTERABLE), []
 
     def _cmd_set_mailuser(self, params: dict[str, Any]) -> Answer:
         custom = CUSTOM_ATTRIBUTES
@@ -532,6 +634,8 @@ class Tenant:
         if "Alias" in params:
             found.alias = str(params["Alias"])  # B18: the cloud alias sticks, a full sync does not reset it
             self._index = None
+        if "ExchangeGuid" in params:
+            found.exchange_guid = str(params["ExchangeGuid"])  # B18: writable in the cloud
         return [], []
 
     def _cmd_get_mailcontact(self, params: dict[str, Any]) -> Answer:
@@ -640,6 +744,9 @@ def mailbox_record(user: User) -> dict[str, Any]:
         "ArchiveState": "Local" if box.archive else "None",
         "ArchiveStatus": "Active" if box.archive and not user.dir_synced else "None",
         "LitigationHoldEnabled": box.hold,
+        "InPlaceHolds": list(box.in_place_holds),
+        "ComplianceTagHoldApplied": box.compliance_tag_hold,
+        "DelayHoldApplied": box.delay_hold,
         "HiddenFromAddressListsEnabled": bool(box.custom.get("HiddenFromAddressListsEnabled", False)),
     }
     for i in range(1, 16):
@@ -650,6 +757,8 @@ def mailbox_record(user: User) -> dict[str, Any]:
 def mail_user_record(user: User) -> dict[str, Any]:
     return {
         "Name": user.display_name,
+        "DisplayName": user.display_name,
+        "ExchangeGuid": user.exchange_guid,  # a remote mailbox's on-premises mailbox; the zero GUID when none
         "Alias": user.alias,
         "UserPrincipalName": user.upn,
         "PrimarySmtpAddress": user.mail,
@@ -659,6 +768,31 @@ def mail_user_record(user: User) -> dict[str, Any]:
         "ExternalDirectoryObjectId": user.id,
         "HiddenFromAddressListsEnabled": user.guest,  # B19: guests are hidden by default
     }
+
+
+def statistics_record(user: User) -> dict[str, Any]:
+    """Get-MailboxStatistics of a mailbox; sizes are display texts with the exact byte count in parentheses."""
+    box = user.mailbox
+    assert box is not None
+    return {
+        "DisplayName": user.display_name,
+        "MailboxGuid": box.guid,
+        "ItemCount": box.item_count,
+        "TotalItemSize": byte_quantity(int(box.size_gb * 1024**3)),
+        "TotalDeletedItemSize": byte_quantity(0),
+        "IsArchiveMailbox": False,
+    }
+
+
+def byte_quantity(size: int) -> str:
+    """Exchange's size text: the largest unit the value reaches, at most three decimals, then the exact bytes."""
+    value, unit = float(size), "B"
+    for larger in ("KB", "MB", "GB", "TB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    number = f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{number} {unit} ({size:,} bytes)"
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
@@ -726,3 +860,155 @@ def _not_found(identity: Any) -> CmdletError:
 
 def _guid() -> str:
     return str(uuid.uuid4())
+
+
+def _stable_guid(kind: str, name: str) -> str:
+    """The same GUID for the same seeded object on every reset, so a test can name it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox/{kind}/{name}"))
+
+
+def _migration_type(value: Any) -> str:
+    for kind in MIGRATION_TYPES:
+        if str(value).lower() == kind.lower():
+            return kind
+    raise CmdletError(
+        400,
+        TRANSFORM_ERROR,
+        f"Cannot process argument transformation on parameter 'Type'. Cannot convert value \"{value}\" to type "
+        '"Microsoft.Exchange.Data.Storage.Management.MigrationType". Error: "Unable to match the identifier name '
+        f"{value} to a valid enumerator name. Specify one of the following enumerator names and try again: "
+        f'{", ".join(MIGRATION_TYPES)}"',
+        details=False,
+    )
+
+
+# -- hybrid leftovers: what the Hybrid Configuration Wizard creates in Exchange Online, named as it names them
+# (Hybrid-Config-Wiz-Checks's replay of the wizard's cmdlets; the wizard's own name templates).
+
+
+def onpremises_organization_record(spec: dict[str, Any]) -> dict[str, Any]:
+    org = str(spec["organizationGuid"])
+    name = str(spec.get("name") or org)
+    return {
+        "Identity": name,
+        "Name": name,
+        "Guid": str(spec.get("guid") or _stable_guid("onPremisesOrganization", name)),
+        "OrganizationGuid": org,
+        "OrganizationName": str(spec.get("organizationName", "CONTOSO")),
+        "HybridDomains": [str(d) for d in spec.get("hybridDomains", [])],
+        "InboundConnector": str(spec.get("inboundConnector") or f"Inbound from {org}"),
+        "OutboundConnector": str(spec.get("outboundConnector") or f"Outbound to {org}"),
+        "OrganizationRelationship": str(spec.get("organizationRelationship") or f"O365 to On-premises - {org}"),
+        "Comment": str(spec.get("comment", "")),
+    }
+
+
+def organization_relationship_record(spec: dict[str, Any]) -> dict[str, Any]:
+    name = str(spec["name"])
+    return {
+        "Identity": name,
+        "Name": name,
+        "Guid": str(spec.get("guid") or _stable_guid("organizationRelationship", name)),
+        "Enabled": bool(spec.get("enabled", True)),
+        "DomainNames": [str(d) for d in spec.get("domainNames", [])],
+        "FreeBusyAccessEnabled": bool(spec.get("freeBusyAccessEnabled", True)),
+        "FreeBusyAccessLevel": str(spec.get("freeBusyAccessLevel", "LimitedDetails")),
+        "MailboxMoveEnabled": bool(spec.get("mailboxMoveEnabled", False)),
+        "MailTipsAccessEnabled": bool(spec.get("mailTipsAccessEnabled", True)),
+        "DeliveryReportEnabled": bool(spec.get("deliveryReportEnabled", True)),
+        "PhotosEnabled": bool(spec.get("photosEnabled", True)),
+        "TargetApplicationUri": spec.get("targetApplicationUri"),
+        "TargetAutodiscoverEpr": spec.get("targetAutodiscoverEpr"),
+        "TargetSharingEpr": spec.get("targetSharingEpr"),
+        "TargetOwaURL": spec.get("targetOwaUrl"),
+    }
+
+
+def _connector_record(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """What Get-InboundConnector and Get-OutboundConnector share (graph2otel's live records, 2026-07-23/24)."""
+    name = str(spec["name"])
+    return {
+        "Identity": name,
+        "Name": name,
+        "Guid": str(spec.get("guid") or _stable_guid(kind, name)),
+        "Enabled": bool(spec.get("enabled", True)),
+        "ConnectorType": str(spec.get("connectorType", "OnPremises")),
+        "ConnectorSource": str(spec.get("connectorSource", "HybridWizard")),
+        "Comment": str(spec.get("comment", "")),
+        "CloudServicesMailEnabled": bool(spec.get("cloudServicesMailEnabled", True)),
+        "AdminDisplayName": "",
+        "IsValid": True,
+    }
+
+
+def inbound_connector_record(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_connector_record("inboundConnector", spec),
+        "SenderDomains": [str(d) for d in spec.get("senderDomains", ["smtp:*;1"])],
+        "SenderIPAddresses": [str(a) for a in spec.get("senderIPAddresses", [])],
+        "AssociatedAcceptedDomains": [],
+        "RequireTls": bool(spec.get("requireTls", True)),
+        "RestrictDomainsToIPAddresses": False,
+        "RestrictDomainsToCertificate": False,
+        "TreatMessagesAsInternal": False,
+        "TlsSenderCertificateName": spec.get("tlsSenderCertificateName"),
+    }
+
+
+def outbound_connector_record(spec: dict[str, Any]) -> dict[str, Any]:
+    # The outbound record is another shape, not the inbound one plus fields (graph2otel, live 2026-07-24).
+    return {
+        **_connector_record("outboundConnector", spec),
+        "RecipientDomains": [str(d) for d in spec.get("recipientDomains", [])],
+        "SmartHosts": [str(h) for h in spec.get("smartHosts", [])],
+        "UseMXRecord": bool(spec.get("useMxRecord", False)),
+        "TlsDomain": spec.get("tlsDomain"),
+        "TlsSettings": spec.get("tlsSettings", "DomainValidation"),
+        "IsTransportRuleScoped": False,
+        "RouteAllMessagesViaOnPremises": bool(spec.get("routeAllMessagesViaOnPremises", False)),
+        "AllAcceptedDomains": False,
+        "SenderRewritingEnabled": False,
+        "TestMode": False,
+    }
+
+
+def migration_endpoint_record(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Identity": str(spec["name"]),
+        "EndpointType": _migration_type(spec.get("endpointType", "ExchangeRemoteMove")),
+        "RemoteServer": spec.get("remoteServer"),
+        "RemoteTenant": spec.get("remoteTenant"),
+    }
+
+
+def intraorganization_connector_record(spec: dict[str, Any]) -> dict[str, Any]:
+    name = str(spec["name"])
+    return {
+        "Identity": name,
+        "Name": name,
+        "Guid": str(spec.get("guid") or _stable_guid("intraOrganizationConnector", name)),
+        "Enabled": bool(spec.get("enabled", True)),
+        "TargetAddressDomains": [str(d) for d in spec.get("targetAddressDomains", [])],
+        "DiscoveryEndpoint": spec.get("discoveryEndpoint"),
+        "TargetSharingEpr": spec.get("targetSharingEpr"),
+        "AdminDisplayName": "",
+        "IsValid": True,
+    }
+
+
+HYBRID_RECORDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "onPremisesOrganizations": onpremises_organization_record,
+    "organizationRelationships": organization_relationship_record,
+    "inboundConnectors": inbound_connector_record,
+    "outboundConnectors": outbound_connector_record,
+    "migrationEndpoints": migration_endpoint_record,
+    "intraOrganizationConnectors": intraorganization_connector_record,
+}
+
+
+def load_hybrid(spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The seed's "hybrid" entries as Exchange answers them; a kind the seed leaves out has no objects."""
+    unknown = set(spec) - set(HYBRID_RECORDS)
+    if unknown:
+        raise ValueError(f"unknown hybrid object kinds {sorted(unknown)}; known: {sorted(HYBRID_RECORDS)}")
+    return {kind: [build(entry) for entry in spec.get(kind, [])] for kind, build in HYBRID_RECORDS.items()}

@@ -40,6 +40,8 @@ GRAPH_APP_ROLES = (
     "User.ReadUpdate.All",  # PATCH usageLocation when the user has none (not User.ReadWrite.All: no user is created)
     "LicenseAssignment.ReadWrite.All",  # assignLicense: add and remove the Exchange license
     "Organization.Read.All",  # GET /subscribedSkus: service plans and free units
+    "GroupMember.Read.All",  # the readiness report: synced groups and their member groups
+    "OrgContact.Read.All",  # the readiness report: synced org contacts
 )
 
 

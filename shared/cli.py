@@ -1,4 +1,4 @@
-"""The `exoprov` command: sweep, undo, journal, doctor, worker, submit, results, sandbox (see the README)."""
+"""The `exoprov` command: sweep, undo, journal, readiness, doctor, worker, submit, results, sandbox (see the README)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["format_report", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
 
 
@@ -37,6 +37,7 @@ SETTINGS_HELP = {
     "results": "AzureWebJobsStorage",
     "undo": "the sweep's settings (ENFORCE_EXCLUDE and ENFORCE_MAX_CHANGES apply), AzureWebJobsStorage",
     "journal": "AzureWebJobsStorage",
+    "readiness": "EXCHANGE_ENDPOINT, GRAPH_ENDPOINT, CLOUD, AZURE_*, ENFORCE_RECIPIENT_TYPES, ENFORCE_EXCLUDE, HTTP_*",
 }
 EXIT_HELP = {
     "sweep": "0 nothing failed; 1 a mailbox failed or a setting is wrong; 2 the brake engaged (nothing changed); "
@@ -48,6 +49,8 @@ EXIT_HELP = {
     "undo": "0 nothing failed; 1 a mailbox failed, the run is unknown or unsettled, or a setting is wrong; "
     "2 the brake engaged (nothing changed); 130 interrupted (the report says what was done)",
     "journal": "0 done (also when nothing matches); 1 storage unreachable or a malformed --run",
+    "readiness": "0 ready (no check fails, every check could be read); 1 a setting is wrong or the report could "
+    "not be written; 4 not ready",
 }
 EXIT_ALWAYS = "for every command, 2 before anything runs when the command line is wrong, and 130 on Ctrl-C"
 JOURNAL_DEFAULT_HOURS = 24
@@ -132,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     journal.add_argument("--json", action="store_true", help="print JSON lines, one entry each")
 
+    readiness = command("readiness", "report what still ties the tenant to on-premises Exchange (reads only)")
+    readiness.add_argument("--json", action="store_true", help="print the report as JSON")
+    readiness.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page")
+    readiness.add_argument("--csv", metavar="DIR", help="also write one CSV file per check into DIR")
+
     command("doctor", "check settings, identity, permissions and reachability")
 
     worker = command("worker", "process the provisioning queues and run the sweep on schedule")
@@ -188,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _undo(args.run, args.apply, args.json)
         if args.command == "journal":
             return _journal(args)
+        if args.command == "readiness":
+            return _readiness(args.json, args.html, args.csv)
         if args.command == "doctor":
             from shared.doctor import run_doctor
 
@@ -230,6 +240,35 @@ def _sweep(mode: str | None, as_json: bool, csv_path: str | None) -> int:
         _write_candidates(csv_path, report.candidate_list)
     print(json.dumps(report.to_json(), indent=2) if as_json else format_report(report.to_json()))
     return _exit_code(report)
+
+
+def _readiness(as_json: bool, html_path: str | None, csv_dir: str | None) -> int:
+    from pathlib import Path
+
+    from shared.readiness import build_report
+    from shared.readiness.csv_export import write_csv
+    from shared.readiness.html import render_html
+    from shared.readiness.table import format_table
+    from shared.settings import Settings
+    from shared.wiring import Clients
+
+    clients = Clients.from_settings(Settings.from_env())
+    print("reading the tenant (listings and batches only; nothing is changed) ...", file=sys.stderr)
+    document = build_report(clients).to_json()
+    written = []
+    try:
+        if html_path:
+            Path(html_path).write_text(render_html(document), encoding="utf-8")
+            written.append(html_path)
+        if csv_dir:
+            written += [str(path) for path in write_csv(document, Path(csv_dir))]
+    except OSError as exc:
+        option = "--html" if html_path and not Path(html_path).is_file() else "--csv"
+        raise ConfigurationError(option, f"the report could not be written: {exc}") from exc
+    print(json.dumps(document, indent=2) if as_json else format_table(document))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK if document["ready"] else EXIT_NOT_READY
 
 
 def _undo(run_id: str, apply: bool, as_json: bool) -> int:

@@ -249,7 +249,15 @@ class Doctor:
         return f"subscribedSkus answers ({len(skus)} SKUs){'; ' + free if free else ''}"
 
     def check_storage(self) -> str:
-        from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
+        from shared.queues import (
+            CHAIN_QUEUES,
+            JOURNAL_CONTAINER,
+            LEDGER_CONTAINER,
+            POISON_QUEUES,
+            REPORTS_CONTAINER,
+            RESULTS,
+            UNREADABLE,
+        )
 
         settings = self.settings
         if not (settings.storage or settings.storage_queue_service_uri):
@@ -260,6 +268,7 @@ class Doctor:
                 storage.queue(name).peek_messages(max_messages=1)
             storage.ledger_container.get_container_properties()
             storage.journal_container.get_container_properties()
+            storage.reports_container.get_container_properties()
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "set AzureWebJobsStorage (README 'Settings')") from exc
         except Exception as exc:  # the storage SDK's errors carry the service's own reason
@@ -267,11 +276,12 @@ class Doctor:
 
             raise CheckFailed(
                 str(storage_failure(exc, settings)),
-                "'azd provision' creates the queues and the ledger and journal containers and grants Storage Queue "
-                "Data Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
+                "'azd provision' creates the queues and the ledger, journal and reports containers and grants Storage "
+                "Queue Data Contributor and Storage Blob Data Owner; locally, 'exoprov worker' creates them in Azurite",
             ) from exc
         return (
-            f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER} and {JOURNAL_CONTAINER} containers answer"
+            f"{len(CHAIN_QUEUES) * 2 + 2} queues and the {LEDGER_CONTAINER}, {JOURNAL_CONTAINER} and "
+            f"{REPORTS_CONTAINER} containers answer"
         )
 
 

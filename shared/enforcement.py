@@ -41,6 +41,7 @@ __all__ = [
     "Plan",
     "Progress",
     "Report",
+    "TENANT_DEFAULT_PROPERTY",
     "exclusion_keys",
     "list_synced",
     "make_plan",
@@ -329,14 +330,15 @@ def list_synced(
     add: Callable[[T, dict[str, Any]], None],
     deadline: float | None = None,
     cancel: threading.Event | None = None,
+    command: Command | None = None,
 ) -> T:
-    """Fold every dir-synced mailbox into `start()`, streamed page by page.
+    """Fold every dir-synced mailbox (or what `command` lists) into `start()`, streamed page by page.
 
     A continuation link lives minutes and dies with a lost answer: a page that cannot be had after the
     first one starts the listing again from the top (at most LISTING_RESTARTS times) from a fresh `start()`,
     so the result is that of one complete listing. Raises Cancelled when `cancel` is set.
     """
-    command = Command("Get-Mailbox", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, LIST_SELECT)
+    command = command or Command("Get-Mailbox", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, LIST_SELECT)
     for restart in range(LISTING_RESTARTS + 1):
         folded, pages = start(), 0
         try:

@@ -107,6 +107,7 @@ class ExchangeClient:
 
     def __init__(self, http: ServiceClient, tenant_id: str) -> None:
         self._http = http
+        self.http = http
         self.tenant_id = tenant_id
         self._root = f"{http.base_url}/adminapi/beta/{tenant_id}"
         self._headers = {

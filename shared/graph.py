@@ -101,6 +101,7 @@ class GraphClient:
 
     def __init__(self, http: ServiceClient) -> None:
         self._http = http
+        self.http = http  # the directory reads (shared/directory.py) share its pool and its throttling hold
         self._root = f"{http.base_url}/v1.0"
         self._skus: tuple[float, list[Sku]] | None = None
         self._lock = threading.Lock()

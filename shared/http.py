@@ -24,6 +24,7 @@ timeouts and connection handling underneath, in Urllib3Transport.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import logging
 import random
@@ -543,6 +544,8 @@ class ServiceClient:
         self.in_flight = InFlightLimit(self.policy.max_in_flight)
         self._not_before = 0.0
         self._gate = threading.Lock()
+        self._sent = itertools.count()
+        self.sent = 0  # requests that went out (attempts, retries included): what a report says it cost
 
     def request(
         self,
@@ -630,6 +633,7 @@ class ServiceClient:
     ) -> Response | TransportError:
         """One trip through the transport, under the in-flight limit, logged in one line."""
         started = self.clock.now()
+        self.sent = next(self._sent) + 1
         result: Response | TransportError
         try:
             with self.in_flight:

@@ -20,6 +20,7 @@ from shared.settings import Settings
 __all__ = [
     "CHAIN_QUEUES",
     "JOURNAL_CONTAINER",
+    "REPORTS_CONTAINER",
     "LEDGER_CONTAINER",
     "MAX_DEQUEUE_COUNT",
     "POISON_QUEUES",
@@ -44,6 +45,7 @@ POISON_QUEUES = tuple(q + POISON_SUFFIX for q in CHAIN_QUEUES)
 UNREADABLE = "provision-unreadable"  # kept for a person: no requestId, so no one to tell
 LEDGER_CONTAINER = "exoprov-ledger"
 JOURNAL_CONTAINER = "exoprov-journal"
+REPORTS_CONTAINER = "exoprov-reports"
 # The same retry rule as host.json (extensions.queues), so both runtimes give up at the same point.
 MAX_DEQUEUE_COUNT = 5
 MAX_DELAY_SECONDS = 7 * 24 * 3600 - 60  # the service's visibility-timeout limit, with a margin
@@ -84,6 +86,7 @@ class Storage:
             )
         self.ledger_container = self._blobs.get_container_client(LEDGER_CONTAINER)
         self.journal_container = self._blobs.get_container_client(JOURNAL_CONTAINER)
+        self.reports_container = self._blobs.get_container_client(REPORTS_CONTAINER)
 
     def queue(self, name: str) -> Any:
         with self._lock:
@@ -92,13 +95,13 @@ class Storage:
             return self._queues[name]
 
     def ensure(self) -> None:
-        """Create every queue and the ledger and journal containers if missing (idempotent)."""
+        """Create every queue and the ledger, journal and reports containers if missing (idempotent)."""
         from azure.core.exceptions import ResourceExistsError
 
         for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
             with contextlib.suppress(ResourceExistsError):
                 self.queue(name).create_queue()
-        for container in (self.ledger_container, self.journal_container):
+        for container in (self.ledger_container, self.journal_container, self.reports_container):
             with contextlib.suppress(ResourceExistsError):
                 container.create_container()
 

@@ -8,7 +8,7 @@ from shared.enforcement import Report
 from shared.runs import run_sweep
 from shared.wiring import process_clients
 
-__all__ = ["handle_poison_message", "handle_queue_message", "run_scheduled_sweep"]
+__all__ = ["handle_poison_message", "handle_queue_message", "run_scheduled_readiness", "run_scheduled_sweep"]
 
 log = logging.getLogger("exoprov.runtime")
 
@@ -28,6 +28,23 @@ def run_scheduled_sweep() -> Report:
         report.complete,
     )
     return report
+
+
+def run_scheduled_readiness() -> list[str]:
+    """One readiness report with the process's clients, stored in the reports container; returns the blob names."""
+    from shared.readiness import build_report
+    from shared.readiness.publish import publish
+
+    clients = process_clients()
+    report = build_report(clients)
+    written = publish(report, clients.storage())
+    log.warning(
+        "readiness: %s, %s (%s)",
+        "ready" if report.ready else "not ready",
+        ", ".join(f"{count} {status}" for status, count in report.summary.items()),
+        ", ".join(written),
+    )
+    return written
 
 
 def handle_queue_message(queue: str, body: bytes | str, message_id: str) -> None:

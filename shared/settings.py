@@ -364,6 +364,13 @@ SETTINGS: tuple[Setting, ...] = (
         default_from=lambda read: read["cloud"].exchange_resource,
     ),
     Setting("ENFORCE_SCHEDULE", "enforce_schedule", "0 0 */4 * * *", _ncrontab, "NCRONTAB, UTC; see below"),
+    Setting(
+        "READINESS_SCHEDULE",
+        "readiness_schedule",
+        "0 30 5 * * *",
+        _ncrontab,
+        "NCRONTAB, UTC: when the readiness report is written to the `exoprov-reports` container",
+    ),
     Setting("ENFORCE_MODE", "enforce_mode", "report", _choice(("report", "apply")), "`report` or `apply`"),
     Setting("ENFORCE_MAX_CHANGES", "enforce_max_changes", "500", _int_between(0, 10**9), "the brake; 0 = no limit"),
     Setting(
@@ -549,6 +556,7 @@ class Settings:
     graph_endpoint: str
     exchange_endpoint: str
     enforce_schedule: str
+    readiness_schedule: str
     enforce_mode: str
     enforce_max_changes: int
     enforce_recipient_types: frozenset[str]

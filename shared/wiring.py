@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.auth import TokenProvider, build_credential
+from shared.directory import GraphDirectory
 from shared.errors import AuthenticationError
 from shared.exchange import ExchangeClient
 from shared.graph import GraphClient
@@ -81,6 +82,10 @@ class Clients:
                     self._service("graph", self.settings.graph_endpoint, self.settings.graph_resource, "GRAPH_ENDPOINT")
                 )
             return self._graph
+
+    def directory(self, version: str = "v1.0") -> GraphDirectory:
+        """Graph listings and $batch reads, over the same connection pool as graph()."""
+        return GraphDirectory(self.graph().http, version)
 
     def _service(self, name: str, endpoint: str, resource: str, setting: str, max_in_flight: int = 0) -> ServiceClient:
         return ServiceClient(name, endpoint, resource, setting, self.tokens, policy_for(self.settings, max_in_flight))

@@ -80,10 +80,11 @@ def test_doctor_passes_against_the_sandbox(env, capsys, monkeypatch) -> None:
 
 
 def test_doctor_checks_everything_the_deployment_promised(chain_env, capsys) -> None:
-    """With storage configured: Graph roles, licenses, Exchange write cmdlets, queues, ledger and journal all pass."""
+    """With storage configured: Graph roles, licenses, Exchange write cmdlets, queues and the three containers pass."""
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert "  ok  storage                 10 queues and the exoprov-ledger and exoprov-journal containers answer" in out
+    storage = "  ok  storage                 10 queues and the exoprov-ledger, exoprov-journal and exoprov-reports"
+    assert storage + " containers answer" in out
     assert "EXCHANGESTANDARD 20 free" in out and "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed" in out
 
 

@@ -58,6 +58,7 @@ SYNCED_WITH_MAILBOX = "UserWithMailWithEXO@contoso.com"
 SELECT = "ExternalDirectoryObjectId,UserPrincipalName,RecipientTypeDetails,IsDirSynced,IsExchangeCloudManaged"
 USER_SELECT = ",".join(USER_SELECT_FIELDS)
 STANDARD = "4b9405b0-7788-4568-add1-99614e613b69"
+FRESH_TOKEN_CLAIMS = '{"access_token":{"nbf":{"essential":true}}}'
 ENTERPRISE = "19ec0d23-8335-4cbd-94ac-6050e30712fa"
 
 
@@ -185,6 +186,34 @@ class Wire:
         answer = self.send("GET", f"/v1.0/users/{upn}?$select=id")
         return str(answer.body()["id"])
 
+    def batch(self, commands: list[tuple[str, dict[str, Any], str]]) -> Answer:
+        """One Exchange $batch of (cmdlet, parameters, $select) items, numbered 0, 1, ... as the client numbers them."""
+        requests = [
+            {
+                "id": str(index),
+                "method": "POST",
+                "url": f"{self.sandbox.url}/adminapi/beta/{self.tenant}/InvokeCommand{_query(select)}",
+                "headers": {"X-AnchorMailbox": APP_ANCHOR % self.tenant, "X-CmdletName": cmdlet},
+                "body": {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters}},
+            }
+            for index, (cmdlet, parameters, select) in enumerate(commands)
+        ]
+        return self.send(
+            "POST",
+            f"/adminapi/beta/{self.tenant}/$batch",
+            {"requests": requests},
+            {"X-AnchorMailbox": APP_ANCHOR % self.tenant},
+        )
+
+    def reseed(self, seed: dict[str, Any]) -> None:
+        """Reset the sandbox to `seed`; a reset signs tokens anew, so fresh ones are fetched for both services.
+
+        A claims challenge is passed, as after a service's 401, so that azure-identity skips its own token cache.
+        """
+        self.sandbox.reset(seed)
+        for resource in (EXCHANGE, GRAPH):
+            self.clients.tokens.get(resource, refresh=True, claims=FRESH_TOKEN_CLAIMS)
+
 
 @pytest.fixture
 def wire(sandbox: SandboxHandle, clients: Clients) -> Wire:
@@ -207,6 +236,10 @@ def _concurrency_refusal(wire: Wire) -> Answer:
         return wire.invoke("Get-OrganizationConfig", {})
     finally:
         slow.join()
+
+
+def _query(select: str) -> str:
+    return f"?$select={select}" if select else ""
 
 
 def _batch(wire: Wire) -> Answer:
@@ -251,6 +284,160 @@ def _inherited(wire: Wire) -> Answer:
     )
     time.sleep(2.0)  # a user created now is writable only after the replication lag
     return _assign(wire, "grouped@contoso.com", [], [STANDARD])
+
+
+# What the readiness report selects (docs/wire-protocols.md, "The readiness report's reads").
+HYBRID_SELECT = {
+    "Get-OnPremisesOrganization": "Identity,Name,Guid,OrganizationGuid,OrganizationName,HybridDomains,"
+    "InboundConnector,OutboundConnector,OrganizationRelationship",
+    "Get-OrganizationRelationship": "Identity,Name,Enabled,DomainNames,TargetSharingEpr,TargetOwaURL,"
+    "FreeBusyAccessEnabled,MailboxMoveEnabled",
+    "Get-InboundConnector": "Identity,Name,Guid,Enabled,ConnectorType,ConnectorSource,SenderDomains,"
+    "TlsSenderCertificateName",
+    "Get-OutboundConnector": "Identity,Name,Guid,Enabled,ConnectorType,ConnectorSource,RecipientDomains,SmartHosts,"
+    "TlsDomain",
+    "Get-MigrationEndpoint": "Identity,EndpointType,RemoteServer",
+    "Get-IntraOrganizationConnector": "Identity,Name,Enabled,TargetAddressDomains,DiscoveryEndpoint,TargetSharingEpr",
+}
+READINESS_MAILBOX_SELECT = (
+    "ExternalDirectoryObjectId,UserPrincipalName,DisplayName,PrimarySmtpAddress,EmailAddresses,RecipientTypeDetails,"
+    "IsDirSynced,IsExchangeCloudManaged,ArchiveGuid,LitigationHoldEnabled,InPlaceHolds,ComplianceTagHoldApplied,"
+    "DelayHoldApplied"
+)
+READINESS_MAIL_USER_SELECT = (
+    "ExternalDirectoryObjectId,UserPrincipalName,DisplayName,PrimarySmtpAddress,ExchangeGuid,RecipientTypeDetails,"
+    "IsDirSynced"
+)
+STATISTICS_SELECT = "DisplayName,MailboxGuid,ItemCount,TotalItemSize"
+DIR_SYNCED = "IsDirSynced -eq 'True'"
+
+
+def default_seed(**changes: Any) -> dict[str, Any]:
+    """The default seed with top-level keys replaced (a key set to None is dropped)."""
+    seed: dict[str, Any] = json.loads((ROOT / "sandbox" / "seeds" / "default.json").read_text())
+    seed.update(changes)
+    return {key: value for key, value in seed.items() if value is not None}
+
+
+def _without_hybrid(wire: Wire) -> Answer:
+    wire.reseed(default_seed(hybrid=None))
+    return wire.invoke("Get-OnPremisesOrganization", {}, HYBRID_SELECT["Get-OnPremisesOrganization"])
+
+
+def _remote_mailbox(wire: Wire) -> Answer:
+    wire.sandbox.add_user(
+        upn="remote.user@contoso.com",
+        displayName="Remote User",
+        mailNickname="remote.user",
+        mail="remote.user@contoso.com",
+        targetAddress="remote.user@contoso.mail.onmicrosoft.com",
+        exchangeGuid="f20047a9-3fd1-4906-8d98-188feacdd5b7",
+    )
+    parameters = {"Filter": DIR_SYNCED, "ResultSize": "Unlimited"}
+    return wire.invoke("Get-MailUser", parameters, READINESS_MAIL_USER_SELECT)
+
+
+def _held_mailbox(wire: Wire) -> Answer:
+    wire.sandbox.add_user(
+        upn="legal.archive@contoso.com",
+        mailboxType="Shared",
+        licenses=["EXCHANGEENTERPRISE"],
+        archive=True,
+        litigationHold=True,
+        inPlaceHolds=["UniH7d895d48-7e23-4a8d-8346-533c3beac15d", "mbx5f4e3d2c1b0a49f8e7d6c5b4a3928170:2"],
+    )
+    return wire.invoke("Get-Mailbox", {"ResultSize": "Unlimited"}, READINESS_MAILBOX_SELECT)
+
+
+def _statistics(wire: Wire) -> Answer:
+    mailbox = wire.sandbox.add_user(
+        upn="reception@contoso.com", mailboxType="Shared", mailboxSizeGB=1.66, itemCount=12043
+    )
+    return wire.invoke("Get-MailboxStatistics", {"Identity": mailbox}, STATISTICS_SELECT)
+
+
+def _statistics_batch(wire: Wire) -> Answer:
+    ids = [wire.user_id(upn) for upn in ("SharedSynced@contoso.com", "RoomSynced@contoso.com")]
+    return wire.batch([("Get-MailboxStatistics", {"Identity": i}, STATISTICS_SELECT) for i in ids])
+
+
+def _hybrid(cmdlet: str) -> Callable[[Wire], Answer]:
+    return lambda w: w.invoke(cmdlet, {}, HYBRID_SELECT[cmdlet])
+
+
+# The readiness report's Graph reads, as its client sends them (docs/wire-protocols.md, same heading).
+READINESS_USER_SELECT = "id,userPrincipalName,mail,assignedLicenses,onPremisesSyncEnabled"
+READINESS_GROUP_SELECT = "id,displayName,mail,mailEnabled,securityEnabled,groupTypes,onPremisesSyncEnabled"
+READINESS_CONTACT_SELECT = "id,displayName,mail,onPremisesSyncEnabled"
+SYNCED_FILTER = "$filter=onPremisesSyncEnabled%20eq%20true"
+EVENTUAL = {"ConsistencyLevel": "eventual"}
+
+
+def directory_id(wire: Wire, collection: str, name: str) -> str:
+    """The id of the group or contact with this display name, as a listing shows it."""
+    answer = wire.send("GET", f"/v1.0/{collection}?$select=id,displayName&$top=999")
+    return next(str(found["id"]) for found in answer.body()["value"] if found["displayName"] == name)
+
+
+def authority_item(wire: Wire, item_id: str, group: str) -> dict[str, Any]:
+    """A $batch item reading a group's source of authority, with its URL relative to the version, as Graph wants."""
+    url = f"/groups/{directory_id(wire, 'groups', group)}/onPremisesSyncBehavior?$select=isCloudManaged"
+    return {"id": item_id, "method": "GET", "url": url}
+
+
+def graph_batch(wire: Wire, requests: list[dict[str, Any]]) -> Answer:
+    return wire.send("POST", "/v1.0/$batch", {"requests": requests})
+
+
+def _throttled_batch_item(wire: Wire) -> Answer:
+    item = authority_item(wire, "1", "GroupGSWithMail")
+    wire.sandbox.knobs(graph_batch_item_429_rate=1.0, retry_after=3)
+    return graph_batch(wire, [item])
+
+
+def _oversized_batch(wire: Wire) -> Answer:
+    item = authority_item(wire, "0", "GroupGSWithMail")
+    return graph_batch(wire, [{**item, "id": str(index)} for index in range(21)])
+
+
+def _beta_item(wire: Wire) -> Answer:
+    url = f"/beta/groups/{directory_id(wire, 'groups', 'GroupUSNoMail')}/onPremisesSyncBehavior"
+    return graph_batch(wire, [{"id": "1", "method": "GET", "url": url}])
+
+
+def _authority(collection: str, name: str) -> Callable[[Wire], Answer]:
+    return lambda w: w.send(
+        "GET", f"/v1.0/{collection}/{directory_id(w, collection, name)}/onPremisesSyncBehavior?$select=isCloudManaged"
+    )
+
+
+GRAPH_DIRECTORY_CALLS: dict[str, Callable[[Wire], Answer]] = {
+    "graph.users.list_page": lambda w: w.send("GET", f"/v1.0/users?$select={READINESS_USER_SELECT}&$top=2"),
+    "graph.error.page_size": lambda w: w.send("GET", "/v1.0/users?$top=1000"),
+    "graph.groups.synced": lambda w: w.send(
+        "GET", f"/v1.0/groups?{SYNCED_FILTER}&$select={READINESS_GROUP_SELECT}&$count=true&$top=999", headers=EVENTUAL
+    ),
+    "graph.error.unsupported_query": lambda w: w.send("GET", "/v1.0/groups?$filter=onPremisesSyncEnabled%20eq%20null"),
+    "graph.contacts.synced": lambda w: w.send(
+        "GET",
+        f"/v1.0/contacts?{SYNCED_FILTER}&$select={READINESS_CONTACT_SELECT}&$count=true&$top=999",
+        headers=EVENTUAL,
+    ),
+    "graph.groups.sync_behavior": _authority("groups", "GroupUSNoMail"),
+    "graph.contacts.sync_behavior": _authority("contacts", "ContactWithMail"),
+    "graph.groups.member_groups": lambda w: w.send(
+        "GET",
+        f"/v1.0/groups/{directory_id(w, 'groups', 'GroupGDWithMail')}/members/microsoft.graph.group"
+        "?$select=id,displayName,onPremisesSyncEnabled&$count=true",
+        headers=EVENTUAL,
+    ),
+    "graph.batch.sync_behavior": lambda w: graph_batch(
+        w, [authority_item(w, "1", "GroupGSWithMail"), authority_item(w, "2", "GroupUSNoMail")]
+    ),
+    "graph.batch.item_throttled": _throttled_batch_item,
+    "graph.error.batch_too_large": _oversized_batch,
+    "graph.batch.version_in_url": _beta_item,
+}
 
 
 # How to make the sandbox give each contract's answer: the same call a client makes.
@@ -300,8 +487,23 @@ SANDBOX_CALLS: dict[str, Callable[[Wire], Answer]] = {
         w.sandbox.knobs(graph_fault_429_rate=1.0, retry_after=3),
         w.send("GET", f"/v1.0/users/{SYNCED_WITH_MAILBOX}"),
     )[1],
+    **GRAPH_DIRECTORY_CALLS,
     "identity.token.app_service": _token,
     "identity.token.app_service_error": lambda w: _token(w, "7c0f3a9e-0000-4000-8000-00000000dead"),
+    "exchange.orgconfig.tenant_default": lambda w: w.invoke(
+        "Get-OrganizationConfig", {}, "BlockExchangeProvisioningFromOnPremEnabled"
+    ),
+    "exchange.hybrid.onpremises_organization": _hybrid("Get-OnPremisesOrganization"),
+    "exchange.hybrid.organization_relationship": _hybrid("Get-OrganizationRelationship"),
+    "exchange.hybrid.inbound_connector": _hybrid("Get-InboundConnector"),
+    "exchange.hybrid.outbound_connector": _hybrid("Get-OutboundConnector"),
+    "exchange.hybrid.migration_endpoint": _hybrid("Get-MigrationEndpoint"),
+    "exchange.hybrid.intraorganization_connector": _hybrid("Get-IntraOrganizationConnector"),
+    "exchange.hybrid.none": _without_hybrid,
+    "exchange.mailuser.remote_mailbox": _remote_mailbox,
+    "exchange.mailbox.holds": _held_mailbox,
+    "exchange.mailboxstatistics.total_item_size": _statistics,
+    "exchange.mailboxstatistics.batch": _statistics_batch,
 }
 
 

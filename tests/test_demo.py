@@ -13,7 +13,7 @@ from tests.conftest import APP_SETTINGS, ROOT
 @pytest.mark.timeout(180)
 def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
     """The demo passes the doctor, sweeps (report, apply, nothing left), shows the journal and undo's plan,
-    and provisions its batch."""
+    provisions its batch, and writes the readiness report where it says."""
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     demo = subprocess.run(
@@ -32,3 +32,6 @@ def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
         "hr-1004  failed",
     ):
         assert line in out
+    report = ROOT / ".run" / "readiness.html"
+    assert f"The readiness report: {report}" in out and "NOT READY" in out
+    assert "Not ready yet" in report.read_text()

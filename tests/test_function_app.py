@@ -1,8 +1,9 @@
-"""The Functions app indexes as the host would, and its timer adapter runs the core sweep."""
+"""The Functions app indexes as the host would, and its timer adapters run the core sweep and the report."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from azure.functions import HttpRequest
@@ -39,6 +40,22 @@ def test_the_timer_runs_one_sweep_in_enforce_mode(functions, env, sandbox, monke
     finally:
         reset_process_clients()
     assert sum(not m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"]) == 0
+
+
+def test_the_readiness_timer_writes_the_report_to_the_reports_container(functions, env, sandbox) -> None:
+    """readiness_report is a timer on %READINESS_SCHEDULE%; a tick stores the day's report and latest as blobs."""
+    trigger = json.loads(functions["readiness_report"].get_function_json())["bindings"][0]
+    assert trigger["type"] == "timerTrigger" and trigger["schedule"] == "%READINESS_SCHEDULE%"
+    assert trigger["runOnStartup"] is False
+    reset_process_clients()
+    try:
+        functions["readiness_report"].get_user_function()(TimerRequest(past_due=False))
+    finally:
+        reset_process_clients()
+    storage = Clients.from_settings(Settings.from_env()).storage()
+    names = {blob.name for blob in storage.reports_container.list_blobs()}
+    assert {"readiness/latest.json", "readiness/latest.html"} <= names
+    assert any(re.fullmatch(r"readiness/\d{4}-\d{2}-\d{2}\.html", name) for name in names)
 
 
 QUEUE_FUNCTIONS = {

@@ -182,7 +182,7 @@ def test_the_readme_lists_exactly_the_graph_roles_the_code_needs() -> None:
     """The table of 'Identity and permissions' is GRAPH_APP_ROLES in order; 'Deploy to Azure' names the same roles."""
     table = re.findall(r"^\| `([^`]+)` \|", readme_section("Identity and permissions"), flags=re.M)
     assert table == list(GRAPH_APP_ROLES)
-    graph_role = r"`((?:User|LicenseAssignment|Organization|Directory)\.\w+\.All)`"
+    graph_role = r"`((?:User|LicenseAssignment|Organization|Directory|GroupMember|OrgContact)\.\w+\.All)`"
     assert set(re.findall(graph_role, readme_section("Deploy to Azure"))) == set(GRAPH_APP_ROLES)
 
 

@@ -11,28 +11,56 @@ import pytest
 
 from tests.conftest import ROOT
 
-MODULES = sorted(path.stem for path in (ROOT / "shared").glob("*.py") if path.stem != "__init__")
+
+def _module_name(path: Path) -> str:
+    """The dotted name under shared/: "journal", "readiness.html", "readiness" for shared/readiness/__init__.py."""
+    parts = path.relative_to(ROOT / "shared").with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# Every module of shared/ and of its subpackages; shared/__init__.py itself (the name "") exports nothing.
+MODULES = sorted(name for name in map(_module_name, (ROOT / "shared").rglob("*.py")) if name)
 FOLDERS = ("shared", "functions", "sandbox", "bench", "tests")
 SOURCES = [ROOT / "function_app.py", *(path for folder in FOLDERS for path in (ROOT / folder).rglob("*.py"))]
 
 
-def _imports(path: Path) -> list[tuple[str, str]]:
-    """(module, name) for each name `path` takes from a module of shared/, by `from` import or attribute access."""
+def _absolute(node: ast.ImportFrom, path: Path) -> str:
+    """The module a `from` import names, with a relative one (`from .model import x`) resolved against `path`."""
+    if not node.level:
+        return node.module or ""
+    package = path.relative_to(ROOT).parent.parts  # a module and an __init__.py both sit in their package
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """`shared.readiness.html` for that chain of attributes on a name; None for any other expression."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return None if inner is None else f"{inner}.{node.attr}"
+    return None
+
+
+def _imports(path: Path, text: str | None = None) -> list[tuple[str, str]]:
+    """(module, name) for each name `path` (or `text`, as if at `path`) takes from a module of shared/."""
     found: list[tuple[str, str]] = []
     aliases: dict[str, str] = {}  # a local name bound to a module of shared/ -> that module
     plain: set[str] = set()  # modules of shared/ taken by `import shared.module`, used as shared.module.name
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text() if text is None else text, str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level == 1 and path.parent.name == "shared":  # a relative import inside shared/
-                module = f"shared.{module}".rstrip(".")
-            elif node.level:
+            module = _absolute(node, path)
+            if module != "shared" and not module.startswith("shared."):
                 continue
-            if module == "shared":  # from shared import journal (as journal_module)
-                aliases.update({alias.asname or alias.name: alias.name for alias in node.names})
-            elif module.startswith("shared."):
-                found += [(module.removeprefix("shared."), alias.name) for alias in node.names]
+            inside = module.removeprefix("shared").removeprefix(".")  # "" for the package shared itself
+            for alias in node.names:
+                dotted = f"{inside}.{alias.name}".lstrip(".")
+                if dotted in MODULES:  # from shared import journal, from shared.readiness import html as page
+                    aliases[alias.asname or alias.name] = dotted
+                elif inside:
+                    found.append((inside, alias.name))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("shared.") and alias.asname:
@@ -42,15 +70,11 @@ def _imports(path: Path) -> list[tuple[str, str]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute):
             continue
-        if isinstance(node.value, ast.Name) and node.value.id in aliases:
-            found.append((aliases[node.value.id], node.attr))
-        elif (  # shared.module.name after a plain `import shared.module`
-            isinstance(node.value, ast.Attribute)
-            and isinstance(node.value.value, ast.Name)
-            and node.value.value.id == "shared"
-            and node.value.attr in plain
-        ):
-            found.append((node.value.attr, node.attr))
+        owner = _dotted(node.value)
+        if owner in aliases:
+            found.append((aliases[owner], node.attr))
+        elif owner and owner.startswith("shared.") and owner.removeprefix("shared.") in plain:
+            found.append((owner.removeprefix("shared."), node.attr))  # shared.x.name after `import shared.x`
     return found
 
 
@@ -65,10 +89,10 @@ def test_a_shared_module_exports_every_name_imported_from_it(module: str) -> Non
     """`__all__` exists, names only what the module has, and holds every public name imported from the module."""
     loaded = importlib.import_module(f"shared.{module}")
     exported = getattr(loaded, "__all__", None)
-    assert isinstance(exported, list), f"shared/{module}.py has no __all__"
-    assert len(set(exported)) == len(exported), f"shared/{module}.py: __all__ names a name twice"
+    assert isinstance(exported, list), f"shared.{module} has no __all__"
+    assert len(set(exported)) == len(exported), f"shared.{module}: __all__ names a name twice"
     assert [name for name in exported if not hasattr(loaded, name)] == [], (
-        f"shared/{module}.py: __all__ names what it lacks"
+        f"shared.{module}: __all__ names what it lacks"
     )
     hidden = {
         name: sorted(files)
@@ -83,3 +107,32 @@ def test_the_import_scan_finds_from_imports_and_module_attributes() -> None:
     assert "Settings" in IMPORTED["settings"]
     assert "configure" in IMPORTED["logs"]  # shared/cli.py: from shared import logs; logs.configure(...)
     assert "_LIVE" in IMPORTED["journal"]  # tests/test_journal.py: from shared import journal as journal_module
+
+
+def test_the_import_scan_covers_subpackages() -> None:
+    """Modules of subpackages are checked under dotted names, and names imported from them are found."""
+    assert {"readiness", "readiness.html", "readiness.csv_export", "readiness.model"} <= set(MODULES)
+    assert "render_html" in IMPORTED["readiness.html"]  # tests/test_readiness_page.py
+    assert "write_csv" in IMPORTED["readiness.csv_export"]
+    assert "build_report" in IMPORTED["readiness"]  # shared/cli.py: from shared.readiness import build_report
+
+
+def test_the_import_scan_resolves_relative_and_dotted_imports() -> None:
+    """`from .model import x` inside a subpackage, `from shared.readiness import html` and `shared.a.b.name` count."""
+    source = ROOT / "shared" / "readiness" / "example.py"  # never read: the text is given, the path places it
+    text = "\n".join(
+        [
+            "from .model import Check",
+            "from ..logs import audit",
+            "from shared.readiness import html as page",
+            "import shared.readiness.csv_export",
+            "page.render_html",
+            "shared.readiness.csv_export.write_csv",
+        ]
+    )
+    assert sorted(_imports(source, text)) == [
+        ("logs", "audit"),
+        ("readiness.csv_export", "write_csv"),
+        ("readiness.html", "render_html"),
+        ("readiness.model", "Check"),
+    ]

@@ -6,12 +6,14 @@ extension microsoftGraphV1
 
 param principalId string
 
-// Least privilege for the chain (docs/wire-protocols.md, "Microsoft Graph"), resolved by name at deploy time.
+// Least privilege for the chain and the readiness report (docs/wire-protocols.md), resolved by name at deploy time.
 var graphRoles = [
   'User.Read.All' // read the synced user and its licenses
   'User.ReadUpdate.All' // set usageLocation when the user has none
   'LicenseAssignment.ReadWrite.All' // assign and remove the Exchange license
   'Organization.Read.All' // subscribedSkus: service plans and free units
+  'GroupMember.Read.All' // readiness report: synced groups and their member groups
+  'OrgContact.Read.All' // readiness report: synced org contacts
 ]
 
 resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {

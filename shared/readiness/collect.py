@@ -1,0 +1,352 @@
+"""Read the tenant for the readiness report: listings and batches only, never a write.
+
+Exchange: two paged listings (mailboxes, synced mail users), one $batch for the organization's settings and
+the hybrid leftovers, and $batches of Get-MailboxStatistics for licensed shared mailboxes only. Graph: the
+subscribed SKUs, three paged listings (users, synced groups, synced contacts) and $batches of 20 for the
+source-of-authority state and nesting of each synced group and contact. Each part that fails is named in
+`Inventory.errors`; the others still count.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from shared.directory import BATCH_ROUNDS, BatchRead, GraphDirectory
+from shared.enforcement import DIR_SYNCED_FILTER, TENANT_DEFAULT_PROPERTY, list_synced
+from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, first_line
+from shared.exchange import BATCH_LIMIT, BatchItem, Command, ExchangeClient
+from shared.graph import GraphClient
+from shared.readiness.inventory import (
+    DirectoryObject,
+    Inventory,
+    MailboxFacts,
+    MailUserFacts,
+    OrgFacts,
+    UserFacts,
+)
+
+__all__ = ["CONTACT_STATE_VERSION", "HYBRID_COMMANDS", "Reader", "parse_size"]
+
+log = logging.getLogger("exoprov.readiness")
+
+MAILBOX_SELECT = (
+    "ExternalDirectoryObjectId",
+    "UserPrincipalName",
+    "DisplayName",
+    "PrimarySmtpAddress",
+    "EmailAddresses",
+    "RecipientTypeDetails",
+    "IsDirSynced",
+    "IsExchangeCloudManaged",
+    "ArchiveGuid",
+    "LitigationHoldEnabled",
+    "InPlaceHolds",
+    "ComplianceTagHoldApplied",
+    "DelayHoldApplied",
+)
+MAIL_USER_SELECT = (
+    "ExternalDirectoryObjectId",
+    "UserPrincipalName",
+    "DisplayName",
+    "PrimarySmtpAddress",
+    "ExchangeGuid",
+    "RecipientTypeDetails",
+    "IsDirSynced",
+)
+# The hybrid leftovers: cmdlet -> (kind shown in the report, properties to read).
+# The first two properties name the object; the rest are shown as its detail.
+HYBRID_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Get-OnPremisesOrganization": ("on-premises organization", ("Identity", "Name", "HybridDomains")),
+    "Get-OrganizationRelationship": ("organization relationship", ("Identity", "Name", "DomainNames", "Enabled")),
+    "Get-InboundConnector": ("inbound connector", ("Identity", "Name", "ConnectorType", "ConnectorSource", "Enabled")),
+    "Get-OutboundConnector": (
+        "outbound connector",
+        ("Identity", "Name", "ConnectorType", "ConnectorSource", "Enabled"),
+    ),
+    "Get-MigrationEndpoint": ("migration endpoint", ("Identity", "Identity", "EndpointType", "RemoteServer")),
+    "Get-IntraOrganizationConnector": (
+        "intra-organization connector",
+        ("Identity", "Name", "TargetAddressDomains", "Enabled"),
+    ),
+}
+# The wizard names its organization relationships after the direction and the on-premises organization's GUID.
+HCW_RELATIONSHIP_PREFIXES = ("o365 to on-premises", "on-premises to o365")
+RESOURCE_TYPES = ("SharedMailbox", "RoomMailbox", "EquipmentMailbox")
+GROUP_SELECT = "id,displayName,mail,mailEnabled,securityEnabled,groupTypes,onPremisesSyncEnabled"
+CONTACT_SELECT = "id,displayName,mail,onPremisesSyncEnabled"
+# Contacts' onPremisesSyncBehavior is a preview: in the v1.0 metadata, documented on beta only. Read on v1.0,
+# and on beta when v1.0 does not know the segment (docs/wire-protocols.md, "The readiness report's Graph reads").
+CONTACT_STATE_VERSION = "beta"
+# The least privileged role of each read. The state reads have no Read.All role: Learn lists ReadWrite as the
+# least privileged one even for GET, so a read-only report still needs it.
+ROLES = {
+    "users": "User.Read.All",
+    "groups": "GroupMember.Read.All",
+    "contacts": "OrgContact.Read.All",
+    "group state": "Group-OnPremisesSyncBehavior.ReadWrite.All",
+    "contact state": "Contacts-OnPremisesSyncBehavior.ReadWrite.All",
+}
+SIZE_BYTES = re.compile(r"\(([\d,.\s]+) bytes\)")
+
+
+class Reader:
+    """Reads an Inventory; `requests()` is what that cost, by service (retries included)."""
+
+    def __init__(
+        self, exchange: ExchangeClient, graph: GraphClient, directory: GraphDirectory, contact_state: GraphDirectory
+    ) -> None:
+        self.exchange = exchange
+        self.graph = graph
+        self.directory = directory
+        self.contact_state = contact_state
+        self._services = {"exchange": exchange.http, "graph": graph.http}
+        self._started = {name: http.sent for name, http in self._services.items()}
+
+    def requests(self) -> dict[str, int]:
+        """Requests sent since this reader was made, by service (other threads of the process count too)."""
+        return {name: http.sent - self._started[name] for name, http in self._services.items()}
+
+    def read(self) -> Inventory:
+        """Every part, the independent ones at once; the statistics need the mailboxes, users and SKUs first."""
+        inventory = Inventory()
+        parts: dict[str, Callable[[Inventory], None]] = {
+            "mailboxes": self._mailboxes,
+            "mail users": self._mail_users,
+            "organization": self._organization,
+            "users": self._users,
+            "licenses": self._skus,
+            "groups": self._groups,
+            "contacts": self._contacts,
+        }
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness") as pool:
+            for part, future in [(part, pool.submit(read, inventory)) for part, read in parts.items()]:
+                _note(inventory, part, future.exception())
+        if not {"mailboxes", "users", "licenses"} & set(inventory.errors):
+            _note(inventory, "mailbox statistics", _attempt(lambda: self._statistics(inventory)))
+        return inventory
+
+    def _mailboxes(self, inventory: Inventory) -> None:
+        command = Command("Get-Mailbox", {"ResultSize": "Unlimited"}, MAILBOX_SELECT)
+        inventory.mailboxes = list_synced(self.exchange, list, self._fold(MailboxFacts.from_record), command=command)
+
+    def _mail_users(self, inventory: Inventory) -> None:
+        command = Command("Get-MailUser", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, MAIL_USER_SELECT)
+        inventory.mail_users = list_synced(self.exchange, list, self._fold(MailUserFacts.from_record), command=command)
+
+    def _fold(self, parse: Callable[[dict[str, Any]], Any]) -> Callable[[list[Any], dict[str, Any]], None]:
+        def add(found: list[Any], record: dict[str, Any]) -> None:
+            found.append(parse(record))
+
+        return add
+
+    def _organization(self, inventory: Inventory) -> None:
+        commands = [Command("Get-OrganizationConfig", {}, (TENANT_DEFAULT_PROPERTY,))]
+        commands += [Command(name, {}, tuple(dict.fromkeys(select))) for name, (_, select) in HYBRID_COMMANDS.items()]
+        config, *hybrid = self._exchange_batch(commands)
+        if config.error:
+            raise config.error
+        assert config.result is not None
+        value = (config.result.value or [{}])[0].get(TENANT_DEFAULT_PROPERTY)
+        leftovers: list[tuple[str, str, str]] = []
+        failures = []
+        answered = {item.command.cmdlet: item.result.value for item in hybrid if item.result is not None}
+        hybrid_domains = {
+            str(domain).lower()
+            for record in answered.get("Get-OnPremisesOrganization", [])
+            for domain in record.get("HybridDomains") or []
+        }
+        for item in hybrid:
+            if item.error or item.result is None:
+                failures.append(f"{item.command.cmdlet}: {first_line(item.error) if item.error else 'no answer'}")
+                continue
+            kind = HYBRID_COMMANDS[item.command.cmdlet][0]
+            leftovers += [entry for record in item.result.value if (entry := _leftover(kind, record, hybrid_domains))]
+        inventory.org = OrgFacts(value if isinstance(value, bool) else None, tuple(leftovers))
+        if failures:
+            inventory.errors["hybrid configuration"] = "; ".join(failures)
+
+    def _exchange_batch(self, commands: list[Command]) -> list[BatchItem]:
+        """A $batch whose throttled items go again (the client already holds off for their Retry-After)."""
+        items = self.exchange.batch(commands)
+        for _ in range(BATCH_ROUNDS):
+            throttled = [index for index, item in enumerate(items) if isinstance(item.error, ThrottledError)]
+            if not throttled:
+                break
+            for index, item in zip(throttled, self.exchange.batch([commands[i] for i in throttled]), strict=True):
+                items[index] = item
+        return items
+
+    def _users(self, inventory: Inventory) -> None:
+        query = {"$select": "id,userPrincipalName,mail,assignedLicenses,onPremisesSyncEnabled"}
+        users: dict[str, UserFacts] = {}
+        for page in self.directory.pages("/users", query, role=ROLES["users"]):
+            users.update((user.id, user) for user in map(UserFacts.from_json, page))
+        inventory.users = users
+
+    def _skus(self, inventory: Inventory) -> None:
+        inventory.skus = {sku.sku_id: sku for sku in self.graph.skus()}
+
+    def _groups(self, inventory: Inventory) -> None:
+        listed = self._synced("/groups", GROUP_SELECT, "groups")
+        reads = []
+        for group in listed:
+            gid = str(group["id"])
+            reads.append(BatchRead(f"{gid}/state", f"/groups/{gid}/onPremisesSyncBehavior", ROLES["group state"]))
+            # A type cast is an advanced query: $count, and ConsistencyLevel in the item (a batch passes none on).
+            members = f"/groups/{gid}/members/microsoft.graph.group?$select=id&$count=true&$top=999"
+            reads.append(BatchRead(f"{gid}/children", members, ROLES["groups"], {"ConsistencyLevel": "eventual"}))
+        answers = self._batched(self.directory, reads, "group state")
+        groups = []
+        for group in listed:
+            gid = str(group["id"])
+            children = answers.get(f"{gid}/children")
+            child_ids = tuple(
+                str(child["id"]) for child in (children or {}).get("value") or [] if isinstance(child, dict)
+            )
+            groups.append(
+                DirectoryObject(
+                    gid,
+                    str(group.get("displayName") or gid),
+                    group.get("mail") or None,
+                    _group_kind(group),
+                    _cloud_managed(answers.get(f"{gid}/state")),
+                    child_ids,
+                )
+            )
+        inventory.groups = groups
+
+    def _contacts(self, inventory: Inventory) -> None:
+        listed = self._synced("/contacts", CONTACT_SELECT, "contacts")
+        reads = [
+            BatchRead(str(c["id"]), f"/contacts/{c['id']}/onPremisesSyncBehavior", ROLES["contact state"])
+            for c in listed
+        ]
+        answers = self._batched(self.directory, reads, "contact state")
+        if reads and not answers:
+            log.info("v1.0 read no contact's onPremisesSyncBehavior; trying %s", CONTACT_STATE_VERSION)
+            answers = self._batched(self.contact_state, reads, "contact state")
+        inventory.contacts = [
+            DirectoryObject(
+                str(c["id"]),
+                str(c.get("displayName") or c["id"]),
+                c.get("mail") or None,
+                "contact",
+                _cloud_managed(answers.get(str(c["id"]))),
+            )
+            for c in listed
+        ]
+
+    def _synced(self, path: str, select: str, part: str) -> list[dict[str, Any]]:
+        query = {"$filter": "onPremisesSyncEnabled eq true", "$select": select}
+        found: list[dict[str, Any]] = []
+        for page in self.directory.pages(path, query, role=ROLES[part], advanced=True):
+            found += page
+        return found
+
+    def _batched(self, directory: GraphDirectory, reads: list[BatchRead], part: str) -> dict[str, Any]:
+        """The bodies of the reads that succeeded, by key; the others are logged, and their objects show no state.
+
+        Being listed as synced already means managed in AD: the state only shows a conversion in progress, so a
+        missing role (the state reads need Group- or Contacts-OnPremisesSyncBehavior.ReadWrite.All) costs
+        detail, not the check.
+        """
+        answers = directory.batch(reads)
+        failed = [answer.error for answer in answers.values() if answer.error]
+        if failed:
+            log.warning("%d of %d %s reads failed (%s)", len(failed), len(reads), part, first_line(failed[0]))
+        return {key: answer.body for key, answer in answers.items() if answer.error is None}
+
+    def _statistics(self, inventory: Inventory) -> None:
+        """TotalItemSize of each licensed shared, room or equipment mailbox without archive or hold, 10 per batch."""
+        candidates = []
+        for mailbox in inventory.mailboxes:
+            user = inventory.users.get(mailbox.id)
+            needs_license = mailbox.archive or bool(mailbox.holds)
+            if mailbox.recipient_type in RESOURCE_TYPES and user and not needs_license:
+                candidates += [mailbox] if user.exchange_skus(inventory.skus) else []
+        for start in range(0, len(candidates), BATCH_LIMIT):
+            chunk = candidates[start : start + BATCH_LIMIT]
+            commands = [Command("Get-MailboxStatistics", {"Identity": m.id}, ("TotalItemSize",)) for m in chunk]
+            for mailbox, item in zip(chunk, self._exchange_batch(commands), strict=True):
+                if item.error:
+                    if isinstance(item.error, PermissionDeniedError):
+                        raise item.error
+                    log.warning("the size of %s could not be read: %s", mailbox.label, first_line(item.error))
+                    continue
+                size = parse_size(((item.result.value if item.result else None) or [{}])[0].get("TotalItemSize"))
+                if size is not None:
+                    inventory.sizes[mailbox.id] = size
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from Exchange's size text, "1.234 GB (1,324,567,890 bytes)"; None when it has no byte count."""
+    match = SIZE_BYTES.search(str(value or ""))
+    if not match:
+        return None
+    digits = re.sub(r"\D", "", match.group(1))
+    return int(digits) if digits else None
+
+
+def _leftover(kind: str, record: dict[str, Any], hybrid_domains: set[str]) -> tuple[str, str, str] | None:
+    """(kind, identity, detail) when the record is a leftover of a hybrid configuration, else None.
+
+    Partner connectors and sharing relationships with other organizations are not leftovers: they stay.
+    """
+    identity = str(record.get("Identity") or record.get("Name") or "")
+    if kind in ("inbound connector", "outbound connector") and str(record.get("ConnectorType") or "") != "OnPremises":
+        return None
+    if kind == "migration endpoint" and str(record.get("EndpointType") or "") != "ExchangeRemoteMove":
+        return None
+    if kind == "intra-organization connector" and record.get("Enabled") is not True:
+        return None  # Microsoft's advice is to disable it; a disabled one does no harm
+    if kind == "organization relationship":
+        domains = {str(domain).lower() for domain in record.get("DomainNames") or []}
+        name = str(record.get("Name") or identity).lower()
+        if not (name.startswith(HCW_RELATIONSHIP_PREFIXES) or domains & hybrid_domains):
+            return None
+    detail = ", ".join(
+        f"{name} {_text(record[name])}"
+        for name in HYBRID_COMMANDS[_cmdlet(kind)][1][2:]
+        if record.get(name) is not None
+    )
+    return kind, identity, detail
+
+
+def _cmdlet(kind: str) -> str:
+    return next(name for name, (label, _) in HYBRID_COMMANDS.items() if label == kind)
+
+
+def _text(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _group_kind(group: dict[str, Any]) -> str:
+    if group.get("mailEnabled") is True:
+        return "mail-enabled security group" if group.get("securityEnabled") is True else "distribution group"
+    return "security group"
+
+
+def _cloud_managed(body: Any) -> bool | None:
+    value = body.get("isCloudManaged") if isinstance(body, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def _attempt(read: Callable[[], None]) -> BaseException | None:
+    try:
+        read()
+    except ExoprovError as exc:
+        return exc
+    return None
+
+
+def _note(inventory: Inventory, part: str, error: BaseException | None) -> None:
+    if error is None:
+        return
+    if not isinstance(error, ExoprovError):
+        raise error
+    log.warning("readiness: %s could not be read: %s", part, first_line(error))
+    inventory.errors[part] = first_line(error)

@@ -1,0 +1,164 @@
+"""What the report reads from the tenant, in the few fields each check needs, parsed from the wire records.
+
+Parsing is tolerant on purpose: a field the service leaves out reads as "unknown" (None) or empty, never as a
+convenient default that could make a check pass (docs/wire-protocols.md, "Readiness reads").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.enforcement import exclusion_keys
+from shared.graph import Sku
+
+__all__ = [
+    "ZERO_GUID",
+    "DirectoryObject",
+    "Inventory",
+    "MailUserFacts",
+    "MailboxFacts",
+    "OrgFacts",
+    "UserFacts",
+]
+
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxFacts:
+    """One mailbox from Get-Mailbox."""
+
+    id: str
+    upn: str
+    name: str
+    primary_smtp: str
+    recipient_type: str
+    dir_synced: bool
+    cloud_managed: bool
+    archive: bool
+    holds: tuple[str, ...]
+    exclusion_keys: frozenset[str]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MailboxFacts:
+        upn = str(record.get("UserPrincipalName") or "")
+        holds = [str(hold) for hold in record.get("InPlaceHolds") or [] if hold]
+        if record.get("LitigationHoldEnabled") is True:
+            holds.insert(0, "litigation hold")
+        if record.get("ComplianceTagHoldApplied") is True:
+            holds.append("retention label hold")
+        if record.get("DelayHoldApplied") is True:
+            holds.append("delay hold")
+        archive_guid = str(record.get("ArchiveGuid") or ZERO_GUID)
+        needs_sweep = record.get("IsDirSynced") is True and record.get("IsExchangeCloudManaged") is not True
+        return cls(
+            id=str(record.get("ExternalDirectoryObjectId") or upn),
+            upn=upn,
+            name=str(record.get("DisplayName") or upn),
+            primary_smtp=str(record.get("PrimarySmtpAddress") or ""),
+            recipient_type=str(record.get("RecipientTypeDetails") or ""),
+            dir_synced=record.get("IsDirSynced") is True,
+            cloud_managed=record.get("IsExchangeCloudManaged") is True,
+            # The archive exists when its GUID is set; ArchiveStatus can read None for a live archive.
+            archive=archive_guid != ZERO_GUID,
+            holds=tuple(holds),
+            # Only a mailbox the sweep still has to flip is matched against ENFORCE_EXCLUDE: keep the others small.
+            exclusion_keys=exclusion_keys(record) if needs_sweep else frozenset(),
+        )
+
+    @property
+    def label(self) -> str:
+        return self.upn or self.primary_smtp or self.id
+
+
+@dataclass(frozen=True, slots=True)
+class MailUserFacts:
+    """One dir-synced mail user from Get-MailUser."""
+
+    id: str
+    name: str
+    primary_smtp: str
+    exchange_guid: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MailUserFacts:
+        upn = str(record.get("UserPrincipalName") or "")
+        return cls(
+            id=str(record.get("ExternalDirectoryObjectId") or upn),
+            name=str(record.get("DisplayName") or upn),
+            primary_smtp=str(record.get("PrimarySmtpAddress") or ""),
+            exchange_guid=str(record.get("ExchangeGuid") or ZERO_GUID).lower(),
+        )
+
+    @property
+    def has_mailbox_guid(self) -> bool:
+        """A remote mailbox carries the GUID of its mailbox; a plain mail user has the zero GUID."""
+        return self.exchange_guid != ZERO_GUID
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """One Entra user from Graph: its mail and the SKUs assigned to it, with their disabled plans."""
+
+    id: str
+    upn: str
+    mail: str | None
+    licenses: tuple[tuple[str, frozenset[str]], ...]  # (skuId, disabled plan ids)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserFacts:
+        licenses = tuple(
+            (str(item["skuId"]).lower(), frozenset(str(plan).lower() for plan in item.get("disabledPlans") or []))
+            for item in data.get("assignedLicenses") or []
+            if isinstance(item, dict) and item.get("skuId")
+        )
+        return cls(str(data["id"]), str(data.get("userPrincipalName") or ""), data.get("mail") or None, licenses)
+
+    def exchange_skus(self, skus: dict[str, Sku]) -> list[Sku]:
+        """The assigned SKUs that give this user an Exchange Online plan that is not disabled."""
+        found = []
+        for sku_id, disabled in self.licenses:
+            sku = skus.get(sku_id)
+            if sku and any(plan.lower() not in disabled for plan in sku.exchange_plans):
+                found.append(sku)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryObject:
+    """A dir-synced group or org contact from Graph, with its source of authority once read."""
+
+    id: str
+    name: str
+    mail: str | None
+    kind: str  # "distribution group", "mail-enabled security group", "security group", "contact"
+    cloud_managed: bool | None = None  # None: not read (or the read failed)
+    child_groups: tuple[str, ...] = ()  # ids of the groups that are direct members
+
+    @property
+    def mail_enabled(self) -> bool:
+        return self.kind != "security group"
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    """The tenant-wide default and the leftovers of a hybrid configuration, as Findings-to-be."""
+
+    default_cloud_managed: bool | None
+    hybrid: tuple[tuple[str, str, str], ...] = ()  # (kind, identity, detail)
+
+
+@dataclass
+class Inventory:
+    """Everything the checks look at; `errors` names each part that could not be read, and why."""
+
+    mailboxes: list[MailboxFacts] = field(default_factory=list)
+    mail_users: list[MailUserFacts] = field(default_factory=list)
+    users: dict[str, UserFacts] = field(default_factory=dict)
+    skus: dict[str, Sku] = field(default_factory=dict)
+    groups: list[DirectoryObject] = field(default_factory=list)
+    contacts: list[DirectoryObject] = field(default_factory=list)
+    org: OrgFacts | None = None
+    sizes: dict[str, int] = field(default_factory=dict)  # mailbox id -> TotalItemSize in bytes
+    errors: dict[str, str] = field(default_factory=dict)  # part -> message
