@@ -163,7 +163,8 @@ class ExchangeApi:
         if cmdlet == "Get-Mailbox" and "Identity" in params and self.dice.roll(self.knobs.fault_readback_rate):
             self.stats.count("faults", "readback")
             return {"id": item_id, "status": 503, "body": _error(503, ODATA_EXCEPTION, "Service Unavailable")}
-        if write and self.dice.roll(self.knobs.fault_item_429_rate):
+        rate = self.knobs.fault_item_429_rate if write else self.knobs.fault_read_item_429_rate
+        if self.dice.roll(rate):
             self.stats.count("faults", "item_429")
             return {
                 "id": item_id,

@@ -44,6 +44,7 @@ class Knobs:
     fault_429_rate: float = 0.0  # 429 with Retry-After, nothing done
     fault_504_rate: float = 0.0  # 504 gateway timeout after the work was done
     fault_item_429_rate: float = 0.0  # a $batch item answered 429 with Retry-After, nothing done
+    fault_read_item_429_rate: float = 0.0  # the same for a Get- item of a $batch (the readiness report's reads)
     fault_empty_error_rate: float = 0.0  # a write is applied, then answered with an empty error
     fault_hang_rate: float = 0.0  # answer only after `hang_seconds`
     hang_seconds: float = 30.0

@@ -212,6 +212,7 @@ class Tenant:
         self.id = info.get("id", "6f1c7c4e-0000-4000-8000-00000000c0de")
         self.domain = info.get("domain", "contoso.onmicrosoft.com")
         self.default_cloud_managed = bool(info.get("tenantDefaultCloudManaged", False))
+        self.org_holds = [str(hold) for hold in info.get("inPlaceHolds", [])]
         self.skus: list[dict[str, Any]] = seed.get("skus", [])
         self.hybrid = load_hybrid(seed.get("hybrid", {}))
         self.users: dict[str, User] = {}
@@ -409,6 +410,8 @@ class Tenant:
                 "Name": self.domain,
                 "Identity": self.domain,
                 "BlockExchangeProvisioningFromOnPremEnabled": self.default_cloud_managed,
+                # Org-wide retention policies (mbx<guid>:n) live here, not on each mailbox (B25).
+                "InPlaceHolds": list(self.org_holds),
             }
         ], []
 

@@ -260,11 +260,13 @@ def _readiness(as_json: bool, html_path: str | None, csv_dir: str | None) -> int
         if html_path:
             Path(html_path).write_text(render_html(document), encoding="utf-8")
             written.append(html_path)
+    except OSError as exc:
+        raise ConfigurationError("--html", f"the page could not be written: {exc}") from exc
+    try:
         if csv_dir:
             written += [str(path) for path in write_csv(document, Path(csv_dir))]
     except OSError as exc:
-        option = "--html" if html_path and not Path(html_path).is_file() else "--csv"
-        raise ConfigurationError(option, f"the report could not be written: {exc}") from exc
+        raise ConfigurationError("--csv", f"the CSV files could not be written: {exc}") from exc
     print(json.dumps(document, indent=2) if as_json else format_table(document))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)

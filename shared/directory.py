@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -61,7 +61,15 @@ class GraphDirectory:
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield a listing page by page (`$top` 999), following `@odata.nextLink` to the end."""
         params = {"$top": str(PAGE_SIZE), **query, **({"$count": "true"} if advanced else {})}
-        url: str | None = f"{self._root}{path}?" + "&".join(f"{k}={quote(v, safe=',$')}" for k, v in params.items())
+        url = f"{self._root}{path}?" + "&".join(f"{k}={quote(v, safe=',$')}" for k, v in params.items())
+        yield from self._follow(url, path, role, advanced)
+
+    def follow(self, link: str, *, role: str, advanced: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Yield the pages of a listing from an `@odata.nextLink` on (one found inside a $batch answer)."""
+        yield from self._follow(link, link.split("?", 1)[0].removeprefix(self._root), role, advanced)
+
+    def _follow(self, first: str, path: str, role: str, advanced: bool) -> Iterator[list[dict[str, Any]]]:
+        url: str | None = first
         page = 0
         while url:
             page += 1
@@ -124,7 +132,9 @@ class GraphDirectory:
                 answers.append(BatchAnswer(status, item.get("body")))
                 continue
             headers = HTTPHeaderDict({str(k): str(v) for k, v in (item.get("headers") or {}).items()})
-            item_response = Response(status, headers, b"", response.context)
+            # Each item has its own status: its error must not read "HTTP 200" from the batch around it.
+            context = replace(response.context, operation=f"GET {read.url}", status=status)
+            item_response = Response(status, headers, b"", context)
             answers.append(BatchAnswer(status, item.get("body"), _item_error(item_response, item.get("body"), read)))
         return answers
 
@@ -146,8 +156,8 @@ def _payload(response: Response, role: str) -> dict[str, Any]:
 def _item_error(response: Response, body: Any, read: BatchRead) -> ExoprovError:
     if response.status == 429 or (response.status == 503 and "Retry-After" in response.headers):
         retry_after = parse_retry_after(response.headers.get("Retry-After"), 300.0)
-        return ThrottledError(f"{read.url}: {_message(body, response.status)}", response.context, retry_after)
-    return _error(response, f"{read.url}: {_message(body, response.status)}", read.role)
+        return ThrottledError(_message(body, response.status), response.context, retry_after)
+    return _error(response, _message(body, response.status), read.role)
 
 
 def _error(response: Response, message: str, role: str) -> ExoprovError:

@@ -188,3 +188,55 @@ def test_exchange_sizes_are_read_from_their_byte_count() -> None:
     assert parse_size("0 B (0 bytes)") == 0
     assert parse_size("Unlimited") is None
     assert parse_size(None) is None
+
+
+def test_an_unreadable_organization_makes_its_checks_manual_instead_of_failing_the_report() -> None:
+    """Without Get-OrganizationConfig the default, the hybrid leftovers and the license saving cannot be judged."""
+    found = inventory(org=None, errors={"organization": "Exchange denied Get-OrganizationConfig"})
+    result = checks(found)
+    for check_id in ("tenant-default", "hybrid-configuration", "licensed-shared-mailboxes"):
+        assert result[check_id].status == "manual" and "Get-OrganizationConfig" in (result[check_id].error or "")
+
+
+def test_the_default_off_while_a_mailbox_is_still_on_premises_is_right() -> None:
+    """Off is what Microsoft asks for while remote mailboxes still have their mailbox on-premises: a pass."""
+    remote = MailUserFacts("m1", "Remote", "remote@contoso.com", "1c2d3e4f-0000-4000-8000-000000000001")
+    check = checks(inventory(org=OrgFacts(default_cloud_managed=False), mail_users=[remote]))["tenant-default"]
+    assert check.status == "pass"
+
+
+def test_an_organization_wide_retention_policy_holds_every_shared_mailbox_it_does_not_exclude() -> None:
+    """A shared mailbox under an org-wide policy keeps its license; one excluded from it (-mbx...) is a saving."""
+    policy = "mbx0c6f2a4e9b1d4c3aa8e5f7b9d1c3e5a7:2"
+    boxes = [
+        mailbox("held", "SharedMailbox"),
+        mailbox("excluded", "SharedMailbox", InPlaceHolds=["-mbx0c6f2a4e9b1d4c3aa8e5f7b9d1c3e5a7"]),
+    ]
+    found = inventory(
+        mailboxes=boxes,
+        users={b.id: user(b.id) for b in boxes},
+        sizes={"held": 1024, "excluded": 1024},
+        org=OrgFacts(default_cloud_managed=True, retention_holds=(policy,)),
+    )
+    assert [f.id for f in checks(found)["licensed-shared-mailboxes"].objects] == ["excluded"]
+    assert boxes[0].license_needed((policy,)) == f"organization-wide retention policy {policy}"
+
+
+def test_a_shared_mailbox_whose_size_could_not_be_read_is_listed_as_such() -> None:
+    """An unread size is not a silent pass: the mailbox is listed, and its detail says the size is unknown."""
+    box = mailbox("unknown", "SharedMailbox")
+    check = checks(inventory(mailboxes=[box], users={"unknown": user("unknown")}, sizes={"unknown": None}))
+    (finding,) = check["licensed-shared-mailboxes"].objects
+    assert finding.detail.endswith("its size could not be read")
+
+
+def test_groups_nested_in_each_other_and_unread_members_are_called_out() -> None:
+    """A cycle cannot be ordered, and a group whose members could not be read may hide one: both are said."""
+    groups = [
+        DirectoryObject("a", "A", "a@contoso.com", "distribution group", False, ("b",)),
+        DirectoryObject("b", "B", "b@contoso.com", "distribution group", False, ("a",)),
+        DirectoryObject("c", "C", "c@contoso.com", "distribution group", False, children_read=False),
+    ]
+    details = {f.id: f.detail for f in checks(inventory(groups=groups))["synced-groups"].objects}
+    assert "break the cycle in AD first" in details["b"]
+    assert "could not be read" in details["c"]

@@ -18,9 +18,11 @@ __all__ = ["build_report"]
 
 def build_report(clients: Clients) -> ReadinessReport:
     """Read the tenant once and answer every check; nothing is written to the tenant."""
-    reader = Reader(clients.exchange(), clients.graph(), clients.directory(), clients.directory(CONTACT_STATE_VERSION))
-    inventory = reader.read()
     settings = clients.settings
+    roles = frozenset(clients.tokens.get(settings.graph_resource).roles)
+    beta = clients.directory(CONTACT_STATE_VERSION)
+    reader = Reader(clients.exchange(), clients.graph(), clients.directory(), beta, roles)
+    inventory = reader.read()
     scope = SweepScope(settings.enforce_recipient_types, settings.enforce_exclude)
     return ReadinessReport(
         generated_at=datetime.now(UTC).replace(microsecond=0),

@@ -65,9 +65,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "synced-contacts": ("contacts",),
     "synced-groups": ("groups",),
     "unlicensed-user-mailboxes": ("mailboxes", "users", "licenses"),
-    "licensed-shared-mailboxes": ("mailboxes", "users", "licenses", "mailbox statistics"),
+    "licensed-shared-mailboxes": ("mailboxes", "users", "licenses", "organization", "mailbox statistics"),
     "primary-address-drift": ("mailboxes", "users"),
-    "hybrid-configuration": ("hybrid configuration",),
+    "hybrid-configuration": ("organization", "hybrid configuration"),
     "sync-client-version": (),
 }
 TITLES = {
@@ -133,15 +133,23 @@ def _mailboxes_not_cloud_managed(inventory: Inventory, scope: SweepScope) -> Che
 
 def _tenant_default(inventory: Inventory) -> Check:
     org = inventory.org
-    assert org is not None
     remote = [m for m in inventory.mail_users if m.has_mailbox_guid]
-    if org.default_cloud_managed is None:
+    if org is None or org.default_cloud_managed is None:
         return Check(
             "tenant-default",
             TITLES["tenant-default"],
             "manual",
             (),
             "Get-OrganizationConfig gave no BlockExchangeProvisioningFromOnPremEnabled; check the setting by hand.",
+        )
+    if not org.default_cloud_managed and remote:
+        return Check(
+            "tenant-default",
+            TITLES["tenant-default"],
+            "pass",
+            (),
+            "Off, as it must be while mailboxes are still on-premises (see synced-mail-users): leave it off until "
+            "they have moved and no mailbox, mail user or remote mailbox is created on-premises any more.",
         )
     if not org.default_cloud_managed:
         return Check(
@@ -163,7 +171,9 @@ def _tenant_default(inventory: Inventory) -> Check:
         findings,
         "On too early: it is not supported while mailboxes are still created or hosted on-premises (their "
         "mailboxes can go missing from the cloud address book). Migrate these mailboxes first, or turn the default "
-        "off with `Set-OrganizationConfig -ExchangeAttributesServerManagedByDefault`.",
+        "off with `Set-OrganizationConfig -ExchangeAttributesServerManagedByDefault`; turning it off does not "
+        "repair objects already affected (Microsoft Support does). Remote mailboxes created on-premises after it was "
+        "turned on may arrive without their Exchange attributes, so this list can be short of them.",
         "On, and no synced mail user points at an on-premises mailbox.",
     )
 
@@ -215,13 +225,19 @@ def _synced_contacts(inventory: Inventory) -> Check:
 
 def _synced_groups(inventory: Inventory) -> Check:
     by_id = {g.id: g for g in inventory.groups}
-    left = [g for g in _children_first(inventory.groups) if g.mail_enabled and g.cloud_managed is not True]
+    ordered = _children_first(inventory.groups)
+    position = {group.id: index for index, group in enumerate(ordered)}
+    left = [g for g in ordered if g.mail_enabled and g.cloud_managed is not True]
     findings = []
     for group in left:
         children = [by_id[c] for c in group.child_groups if c in by_id and by_id[c].cloud_managed is not True]
         detail = _state(group)
         if children:
             detail += "; move its member groups first: " + ", ".join(child.name for child in children)
+        if any(position[child.id] > position[group.id] for child in children):
+            detail += " (they are nested in each other: break the cycle in AD first)"
+        if not group.children_read:
+            detail += "; its member groups could not be read, so check them by hand before moving it"
         findings.append(Finding(group.id, group.name, group.kind, detail))
     return _check(
         "synced-groups",
@@ -283,18 +299,20 @@ def _unlicensed_user_mailboxes(inventory: Inventory) -> Check:
 
 def _licensed_shared_mailboxes(inventory: Inventory) -> Check:
     findings = []
+    org_holds = inventory.org.retention_holds if inventory.org else ()
     for mailbox in inventory.mailboxes:
         if mailbox.recipient_type not in RESOURCE_TYPES:
             continue
         user = _user_of(inventory, mailbox)
         skus = user.exchange_skus(inventory.skus) if user else []
-        if not skus or mailbox.archive or mailbox.holds:
-            continue
-        size = inventory.sizes.get(mailbox.id)
-        if size is None or size >= SHARED_LICENSE_FREE_BYTES:
+        if not skus or mailbox.license_needed(org_holds) or mailbox.id not in inventory.sizes:
             continue
         names = ", ".join(sorted(sku.part_number for sku in skus))
-        findings.append(_mailbox_finding(mailbox, f"{names}; {size / 1024**3:.1f} GB, no archive, no hold"))
+        size = inventory.sizes[mailbox.id]
+        if size is None:
+            findings.append(_mailbox_finding(mailbox, f"{names}; no archive, no hold; its size could not be read"))
+        elif size < SHARED_LICENSE_FREE_BYTES:
+            findings.append(_mailbox_finding(mailbox, f"{names}; {size / 1024**3:.1f} GB, no archive, no hold"))
     return _check(
         "licensed-shared-mailboxes",
         "warn",
@@ -326,16 +344,16 @@ def _primary_address_drift(inventory: Inventory) -> Check:
 
 
 def _hybrid_configuration(inventory: Inventory) -> Check:
-    org = inventory.org
-    assert org is not None
+    leftovers = inventory.org.hybrid if inventory.org else ()
     return _check(
         "hybrid-configuration",
         "warn",
-        (Finding(identity, identity, kind, detail) for kind, identity, detail in org.hybrid),
+        (Finding(identity, identity, kind, detail) for kind, identity, detail in leftovers),
         "Leftovers of the Hybrid Configuration Wizard. Once MX and Autodiscover point at Exchange Online and no "
         "mailbox is left to move: remove the two connectors and the organization relationship, disable the "
         "intra-organization connector, remove the migration endpoint, and run Remove-HybridConfiguration on "
-        "premises. Keep the Exchange Management Tools for recipient management.",
+        "premises. Keep the Exchange Management Tools for recipient management. A connector not made by the wizard "
+        "may relay application mail: review it before removing it.",
         "No hybrid configuration is left in Exchange Online.",
     )
 

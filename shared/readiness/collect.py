@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.directory import BATCH_ROUNDS, BatchRead, GraphDirectory
 from shared.enforcement import DIR_SYNCED_FILTER, TENANT_DEFAULT_PROPERTY, list_synced
-from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, first_line
+from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError, first_line
 from shared.exchange import BATCH_LIMIT, BatchItem, Command, ExchangeClient
 from shared.graph import GraphClient
 from shared.readiness.inventory import (
@@ -27,11 +28,13 @@ from shared.readiness.inventory import (
     MailUserFacts,
     OrgFacts,
     UserFacts,
+    missing,
 )
 
 __all__ = ["CONTACT_STATE_VERSION", "HYBRID_COMMANDS", "Reader", "parse_size"]
 
 log = logging.getLogger("exoprov.readiness")
+T = TypeVar("T")
 
 MAILBOX_SELECT = (
     "ExternalDirectoryObjectId",
@@ -97,12 +100,18 @@ class Reader:
     """Reads an Inventory; `requests()` is what that cost, by service (retries included)."""
 
     def __init__(
-        self, exchange: ExchangeClient, graph: GraphClient, directory: GraphDirectory, contact_state: GraphDirectory
+        self,
+        exchange: ExchangeClient,
+        graph: GraphClient,
+        directory: GraphDirectory,
+        beta: GraphDirectory,
+        graph_roles: frozenset[str],
     ) -> None:
         self.exchange = exchange
         self.graph = graph
         self.directory = directory
-        self.contact_state = contact_state
+        self.beta = beta
+        self.graph_roles = graph_roles  # the Graph token's roles: state is read only where the role was granted
         self._services = {"exchange": exchange.http, "graph": graph.http}
         self._started = {name: http.sent for name, http in self._services.items()}
 
@@ -111,7 +120,7 @@ class Reader:
         return {name: http.sent - self._started[name] for name, http in self._services.items()}
 
     def read(self) -> Inventory:
-        """Every part, the independent ones at once; the statistics need the mailboxes, users and SKUs first."""
+        """Every part, the independent ones at once; the statistics need the mailboxes, users, SKUs and org first."""
         inventory = Inventory()
         parts: dict[str, Callable[[Inventory], None]] = {
             "mailboxes": self._mailboxes,
@@ -125,32 +134,44 @@ class Reader:
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness") as pool:
             for part, future in [(part, pool.submit(read, inventory)) for part, read in parts.items()]:
                 _note(inventory, part, future.exception())
-        if not {"mailboxes", "users", "licenses"} & set(inventory.errors):
+        if not {"mailboxes", "users", "licenses", "organization"} & set(inventory.errors):
             _note(inventory, "mailbox statistics", _attempt(lambda: self._statistics(inventory)))
         return inventory
 
     def _mailboxes(self, inventory: Inventory) -> None:
         command = Command("Get-Mailbox", {"ResultSize": "Unlimited"}, MAILBOX_SELECT)
-        inventory.mailboxes = list_synced(self.exchange, list, self._fold(MailboxFacts.from_record), command=command)
+        inventory.mailboxes = self._listing(command, MailboxFacts.from_record, MailboxFacts.REQUIRED)
 
     def _mail_users(self, inventory: Inventory) -> None:
         command = Command("Get-MailUser", {"Filter": DIR_SYNCED_FILTER, "ResultSize": "Unlimited"}, MAIL_USER_SELECT)
-        inventory.mail_users = list_synced(self.exchange, list, self._fold(MailUserFacts.from_record), command=command)
+        inventory.mail_users = self._listing(command, MailUserFacts.from_record, MailUserFacts.REQUIRED)
 
-    def _fold(self, parse: Callable[[dict[str, Any]], Any]) -> Callable[[list[Any], dict[str, Any]], None]:
-        def add(found: list[Any], record: dict[str, Any]) -> None:
-            found.append(parse(record))
+    def _listing(self, command: Command, parse: Callable[[dict[str, Any]], T], required: tuple[str, ...]) -> list[T]:
+        """Every object of a listing, parsed; a record without a field the checks need fails the part, loudly."""
+        lacking: Counter[str] = Counter()
 
-        return add
+        def add(found: list[T], record: dict[str, Any]) -> None:
+            gaps = missing(record, required)
+            if gaps:
+                lacking.update(gaps)
+            else:
+                found.append(parse(record))
+
+        listed = list_synced(self.exchange, list, add, command=command)
+        if lacking:
+            fields = ", ".join(f"{name} ({count})" for name, count in lacking.most_common())
+            raise UnexpectedAnswerError(f"{command.cmdlet} answered objects without {fields}; nothing was assumed")
+        return listed
 
     def _organization(self, inventory: Inventory) -> None:
-        commands = [Command("Get-OrganizationConfig", {}, (TENANT_DEFAULT_PROPERTY,))]
+        commands = [Command("Get-OrganizationConfig", {}, (TENANT_DEFAULT_PROPERTY, "InPlaceHolds"))]
         commands += [Command(name, {}, tuple(dict.fromkeys(select))) for name, (_, select) in HYBRID_COMMANDS.items()]
         config, *hybrid = self._exchange_batch(commands)
-        if config.error:
-            raise config.error
-        assert config.result is not None
-        value = (config.result.value or [{}])[0].get(TENANT_DEFAULT_PROPERTY)
+        if config.error or config.result is None:
+            raise config.error or UnexpectedAnswerError("Get-OrganizationConfig gave no answer in its $batch")
+        settings = (config.result.value or [{}])[0]
+        value = settings.get(TENANT_DEFAULT_PROPERTY)
+        holds = tuple(str(h) for h in settings.get("InPlaceHolds") or [] if str(h).lower().startswith("mbx"))
         leftovers: list[tuple[str, str, str]] = []
         failures = []
         answered = {item.command.cmdlet: item.result.value for item in hybrid if item.result is not None}
@@ -163,9 +184,9 @@ class Reader:
             if item.error or item.result is None:
                 failures.append(f"{item.command.cmdlet}: {first_line(item.error) if item.error else 'no answer'}")
                 continue
-            kind = HYBRID_COMMANDS[item.command.cmdlet][0]
-            leftovers += [entry for record in item.result.value if (entry := _leftover(kind, record, hybrid_domains))]
-        inventory.org = OrgFacts(value if isinstance(value, bool) else None, tuple(leftovers))
+            cmdlet = item.command.cmdlet
+            leftovers += [entry for record in item.result.value if (entry := _leftover(cmdlet, record, hybrid_domains))]
+        inventory.org = OrgFacts(value if isinstance(value, bool) else None, tuple(leftovers), holds)
         if failures:
             inventory.errors["hybrid configuration"] = "; ".join(failures)
 
@@ -191,47 +212,68 @@ class Reader:
         inventory.skus = {sku.sku_id: sku for sku in self.graph.skus()}
 
     def _groups(self, inventory: Inventory) -> None:
+        """Every synced group (a page costs little); member groups and state only for the mail-enabled ones."""
         listed = self._synced("/groups", GROUP_SELECT, "groups")
-        reads = []
-        for group in listed:
-            gid = str(group["id"])
-            reads.append(BatchRead(f"{gid}/state", f"/groups/{gid}/onPremisesSyncBehavior", ROLES["group state"]))
-            # A type cast is an advanced query: $count, and ConsistencyLevel in the item (a batch passes none on).
-            members = f"/groups/{gid}/members/microsoft.graph.group?$select=id&$count=true&$top=999"
-            reads.append(BatchRead(f"{gid}/children", members, ROLES["groups"], {"ConsistencyLevel": "eventual"}))
-        answers = self._batched(self.directory, reads, "group state")
+        mail_enabled = [str(g["id"]) for g in listed if g.get("mailEnabled") is True]
+        # A type cast is an advanced query: $count, and ConsistencyLevel in the item (a batch passes none on).
+        reads = [
+            BatchRead(
+                f"{gid}/children",
+                f"/groups/{gid}/members/microsoft.graph.group?$select=id&$count=true&$top=999",
+                ROLES["groups"],
+                {"ConsistencyLevel": "eventual"},
+            )
+            for gid in mail_enabled
+        ]
+        with_state = ROLES["group state"] in self.graph_roles
+        if with_state:
+            state = ROLES["group state"]
+            reads += [BatchRead(f"{gid}/state", f"/groups/{gid}/onPremisesSyncBehavior", state) for gid in mail_enabled]
+        answers = self._batched(self.directory, reads, "group")
+        inventory.state_read = with_state and inventory.state_read
         groups = []
         for group in listed:
             gid = str(group["id"])
-            children = answers.get(f"{gid}/children")
-            child_ids = tuple(
-                str(child["id"]) for child in (children or {}).get("value") or [] if isinstance(child, dict)
-            )
+            children = self._all_members(answers.get(f"{gid}/children"))
             groups.append(
                 DirectoryObject(
-                    gid,
+                    gid.lower(),
                     str(group.get("displayName") or gid),
                     group.get("mail") or None,
                     _group_kind(group),
                     _cloud_managed(answers.get(f"{gid}/state")),
-                    child_ids,
+                    tuple(children or ()),
+                    children_read=children is not None or gid not in mail_enabled,
                 )
             )
         inventory.groups = groups
 
+    def _all_members(self, body: Any) -> list[str] | None:
+        """The member group ids of one batched read, following its nextLink; None when the read failed."""
+        if not isinstance(body, dict):
+            return None
+        ids = [str(child["id"]).lower() for child in body.get("value") or [] if isinstance(child, dict)]
+        link = body.get("@odata.nextLink")
+        if isinstance(link, str) and link:
+            for page in self.directory.follow(link, role=ROLES["groups"], advanced=True):
+                ids += [str(child["id"]).lower() for child in page if child.get("id")]
+        return ids
+
     def _contacts(self, inventory: Inventory) -> None:
         listed = self._synced("/contacts", CONTACT_SELECT, "contacts")
-        reads = [
-            BatchRead(str(c["id"]), f"/contacts/{c['id']}/onPremisesSyncBehavior", ROLES["contact state"])
-            for c in listed
-        ]
-        answers = self._batched(self.directory, reads, "contact state")
-        if reads and not answers:
-            log.info("v1.0 read no contact's onPremisesSyncBehavior; trying %s", CONTACT_STATE_VERSION)
-            answers = self._batched(self.contact_state, reads, "contact state")
+        answers: dict[str, Any] = {}
+        if ROLES["contact state"] in self.graph_roles:
+            state = ROLES["contact state"]
+            reads = [BatchRead(str(c["id"]), f"/contacts/{c['id']}/onPremisesSyncBehavior", state) for c in listed]
+            answers = self._batched(self.directory, reads, "contact state")
+            if reads and not answers:
+                log.info("v1.0 read no contact's onPremisesSyncBehavior; trying %s", CONTACT_STATE_VERSION)
+                answers = self._batched(self.beta, reads, "contact state")
+        else:
+            inventory.state_read = False
         inventory.contacts = [
             DirectoryObject(
-                str(c["id"]),
+                str(c["id"]).lower(),
                 str(c.get("displayName") or c["id"]),
                 c.get("mail") or None,
                 "contact",
@@ -247,39 +289,36 @@ class Reader:
             found += page
         return found
 
-    def _batched(self, directory: GraphDirectory, reads: list[BatchRead], part: str) -> dict[str, Any]:
-        """The bodies of the reads that succeeded, by key; the others are logged, and their objects show no state.
-
-        Being listed as synced already means managed in AD: the state only shows a conversion in progress, so a
-        missing role (the state reads need Group- or Contacts-OnPremisesSyncBehavior.ReadWrite.All) costs
-        detail, not the check.
-        """
+    def _batched(self, directory: GraphDirectory, reads: list[BatchRead], what: str) -> dict[str, Any]:
+        """The bodies of the reads that succeeded, by key; the others are logged, and their objects say so."""
         answers = directory.batch(reads)
         failed = [answer.error for answer in answers.values() if answer.error]
         if failed:
-            log.warning("%d of %d %s reads failed (%s)", len(failed), len(reads), part, first_line(failed[0]))
+            log.warning("%d of %d %s reads failed (%s)", len(failed), len(reads), what, first_line(failed[0]))
         return {key: answer.body for key, answer in answers.items() if answer.error is None}
 
     def _statistics(self, inventory: Inventory) -> None:
         """TotalItemSize of each licensed shared, room or equipment mailbox without archive or hold, 10 per batch."""
+        org_holds = inventory.org.retention_holds if inventory.org else ()
         candidates = []
         for mailbox in inventory.mailboxes:
             user = inventory.users.get(mailbox.id)
-            needs_license = mailbox.archive or bool(mailbox.holds)
-            if mailbox.recipient_type in RESOURCE_TYPES and user and not needs_license:
-                candidates += [mailbox] if user.exchange_skus(inventory.skus) else []
+            if mailbox.recipient_type not in RESOURCE_TYPES or not user or mailbox.license_needed(org_holds):
+                continue
+            if user.exchange_skus(inventory.skus):
+                candidates.append(mailbox)
         for start in range(0, len(candidates), BATCH_LIMIT):
             chunk = candidates[start : start + BATCH_LIMIT]
             commands = [Command("Get-MailboxStatistics", {"Identity": m.id}, ("TotalItemSize",)) for m in chunk]
             for mailbox, item in zip(chunk, self._exchange_batch(commands), strict=True):
-                if item.error:
+                if item.error or item.result is None:
                     if isinstance(item.error, PermissionDeniedError):
                         raise item.error
-                    log.warning("the size of %s could not be read: %s", mailbox.label, first_line(item.error))
+                    reason = first_line(item.error) if item.error else "no answer"
+                    log.warning("the size of %s could not be read: %s", mailbox.label, reason)
+                    inventory.sizes[mailbox.id] = None
                     continue
-                size = parse_size(((item.result.value if item.result else None) or [{}])[0].get("TotalItemSize"))
-                if size is not None:
-                    inventory.sizes[mailbox.id] = size
+                inventory.sizes[mailbox.id] = parse_size((item.result.value or [{}])[0].get("TotalItemSize"))
 
 
 def parse_size(value: Any) -> int | None:
@@ -291,33 +330,30 @@ def parse_size(value: Any) -> int | None:
     return int(digits) if digits else None
 
 
-def _leftover(kind: str, record: dict[str, Any], hybrid_domains: set[str]) -> tuple[str, str, str] | None:
+def _leftover(cmdlet: str, record: dict[str, Any], hybrid_domains: set[str]) -> tuple[str, str, str] | None:
     """(kind, identity, detail) when the record is a leftover of a hybrid configuration, else None.
 
-    Partner connectors and sharing relationships with other organizations are not leftovers: they stay.
+    Partner connectors and sharing relationships with other organizations are not leftovers: they stay. A missing
+    Enabled counts as enabled, so that an unexpected answer shows an object rather than hides it.
     """
+    kind, properties = HYBRID_COMMANDS[cmdlet]
     identity = str(record.get("Identity") or record.get("Name") or "")
     if kind in ("inbound connector", "outbound connector") and str(record.get("ConnectorType") or "") != "OnPremises":
         return None
     if kind == "migration endpoint" and str(record.get("EndpointType") or "") != "ExchangeRemoteMove":
         return None
-    if kind == "intra-organization connector" and record.get("Enabled") is not True:
+    if kind == "intra-organization connector" and record.get("Enabled") is False:
         return None  # Microsoft's advice is to disable it; a disabled one does no harm
     if kind == "organization relationship":
         domains = {str(domain).lower() for domain in record.get("DomainNames") or []}
         name = str(record.get("Name") or identity).lower()
         if not (name.startswith(HCW_RELATIONSHIP_PREFIXES) or domains & hybrid_domains):
             return None
-    detail = ", ".join(
-        f"{name} {_text(record[name])}"
-        for name in HYBRID_COMMANDS[_cmdlet(kind)][1][2:]
-        if record.get(name) is not None
-    )
+    detail = ", ".join(f"{name} {_text(record[name])}" for name in properties[2:] if record.get(name) is not None)
+    if kind.endswith(" connector") and "ConnectorSource" in record and record["ConnectorSource"] != "HybridWizard":
+        # Made by hand (AdminUI): it may relay application mail, so it is for review, not for removal.
+        detail = "not made by the wizard: review before removing it; " + detail
     return kind, identity, detail
-
-
-def _cmdlet(kind: str) -> str:
-    return next(name for name, (label, _) in HYBRID_COMMANDS.items() if label == kind)
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,7 @@ from shared.graph import Sku
 
 __all__ = [
     "ZERO_GUID",
+    "missing",
     "DirectoryObject",
     "Inventory",
     "MailUserFacts",
@@ -39,11 +40,16 @@ class MailboxFacts:
     archive: bool
     holds: tuple[str, ...]
     exclusion_keys: frozenset[str]
+    hold_exclusions: frozenset[str] = frozenset()  # org-wide policies this mailbox is excluded from (-mbx<guid>)
+
+    # Without these a mailbox cannot be judged: the listing is refused rather than read as "not synced".
+    REQUIRED = ("ExternalDirectoryObjectId", "IsDirSynced", "IsExchangeCloudManaged", "RecipientTypeDetails")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MailboxFacts:
         upn = str(record.get("UserPrincipalName") or "")
-        holds = [str(hold) for hold in record.get("InPlaceHolds") or [] if hold]
+        entries = [str(hold) for hold in record.get("InPlaceHolds") or [] if hold]
+        holds = [hold for hold in entries if not hold.startswith("-")]
         if record.get("LitigationHoldEnabled") is True:
             holds.insert(0, "litigation hold")
         if record.get("ComplianceTagHoldApplied") is True:
@@ -53,7 +59,7 @@ class MailboxFacts:
         archive_guid = str(record.get("ArchiveGuid") or ZERO_GUID)
         needs_sweep = record.get("IsDirSynced") is True and record.get("IsExchangeCloudManaged") is not True
         return cls(
-            id=str(record.get("ExternalDirectoryObjectId") or upn),
+            id=str(record["ExternalDirectoryObjectId"]).lower(),
             upn=upn,
             name=str(record.get("DisplayName") or upn),
             primary_smtp=str(record.get("PrimarySmtpAddress") or ""),
@@ -65,11 +71,31 @@ class MailboxFacts:
             holds=tuple(holds),
             # Only a mailbox the sweep still has to flip is matched against ENFORCE_EXCLUDE: keep the others small.
             exclusion_keys=exclusion_keys(record) if needs_sweep else frozenset(),
+            hold_exclusions=frozenset(_policy(hold[1:]) for hold in entries if hold.startswith("-")),
         )
+
+    def license_needed(self, org_holds: tuple[str, ...]) -> str | None:
+        """Why a shared mailbox keeps its license whatever its size: an archive or a hold (B25); None if neither."""
+        if self.archive:
+            return "archive"
+        if self.holds:
+            return self.holds[0]
+        applying = [hold for hold in org_holds if _policy(hold) not in self.hold_exclusions]
+        return f"organization-wide retention policy {applying[0]}" if applying else None
 
     @property
     def label(self) -> str:
         return self.upn or self.primary_smtp or self.id
+
+
+def _policy(hold: str) -> str:
+    """The policy of a hold entry: mbx<guid>:2 and -mbx<guid> both name policy mbx<guid>."""
+    return hold.split(":", 1)[0].lower()
+
+
+def missing(record: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The names the record lacks (absent or null)."""
+    return [name for name in names if record.get(name) is None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +107,13 @@ class MailUserFacts:
     primary_smtp: str
     exchange_guid: str
 
+    REQUIRED = ("ExternalDirectoryObjectId", "ExchangeGuid")
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MailUserFacts:
         upn = str(record.get("UserPrincipalName") or "")
         return cls(
-            id=str(record.get("ExternalDirectoryObjectId") or upn),
+            id=str(record["ExternalDirectoryObjectId"]).lower(),
             name=str(record.get("DisplayName") or upn),
             primary_smtp=str(record.get("PrimarySmtpAddress") or ""),
             exchange_guid=str(record.get("ExchangeGuid") or ZERO_GUID).lower(),
@@ -113,7 +141,9 @@ class UserFacts:
             for item in data.get("assignedLicenses") or []
             if isinstance(item, dict) and item.get("skuId")
         )
-        return cls(str(data["id"]), str(data.get("userPrincipalName") or ""), data.get("mail") or None, licenses)
+        return cls(
+            str(data["id"]).lower(), str(data.get("userPrincipalName") or ""), data.get("mail") or None, licenses
+        )
 
     def exchange_skus(self, skus: dict[str, Sku]) -> list[Sku]:
         """The assigned SKUs that give this user an Exchange Online plan that is not disabled."""
@@ -133,8 +163,9 @@ class DirectoryObject:
     name: str
     mail: str | None
     kind: str  # "distribution group", "mail-enabled security group", "security group", "contact"
-    cloud_managed: bool | None = None  # None: not read (or the read failed)
+    cloud_managed: bool | None = None  # None: not read (no role for it, or the read failed)
     child_groups: tuple[str, ...] = ()  # ids of the groups that are direct members
+    children_read: bool = True  # False: its member groups could not be read, so the order may be incomplete
 
     @property
     def mail_enabled(self) -> bool:
@@ -147,6 +178,7 @@ class OrgFacts:
 
     default_cloud_managed: bool | None
     hybrid: tuple[tuple[str, str, str], ...] = ()  # (kind, identity, detail)
+    retention_holds: tuple[str, ...] = ()  # organization-wide retention policies: they hold every mailbox
 
 
 @dataclass
@@ -160,5 +192,6 @@ class Inventory:
     groups: list[DirectoryObject] = field(default_factory=list)
     contacts: list[DirectoryObject] = field(default_factory=list)
     org: OrgFacts | None = None
-    sizes: dict[str, int] = field(default_factory=dict)  # mailbox id -> TotalItemSize in bytes
+    sizes: dict[str, int | None] = field(default_factory=dict)  # mailbox id -> TotalItemSize bytes (None: unread)
+    state_read: bool = True  # False: the source-of-authority state was not read (no role for it)
     errors: dict[str, str] = field(default_factory=dict)  # part -> message
