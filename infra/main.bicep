@@ -52,6 +52,8 @@ param readinessSchedule string = '0 30 5 * * *'
 @description('The brake: a sweep that would change more mailboxes than this changes none. 0 = no limit.')
 param enforceMaxChanges string = '500'
 param enforceRecipientTypes string = 'UserMailbox,SharedMailbox,RoomMailbox,EquipmentMailbox'
+@description('Exchange calls in flight from one process (one instance), 1-16; README "Instances, settings and re-runs".')
+param enforceConcurrency string = '2'
 @description('UPNs, SMTP addresses or ExternalDirectoryObjectIds the sweep never touches, comma-separated.')
 param enforceExclude string = ''
 @description('SKU part numbers or skuIds that provisioning requests may ask for, comma-separated.')
@@ -65,9 +67,17 @@ param conversionWaitMinutes string = '60'
 param pollMinSeconds string = '60'
 param pollMaxSeconds string = '900'
 
-// Flex Consumption scales each function on its own; this caps the instances so that the chain cannot
-// multiply its calls into the tenant's Exchange concurrency budget (40 is the lowest cap Flex accepts).
-param maximumInstanceCount int = 40
+// Flex Consumption scales each function on its own (HTTP triggers together), and this cap applies to each
+// of those scale groups, not to the app: every queue function, and the HTTP group, may run this many
+// on-demand instances at once (a timer runs on one at a time). Learn accepts 1-1000 ("Event-driven
+// scaling", Limit scale-out). README "Instances, settings and re-runs" computes the Exchange ceiling.
+@description('On-demand instances per per-function scale group (each queue function, each timer, the HTTP group).')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 1
+
+@description('true when the deployer cannot grant Graph app roles in Entra ID: the grants are skipped and printed.')
+param skipGraphGrants bool = false
 
 @description('Object id of the HR system\'s identity (service principal, user or group); empty to grant nothing')
 param hrPrincipalId string = ''
@@ -132,7 +142,9 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
     tags: tags
+    skuName: 'Standard_LRS' // not the module's default Standard_GRS: queues, ledger and journal are working state
     allowSharedKeyAccess: false // identity only: no account key can leak because none works
+    defaultToOAuthAuthentication: true // the portal and tools use Entra ID too, as keys do not work
     allowBlobPublicAccess: false
     minimumTlsVersion: 'TLS1_2'
     dnsEndpointType: 'Standard'
@@ -199,7 +211,7 @@ module api './app/api.bicep' = {
       ENFORCE_MAX_CHANGES: enforceMaxChanges
       ENFORCE_RECIPIENT_TYPES: enforceRecipientTypes
       ENFORCE_EXCLUDE: enforceExclude
-      ENFORCE_CONCURRENCY: '2'
+      ENFORCE_CONCURRENCY: enforceConcurrency
       ENFORCE_TIME_BUDGET_SECONDS: '1500' // under the 30-minute functionTimeout of host.json
       ALLOWED_LICENSES: allowedLicenses
       DEFAULT_LICENSE: defaultLicense
@@ -234,12 +246,39 @@ module hrAccess './app/hr-access.bicep' = if (!empty(hrPrincipalId)) {
   }
 }
 
-// Graph and Exchange application roles for the identity (Microsoft Graph Bicep extension).
-module permissions './app/permissions.bicep' = {
+// Graph and Exchange application roles for the identity (Microsoft Graph Bicep extension), unless the
+// deployer has no Entra rights (EXOPROV_SKIP_GRANTS). After the function app: a grant to an identity Entra
+// has not replicated yet fails (msgraph-bicep-types#193); the site usually takes long enough, a re-run heals.
+module permissions './app/permissions.bicep' = if (!skipGraphGrants) {
   name: 'permissions'
   scope: rg
   params: {
     principalId: identity.outputs.principalId
+  }
+  dependsOn: [
+    api
+  ]
+}
+
+// Operations: alert rules and a workbook over the events the app logs (app/monitoring.bicep; README
+// "Alerts and the workbook"). Without EXOPROV_ALERT_EMAIL the rules still fire, in the portal only.
+@description('E-mail address the alerts go to; empty = no action group, the rules fire in the portal only.')
+param alertEmail string = ''
+@description('Hours between two sweeps of ENFORCE_SCHEDULE (4 for the default); no sweep for twice that alerts.')
+@minValue(1)
+@maxValue(24)
+param sweepIntervalHours int = 4
+
+module operations './app/monitoring.bicep' = {
+  name: 'operations'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.name
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    alertEmail: alertEmail
+    sweepIntervalHours: sweepIntervalHours
   }
 }
 
@@ -250,3 +289,5 @@ output AZURE_FUNCTION_NAME string = api.outputs.name
 output EXOPROV_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output EXOPROV_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output EXOPROV_STORAGE_ACCOUNT string = storage.outputs.name
+// The post-provision hooks read this: when true they print the grants an Entra administrator runs instead.
+output EXOPROV_GRANTS_SKIPPED bool = skipGraphGrants

@@ -30,7 +30,14 @@ ROLES = {
     "read": ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All"),
     "patch": ("User.ReadUpdate.All", "User.ReadWrite.All", "Directory.ReadWrite.All"),
     "license": ("LicenseAssignment.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All"),
-    "skus": ("Organization.Read.All", "Directory.Read.All"),
+    # Graph "List subscribedSkus": LicenseAssignment.ReadWrite.All is not among them.
+    "skus": (
+        "LicenseAssignment.Read.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+        "Organization.Read.All",
+        "Organization.ReadWrite.All",
+    ),
     "groups": ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "Group.ReadWrite.All"),
     "members": ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "GroupMember.ReadWrite.All"),
     "contacts": ("OrgContact.Read.All", "Directory.Read.All", "Directory.ReadWrite.All"),

@@ -22,7 +22,7 @@ DEFAULT_ROLES = {
         "User.Read.All",
         "User.ReadUpdate.All",
         "LicenseAssignment.ReadWrite.All",
-        "Organization.Read.All",
+        "LicenseAssignment.Read.All",
     ],
 }
 

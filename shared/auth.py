@@ -39,7 +39,9 @@ GRAPH_APP_ROLES = (
     "User.Read.All",  # GET /users/{id}: the synced user and its licenses
     "User.ReadUpdate.All",  # PATCH usageLocation when the user has none (not User.ReadWrite.All: no user is created)
     "LicenseAssignment.ReadWrite.All",  # assignLicense: add and remove the Exchange license
-    "Organization.Read.All",  # GET /subscribedSkus: service plans and free units
+    # GET /subscribedSkus: service plans and free units. Graph's least privileged role for it; the ReadWrite role
+    # above is not among the roles that call accepts (docs/wire-protocols.md, "GET /subscribedSkus").
+    "LicenseAssignment.Read.All",
     "GroupMember.Read.All",  # the readiness report: synced groups and their member groups
     "OrgContact.Read.All",  # the readiness report: synced org contacts
 )

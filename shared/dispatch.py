@@ -18,6 +18,7 @@ import logging
 from typing import Literal
 
 from shared.errors import InvalidRequestError, RequestBusyError, first_line
+from shared.events import emit
 from shared.ledger import STEP_LEASE_SECONDS, ChainState, Ledger, Outbox, digest
 from shared.logs import correlation_scope
 from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_request_text, recover_request_id
@@ -72,7 +73,8 @@ class Dispatcher:
                             self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
                             raise
                         state = self._record(state, outcome, lease)
-                    self._send_outbox(state, lease)  # a stale delivery only repairs a send that was lost
+                    # a stale delivery only repairs a send that was lost
+                    self._send_outbox(state, lease, message.accepted_at)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
 
@@ -87,6 +89,7 @@ class Dispatcher:
         if request_id is None or (origin != REQUESTS and message is None):
             self._park(text, f"a message no request can be told of gave up on {origin}")
             return
+        accepted_at = None if message is None else message.accepted_at
         with correlation_scope(request_id):
             if self.ledger.read(request_id) is None:
                 if message is not None:
@@ -99,7 +102,7 @@ class Dispatcher:
                     state = self.ledger.read(request_id)
                     assert state is not None
                     if message is not None and self._verdict(state, message, text, origin) != "current":
-                        self._send_outbox(state, lease)
+                        self._send_outbox(state, lease, accepted_at)
                         return
                     if message is None and state.cursor > 0:
                         self._send_outbox(state, lease)  # the request was accepted after all: its chain goes on
@@ -114,12 +117,13 @@ class Dispatcher:
                         f"own retries{why}. The logs under correlation id {request_id} say more; the request can "
                         "be sent again with a new requestId",
                     )
-                    self._send_outbox(self._record(state, Finish(failure), lease), lease)
+                    self._send_outbox(self._record(state, Finish(failure), lease), lease, accepted_at)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
 
-    def publish(self, request_id: str, result_json: str) -> None:
-        """Send a result, unless one was already sent for this request."""
+    def publish(self, request_id: str, result_json: str, accepted_at: float | None = None) -> None:
+        """Send a result, unless one was already sent for this request; a sent one is a `result` event too
+        (shared/events.py), timed from `accepted_at` (the chain's clock) when the caller knows it."""
         state = self.ledger.result_state(request_id, result_json)
         if state == "pending" and self._still_queued(result_json):
             state = "sent"  # an attempt died between sending it and noting so; it is on the queue
@@ -128,7 +132,17 @@ class Dispatcher:
         else:
             self.storage.send(RESULTS, result_json)
             result = json.loads(result_json)
-            log.info("result for %s: %s %s", request_id, result["status"], (result.get("error") or {}).get("code", ""))
+            code = (result.get("error") or {}).get("code")
+            log.info("result for %s: %s %s", request_id, result["status"], code or "")
+            seconds = None if accepted_at is None else round(max(0.0, self.chain.clock() - accepted_at), 3)
+            emit(
+                "result",
+                requestId=request_id,
+                status=result["status"],
+                code=code,
+                mailboxType=result.get("mailboxType"),
+                seconds=seconds,
+            )
         self.ledger.result_sent(request_id)
 
     def _still_queued(self, result_json: str) -> bool:
@@ -234,13 +248,14 @@ class Dispatcher:
         log.info("%s; this message comes back in %d s", why, STEP_LEASE_SECONDS)
         self.storage.send(queue, text, STEP_LEASE_SECONDS)
 
-    def _send_outbox(self, state: ChainState, lease: object) -> None:
-        """Send the recorded outcome unless it is known to be sent; only under the request's hold, so once."""
+    def _send_outbox(self, state: ChainState, lease: object, accepted_at: float | None = None) -> None:
+        """Send the recorded outcome unless it is known to be sent; only under the request's hold, so once.
+        `accepted_at` is when the chain accepted the request, when the caller knows it (for the result event)."""
         box = state.outbox
         if box is None or box.sent:
             return
         if box.queue == RESULTS:
-            self.publish(state.request_id, box.text)
+            self.publish(state.request_id, box.text, accepted_at)
         else:
             self.storage.send(box.queue, box.text, box.delay)
         self.ledger.mark_sent(state, lease)

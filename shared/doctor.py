@@ -36,7 +36,8 @@ GRANT_GRAPH_ROLES = (
     "(appId 00000003-0000-0000-c000-000000000000); new grants can take up to an hour to reach the token"
 )
 EXCHANGE_ROLE_FIX = (
-    "assign the identity the Exchange Administrator directory role ('azd hooks run postprovision'), or with "
+    "assign the identity the Exchange Administrator (or, with EXOPROV_EXCHANGE_ROLE=exchange-recipient-administrator, "
+    "Exchange Recipient Administrator) directory role ('azd hooks run postprovision'), or with "
     "EXOPROV_EXCHANGE_ROLE=scoped run infra/hooks/exchange-rbac.ps1 and check that its role group carries this"
 )
 
@@ -288,7 +289,8 @@ class Doctor:
 # The report's lines in order. "exchange token" is where the identity proves it can get a token at all: the
 # Graph token and storage (by the same identity in Azure) would fail with the same cause, so they need it.
 # The Exchange role and the Graph token are needed by nothing: the API checks after them say what the
-# missing role breaks (or that the API answers anyway, as subscribedSkus does with Organization.Read.All).
+# missing role breaks (or that the API answers anyway, as subscribedSkus does to a higher role such as
+# Organization.Read.All that an older deployment granted instead of LicenseAssignment.Read.All).
 CHECKS: tuple[Check, ...] = (
     Check("settings", Doctor.check_settings),
     Check("exchange token", Doctor.check_exchange_token, needs=("settings",)),

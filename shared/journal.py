@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import ConfigurationError, JournalUnavailableError, first_line
+from shared.events import emit
 
 __all__ = [
     "Entry",
@@ -48,6 +49,7 @@ log = logging.getLogger("exoprov.journal")
 OUTCOMES = ("pending", "applied", "failed", "unknown", "noop")
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 MAX_APPEND_BYTES = 4 * 1024 * 1024  # the service's limit for one append block
+_WRITES = ("create", "append", "close")  # the operations of Journal._storage that write
 HEARTBEAT_SECONDS = 60.0  # a run's session appends at least this often, so that others can tell it is alive
 
 
@@ -156,7 +158,7 @@ class Journal:
         """The metadata of a run's blob (kind, undoes, state), or None when the run wrote nothing."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        with self._storage(f"read run {run_id}"):
+        with self._storage(f"read run {run_id}", "read"):
             try:
                 properties = self.container.get_blob_client(f"runs/{check_run_id(run_id)}.jsonl").get_blob_properties()
             except ResourceNotFoundError:
@@ -178,7 +180,7 @@ class Journal:
         """The session blobs under a prefix, with their state and owner."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        with self._storage(f"list {(prefix or 'all sessions')}"):
+        with self._storage(f"list {(prefix or 'all sessions')}", "list"):
             try:
                 blobs = list(self.container.list_blobs(name_starts_with=prefix, include=["metadata"]))
             except ResourceNotFoundError:
@@ -190,7 +192,7 @@ class Journal:
         """Append JSON lines to a session blob, in blocks the service accepts."""
         data = "".join(json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n" for line in lines)
         raw = data.encode("utf-8")
-        with self._storage(f"append to {name}"):
+        with self._storage(f"append to {name}", "append"):
             blob = self.container.get_blob_client(name)
             for block in _blocks(raw):
                 blob.append_block(block)
@@ -200,7 +202,7 @@ class Journal:
         """Create a session blob (and the container, the first time)."""
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-        with self._storage(f"create {name}"):
+        with self._storage(f"create {name}", "create"):
             blob = self.container.get_blob_client(name)
             try:
                 blob.create_append_blob(metadata=metadata)
@@ -212,7 +214,7 @@ class Journal:
 
     def set_state(self, name: str, metadata: dict[str, str], state: str) -> None:
         """Set the session's state, keeping the rest of its metadata (the service replaces all of it)."""
-        with self._storage(f"close {name}"):
+        with self._storage(f"close {name}", "close"):
             self.container.get_blob_client(name).set_blob_metadata({**metadata, "state": state})
         log.info("journal: %s is %s", name, state)
 
@@ -220,7 +222,7 @@ class Journal:
         """The entries of one session blob (empty when it does not exist)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        with self._storage(f"read {name}"):
+        with self._storage(f"read {name}", "read"):
             try:
                 raw = self.container.get_blob_client(name).download_blob().readall()
             except ResourceNotFoundError:
@@ -228,12 +230,14 @@ class Journal:
         return fold(raw.decode("utf-8", "replace").splitlines())
 
     @contextlib.contextmanager
-    def _storage(self, what: str) -> Iterator[None]:
+    def _storage(self, what: str, operation: str) -> Iterator[None]:
+        """Storage errors become JournalUnavailableError, and a `journal_error` event (shared/events.py)."""
         from azure.core.exceptions import AzureError
 
         try:
             yield
         except AzureError as exc:
+            emit("journal_error", operation=operation, write=operation in _WRITES, error=first_line(exc)[:300])
             where = f"container {self.container.container_name} at {self.endpoint}"
             raise JournalUnavailableError(f"the journal ({where}) could not {what}: {first_line(exc)}") from exc
 

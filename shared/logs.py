@@ -4,6 +4,9 @@ Audit events (logger `exoprov.audit`, one per write) are logged at INFO and alwa
 CLI and the worker, in Application Insights on Azure, where host.json keeps traces out of sampling. Every
 record carries the correlation id (`%(correlation_id)s`), stamped by CorrelationFilter rather than passed
 into each message.
+
+Operational events (logger `exoprov.event`, shared/events.py: one JSON line each for the alerts and the
+workbook) pass at INFO on the Functions host, and on stderr only with -v.
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["CorrelationFilter", "audit", "configure", "configure_host", "correlation_id", "correlation_scope"]
+__all__ = [
+    "EVENT_LOGGER",
+    "CorrelationFilter",
+    "audit",
+    "configure",
+    "configure_host",
+    "correlation_id",
+    "correlation_scope",
+]
 
 AUDIT_LOGGER = "exoprov.audit"
+EVENT_LOGGER = "exoprov.event"  # shared/events.py
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s]: %(message)s"
 _audit = logging.getLogger(AUDIT_LOGGER)
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("exoprov_correlation", default="-")
@@ -72,7 +84,8 @@ class CorrelationFilter(logging.Filter):
     """Stamps the correlation id of the unit of work on every record that passes a handler.
 
     With `prefix`, exoprov's own messages also start with `[id]`: the Functions host forwards the message
-    text only, not the record's attributes.
+    text only, not the record's attributes. Event lines are left as they are: they carry the id in their
+    JSON, and the queries of the alerts find them by how they start.
     """
 
     def __init__(self, prefix: bool = False) -> None:
@@ -82,7 +95,13 @@ class CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         value = getattr(record, "correlation_id", None) or correlation_id()
         record.correlation_id = value
-        if self.prefix and value != "-" and record.name.startswith("exoprov") and not hasattr(record, "_prefixed"):
+        if (
+            self.prefix
+            and value != "-"
+            and record.name.startswith("exoprov")
+            and record.name != EVENT_LOGGER
+            and not hasattr(record, "_prefixed")
+        ):
             record.msg = f"[{value.replace('%', '%%')}] {record.msg}"
             record._prefixed = True
         return True
@@ -114,8 +133,10 @@ def configure(verbose: bool = False) -> None:
 
 
 def configure_host() -> None:
-    """On the Functions host: warnings and audit events from exoprov, each message led by its correlation id."""
+    """On the Functions host: warnings, audit and operational events from exoprov, each message led by its
+    correlation id (event lines excepted)."""
     _levels(verbose=False)
+    logging.getLogger(EVENT_LOGGER).setLevel(logging.INFO)  # what the alerts and the workbook read
     logging.getLogger("azure").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, CorrelationFilter) for f in handler.filters):
@@ -125,3 +146,4 @@ def configure_host() -> None:
 def _levels(verbose: bool) -> None:
     logging.getLogger("exoprov").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)  # a record of every write, -v or not
+    logging.getLogger(EVENT_LOGGER).setLevel(logging.NOTSET)  # as "exoprov": shown with -v (the host raises it)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from shared.enforcement import Progress, Report, sweep
-from shared.errors import ConfigurationError, JournalUnavailableError
+from shared.errors import ConfigurationError, JournalUnavailableError, first_line
+from shared.events import emit
 from shared.journal import Session, new_run_id, run_session
 from shared.logs import correlation_scope
 from shared.recovery import settle_runs
@@ -27,7 +29,7 @@ def run_sweep(
         exchange = clients.exchange()
         return sweep(exchange, clients.settings, apply=apply, session=session, progress=progress, cancel=cancel)
 
-    return _as_run(clients, "sweep", apply, work)
+    return _as_run(clients, "sweep", apply, work, apply=apply)
 
 
 def run_undo(
@@ -57,28 +59,58 @@ def run_undo(
         )
 
     # Even in report mode an undo reads the journal, so it needs one like a run that writes.
-    return _as_run(clients, "undo", True, work, undoes=undo_run_id)
+    return _as_run(clients, "undo", True, work, apply=apply, undoes=undo_run_id)
 
 
-def _as_run(clients: Clients, kind: str, needs_journal: bool, work: Callable[[Session], Report], **meta: str) -> Report:
+def _as_run(
+    clients: Clients, kind: str, needs_journal: bool, work: Callable[[Session], Report], *, apply: bool, **meta: str
+) -> Report:
     """Run `work` as a run: a new run id (its correlation id too), earlier crashed runs settled first, and a
-    journal session kept alive while it runs and closed after, with what both said in the report's notes."""
+    journal session kept alive while it runs and closed after, with what both said in the report's notes.
+    How it ended is one `run` event (shared/events.py), a run that raised included."""
     run_id = new_run_id()
+    started = time.monotonic()
     with correlation_scope(run_id):
-        if needs_journal or clients.settings.has_storage:
-            notes = _settle(clients, run_id, needed=needs_journal)
-            session = clients.journal().run_session(run_id, kind, **meta)
-            session.keep_alive()
-        else:
-            notes = ["AzureWebJobsStorage is not set: no journal, so this report-only run did not settle earlier runs"]
-            session = run_session(None, run_id, kind)
         try:
-            report = work(session)
-        finally:
-            closing = _close(session)
+            if needs_journal or clients.settings.has_storage:
+                notes = _settle(clients, run_id, needed=needs_journal)
+                session = clients.journal().run_session(run_id, kind, **meta)
+                session.keep_alive()
+            else:
+                notes = [
+                    "AzureWebJobsStorage is not set: no journal, so this report-only run did not settle earlier runs"
+                ]
+                session = run_session(None, run_id, kind)
+            try:
+                report = work(session)
+            finally:
+                closing = _close(session)
+        except Exception as exc:
+            _ended(kind, run_id, "apply" if apply else "report", None, time.monotonic() - started, exc)
+            raise
         report.notes[:0] = notes
         report.notes += closing
+        _ended(kind, run_id, report.mode, report, report.duration_seconds, None)
     return report
+
+
+def _ended(kind: str, run_id: str, mode: str, report: Report | None, seconds: float, error: Exception | None) -> None:
+    """The `run` event: what the alerts and the workbook read of a run (the report's own names)."""
+    emit(
+        "run",
+        kind=kind,
+        runId=run_id,
+        mode=mode,
+        candidates=report and report.candidates,
+        changed=report and report.changed,
+        failed=report and report.failed,
+        unknown=report and report.unknown,
+        brakeEngaged=report and report.brake_engaged,
+        complete=report and report.complete,
+        durationSeconds=round(seconds, 3),
+        journalError=report and report.journal_error,
+        error=None if error is None else f"{type(error).__name__}: {first_line(error)}",
+    )
 
 
 def _settle(clients: Clients, run_id: str, *, needed: bool) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.enforcement import Report
+from shared.events import emit
 from shared.runs import run_sweep
 from shared.wiring import process_clients
 
@@ -14,7 +15,8 @@ log = logging.getLogger("exoprov.runtime")
 
 
 def run_scheduled_sweep() -> Report:
-    """One sweep in ENFORCE_MODE with the process's clients; the report is logged as one line."""
+    """One sweep in ENFORCE_MODE with the process's clients; the report is logged as one line (and as the
+    `run` event the alerts read, by `run_sweep`)."""
     clients = process_clients()
     report = run_sweep(clients, apply=clients.settings.enforce_mode == "apply")
     log.warning(
@@ -43,6 +45,15 @@ def run_scheduled_readiness() -> list[str]:
         "ready" if report.ready else "not ready",
         ", ".join(f"{count} {status}" for status, count in report.summary.items()),
         ", ".join(written),
+    )
+    summary = report.summary
+    emit(
+        "readiness",
+        ready=report.ready,
+        checksFailed=summary["fail"],
+        checksWarned=summary["warn"],
+        checksManual=summary["manual"],
+        checksPassed=summary["pass"],
     )
     return written
 

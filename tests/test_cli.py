@@ -93,7 +93,7 @@ def test_doctor_names_a_missing_graph_role_and_how_to_grant_it(env, sandbox, cap
     sandbox.knobs(
         roles={
             "https://outlook.office365.com": ["Exchange.ManageAsApp"],
-            "https://graph.microsoft.com": ["User.Read.All", "Organization.Read.All"],
+            "https://graph.microsoft.com": ["User.Read.All", "LicenseAssignment.Read.All"],
         }
     )
     assert main(["doctor"]) == 1

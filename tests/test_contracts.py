@@ -479,7 +479,7 @@ SANDBOX_CALLS: dict[str, Callable[[Wire], Answer]] = {
     "graph.error.missing_parameters": lambda w: _assign(w, "UserNoMailNoEXO@contoso.com", [{"skuId": STANDARD}]),
     "graph.error.license_inherited": _inherited,
     "graph.error.forbidden": lambda w: (
-        w.sandbox.knobs(roles={"https://graph.microsoft.com": ["Organization.Read.All"]}),
+        w.sandbox.knobs(roles={"https://graph.microsoft.com": ["LicenseAssignment.Read.All"]}),
         w.clients.tokens.get(GRAPH, refresh=True),
         w.send("GET", f"/v1.0/users/{SYNCED_WITH_MAILBOX}"),
     )[2],

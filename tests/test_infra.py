@@ -4,10 +4,7 @@ keys, roles, secrets and the post-provision hook. README 'Deploy' says what only
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-import subprocess
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -216,63 +213,6 @@ def test_azd_runs_the_hook_after_provisioning() -> None:
     assert "run: ./infra/hooks/postprovision.sh" in text and "run: ./infra/hooks/postprovision.ps1" in text
 
 
-@pytest.fixture
-def fake_az(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """An `az` on PATH that answers the hook's Graph calls and records them (no Azure CLI or tenant here)."""
-    log = tmp_path / "az.log"
-    script = tmp_path / "az"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> "{log}"\n'
-        'case "$*" in\n'
-        '  *roleDefinitions*) echo "role-exchange-admin" ;;\n'
-        '  *"--method GET"*roleAssignments*) cat "$FAKE_AZ_EXISTING" ;;\n'
-        "esac\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    yield script, log
-
-
-def run_hook(fake_az: tuple[Path, Path], existing: str, **env: str) -> subprocess.CompletedProcess[str]:
-    script, log = fake_az
-    count = script.parent / "existing"
-    count.write_text(existing)
-    environment = {
-        **os.environ,
-        "PATH": f"{script.parent}:{os.environ['PATH']}",
-        "FAKE_AZ_EXISTING": str(count),
-        "EXOPROV_IDENTITY_PRINCIPAL_ID": "11111111-2222-3333-4444-555555555555",
-        **env,
-    }
-    return subprocess.run(
-        ["sh", str(INFRA / "hooks" / "postprovision.sh")], env=environment, capture_output=True, text=True, check=False
-    )
-
-
-def test_the_hook_assigns_the_exchange_role_once(fake_az) -> None:
-    """Without the role, the hook looks it up by name and assigns it to the identity at directory scope."""
-    result = run_hook(fake_az, "0")
-    assert result.returncode == 0, result.stderr
-    calls = fake_az[1].read_text().splitlines()
-    (post,) = [c for c in calls if "--method POST" in c]
-    assert '"roleDefinitionId": "role-exchange-admin"' in post and '"directoryScopeId": "/"' in post
-    assert "11111111-2222-3333-4444-555555555555" in post
-
-
-def test_the_hook_is_idempotent(fake_az) -> None:
-    """With the role already assigned, the hook changes nothing and says so."""
-    result = run_hook(fake_az, "1")
-    assert result.returncode == 0 and "nothing to do" in result.stdout
-    assert not [c for c in fake_az[1].read_text().splitlines() if "--method POST" in c]
-
-
-def test_the_scoped_option_assigns_no_directory_role(fake_az) -> None:
-    """EXOPROV_EXCHANGE_ROLE=scoped points to the Exchange RBAC script and calls nothing."""
-    result = run_hook(fake_az, "0", EXOPROV_EXCHANGE_ROLE="scoped")
-    assert result.returncode == 0 and "exchange-rbac.ps1" in result.stdout
-    assert not fake_az[1].exists()
-
-
 def test_the_function_package_leaves_development_files_out() -> None:
     """.funcignore keeps the sandbox, tests, node_modules and infra out, and the app itself in."""
     ignored = {
@@ -307,3 +247,180 @@ def test_the_hr_system_may_only_send_requests_and_take_results() -> None:
         ("requests", "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"),  # Storage Queue Data Message Sender
         ("results", "8a0f0c08-91a1-4084-bc3d-661d67233fed"),  # Storage Queue Data Message Processor
     }
+
+
+# -- issue 14: a deployment that works on the first `azd up` from any desk -------------------------------------
+
+
+def azd_mapping() -> dict[str, str]:
+    """Each template parameter's azd mapping in main.parameters.json, as its raw `${NAME=default}` text."""
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    return {name: entry["value"] for name, entry in parameters.items()}
+
+
+def bicep_default(value: Any) -> str:
+    """A Bicep default as azd writes it in a `${NAME=default}` mapping (azd converts bools and ints back)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_the_graph_grants_wait_for_the_function_app() -> None:
+    """The permissions module depends on the site, so a brand-new identity has time to replicate in Entra ID."""
+    module = bicep("main.bicep")["modules"]["permissions"]["config"]["config"]
+    assert "api" in module["dependsOn"]
+    assert module["params"]["principalId"]["operator"]["operands"]["operand_1"] == "identity"
+
+
+def test_the_readme_makes_a_re_run_the_fix_for_the_first_run_race() -> None:
+    """'Deploy to Azure' names the race's error, its issue, and `azd provision` again as the fix."""
+    section = re.sub(r"\s+", " ", readme_section("Deploy to Azure"))
+    assert "Not a valid reference update" in section and "msgraph-bicep-types#193" in section
+    assert "run `azd provision` again" in section
+
+
+def test_the_instance_cap_is_small_and_an_azd_parameter() -> None:
+    """maximumInstanceCount defaults to 1 within Flex's 1-1000, reaches the site, and azd maps it."""
+    parameter = bicep("main.bicep")["parameters"]["maximumInstanceCount"]
+    decorators = {d["type"]: d["argument"] for d in parameter["decorators"]}
+    assert parameter["default"] == 1 and decorators["min_value"] == 1 and decorators["max_value"] == 1000
+    assert bicep("main.bicep")["modules"]["api"]["config"]["params"]["maximumInstanceCount"] == "maximumInstanceCount"
+    site = bicep("app/api.bicep")["modules"]["site"]["config"]["params"]
+    assert site["functionAppConfig"]["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
+    assert bicep("app/api.bicep")["parameters"]["maximumInstanceCount"]["default"] == 1
+    assert azd_mapping()["maximumInstanceCount"] == "${EXOPROV_MAXIMUM_INSTANCE_COUNT=1}"
+
+
+def test_no_comment_still_says_the_cap_is_for_the_app_or_at_least_40() -> None:
+    """The old comment (a cap for the whole app, 40 the lowest Flex accepts) is gone from every template."""
+    for path in INFRA.rglob("*.bicep"):
+        text = path.read_text()
+        assert "40 is the lowest" not in text and "int = 40" not in text, path.name
+
+
+def exchange_ceiling(instances: int, concurrency: int) -> int:
+    """The most Exchange calls in flight at once, over the functions that call Exchange as Flex scales them."""
+    # name -> (instances of its scale group, calls per instance). A timer runs on one instance at a time; a queue
+    # instance holds batchSize + newBatchThreshold messages, each making one Exchange call at a time; every Exchange
+    # call of a process passes the ENFORCE_CONCURRENCY limit (shared/wiring.py), one worker process per instance.
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    per_queue_instance = min(concurrency, queues["batchSize"] + queues["newBatchThreshold"])
+    groups = {
+        "enforce (timer)": (1, concurrency),
+        "readiness (timer)": (1, concurrency),
+        "wait_for_mailbox (queue)": (instances, per_queue_instance),
+        "configure_mailbox (queue)": (instances, per_queue_instance),
+        "doctor (HTTP group)": (instances, concurrency),
+    }
+    return sum(count * calls for count, calls in groups.values())
+
+
+def test_the_readme_states_the_exchange_ceiling_of_the_deployed_defaults() -> None:
+    """'Deploy to Azure' gives the ceiling computed from host.json and the template's defaults, and its formula."""
+    parameters = bicep("main.bicep")["parameters"]
+    ceiling = exchange_ceiling(
+        parameters["maximumInstanceCount"]["default"], int(parameters["enforceConcurrency"]["default"])
+    )
+    section = re.sub(r"\s+", " ", readme_section("Deploy to Azure"))
+    assert f"**{ceiling}** with the defaults" in section
+    assert "ENFORCE_CONCURRENCY × (2 + N) + 2 × N × min(ENFORCE_CONCURRENCY, 3)" in section
+    assert exchange_ceiling(1, 1) == 5 and "(ceiling 5)" in section
+
+
+def chain_calls(step: str, skip: frozenset[str] = frozenset()) -> set[str]:
+    """Every `self.<name>` a Chain method reaches, through the Chain's own methods (those in `skip` not entered)."""
+    text = (ROOT / "shared" / "provisioning.py").read_text()
+    chain = text[text.index("\nclass Chain") :]
+    bodies = {part.split("(", 1)[0]: part for part in chain[: chain.index("\n\n\ndef ")].split("\n    def ")[1:]}
+    seen: set[str] = set()
+    todo = [step]
+    while todo:
+        for called in re.findall(r"self\.(\w+)", bodies.get(todo.pop(), "")):
+            if called not in seen:
+                seen.add(called)
+                todo += [] if called in skip else [called]
+    return seen
+
+
+def test_the_exchange_calling_functions_are_the_ones_the_ceiling_counts() -> None:
+    """Of the chain's steps only mailbox and configure call Exchange; dispatch and the poison path never do."""
+    exchange = {"exchange", "exchange_client"}
+    assert exchange & chain_calls("mailbox") and exchange & chain_calls("configure")
+    assert not exchange & chain_calls("accept")
+    # license reaches Exchange only by settling the request's earlier Exchange writes, which only configure makes,
+    # later in the chain: a license step never has one to settle.
+    assert not exchange & chain_calls("license", skip=frozenset({"_settle_earlier"}))
+    assert not re.search(r"\.exchange\b|exchange_client", (ROOT / "shared" / "dispatch.py").read_text())
+    provision = (ROOT / "functions" / "provision.py").read_text()
+    assert "def wait_for_mailbox(msg" in provision and "def configure_mailbox(msg" in provision
+
+
+def test_azure_yaml_requires_an_azd_whose_bicep_knows_the_graph_extension() -> None:
+    """azure.yaml asks for azd 1.12.0 or later, the first to bring Bicep 0.30.3+, for `extension microsoftGraphV1`."""
+    text = (ROOT / "azure.yaml").read_text()
+    assert re.search(r'^requiredVersions:\n  azd: ">= 1\.12\.0"$', text, flags=re.M)
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    assert config["extensions"]["microsoftGraphV1"].startswith(
+        "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:"
+    )
+    assert "microsoftGraphV1" in bicep("app/permissions.bicep")["extensions"]
+
+
+def test_the_graph_grants_can_be_skipped_by_a_deployer_without_entra_rights() -> None:
+    """EXOPROV_SKIP_GRANTS (false by default) skips permissions.bicep, and EXOPROV_GRANTS_SKIPPED tells the hooks."""
+    main = bicep("main.bicep")
+    parameter = main["parameters"]["skipGraphGrants"]
+    assert parameter["type"] == "bool" and parameter["default"] is False
+    condition = main["modules"]["permissions"]["config"]["condition"]["operator"]
+    assert condition == {"type": "not", "operands": {"bool_value": "skipGraphGrants"}}
+    assert azd_mapping()["skipGraphGrants"] == "${EXOPROV_SKIP_GRANTS=false}"
+    assert main["outputs"]["EXOPROV_GRANTS_SKIPPED"] == {"decorators": [], "type": "bool", "value": "skipGraphGrants"}
+
+
+def test_only_the_skippable_module_declares_the_graph_extension() -> None:
+    """No template but permissions.bicep declares the Graph extension, so skipping it leaves no Graph call."""
+    declaring = {path.name for path in INFRA.rglob("*.bicep") if re.search(r"^extension ", path.read_text(), re.M)}
+    assert declaring == {"permissions.bicep"}
+
+
+def test_subscribed_skus_is_read_with_its_least_privileged_role() -> None:
+    """LicenseAssignment.Read.All reads subscribedSkus; no Organization, Directory or User.ReadWrite role is granted."""
+    assert "LicenseAssignment.Read.All" in GRAPH_APP_ROLES
+    broad = {"Organization.Read.All", "Organization.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+    assert not broad & set(GRAPH_APP_ROLES) and "User.ReadWrite.All" not in GRAPH_APP_ROLES
+    assert "Organization.Read.All" not in (INFRA / "app" / "permissions.bicep").read_text()
+
+
+def test_site_config_keeps_tls_1_2_and_turns_ftp_off() -> None:
+    """siteConfig replaces the module's defaults whole, so it sets minTlsVersion 1.2 and ftpsState Disabled itself."""
+    site_config = bicep("app/api.bicep")["modules"]["site"]["config"]["params"]["siteConfig"]
+    assert site_config == {"alwaysOn": False, "minTlsVersion": "1.2", "ftpsState": "Disabled"}
+
+
+def test_storage_is_locally_redundant_and_defaults_to_entra_auth() -> None:
+    """The storage account is Standard_LRS, not the module's GRS, and the portal defaults to Entra ID for its data."""
+    params = bicep("main.bicep")["modules"]["storage"]["config"]["params"]
+    assert params["skuName"] == "Standard_LRS"
+    assert params["defaultToOAuthAuthentication"] is True and params["minimumTlsVersion"] == "TLS1_2"
+
+
+def test_every_template_parameter_is_an_azd_variable_with_the_same_default() -> None:
+    """Each parameter of main.bicep is mapped in main.parameters.json; an app setting's under its own name."""
+    main = bicep("main.bicep")
+    settings = main["modules"]["api"]["config"]["params"]["appSettings"].items()
+    feeds = {value: setting for setting, value in settings if isinstance(value, str)}  # parameter -> setting
+    mapping = azd_mapping()
+    assert set(mapping) == set(main["parameters"])
+    for name, parameter in main["parameters"].items():
+        if name in {"environmentName", "location"}:
+            continue
+        match = re.fullmatch(r"\$\{(\w+)=(.*)\}", mapping[name])
+        assert match, f"{name} has no azd default: {mapping[name]}"
+        assert match.group(2) == bicep_default(parameter["default"]), name
+        assert match.group(1) == feeds.get(name, match.group(1)), f"{name} feeds {feeds.get(name)}"
+        assert name in feeds or match.group(1).startswith("EXOPROV_"), name
+
+
+def test_the_readme_says_removed_app_settings_stay_on_the_app() -> None:
+    """'Deploy to Azure' warns that an app setting dropped from the template stays, and how to delete it."""
+    section = re.sub(r"\s+", " ", readme_section("Deploy to Azure"))
+    assert "removed from the template **stays on the app**" in section
+    assert "az functionapp config appsettings delete" in section

@@ -8,7 +8,10 @@ param deploymentContainerName string
 param applicationInsightsName string
 param identityId string
 param identityClientId string
-param maximumInstanceCount int = 40
+@description('On-demand instances per per-function scale group (not per app); 1-1000 on Flex Consumption.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 1
 @description('The app\'s own settings; merged with the connection settings below.')
 param appSettings object = {}
 
@@ -63,8 +66,12 @@ module site 'br/public:avm/res/web/site:0.15.1' = {
         version: '3.11'
       }
     }
+    // siteConfig replaces the module's default object (alwaysOn, minTlsVersion 1.2, ftpsState FtpsOnly) whole,
+    // so everything it set is set again here: TLS 1.2 at least, and no FTP at all (Flex deploys from blob).
     siteConfig: {
       alwaysOn: false
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
     }
     appSettingsKeyValuePairs: union(appSettings, connectionSettings)
   }

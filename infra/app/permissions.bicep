@@ -1,7 +1,11 @@
 // Application roles of the app's identity on Microsoft Graph and Office 365 Exchange Online.
 // Managed identities cannot be granted these in the portal; the Graph Bicep extension can.
 // The deployer needs AppRoleAssignment.ReadWrite.All and Application.Read.All (e.g. Privileged
-// Role Administrator); Azure RBAC Owner is not enough.
+// Role Administrator); Azure RBAC Owner is not enough. Without them, set EXOPROV_SKIP_GRANTS=true:
+// main.bicep then skips this module and an Entra administrator grants the same roles afterwards.
+// main.bicep deploys this module only after the function app, so that a brand-new identity has had time
+// to replicate in Entra ID; a grant sent too early fails with "Not a valid reference update"
+// (microsoftgraph/msgraph-bicep-types#193), and running `azd provision` again then completes it.
 extension microsoftGraphV1
 
 param principalId string
@@ -11,7 +15,7 @@ var graphRoles = [
   'User.Read.All' // read the synced user and its licenses
   'User.ReadUpdate.All' // set usageLocation when the user has none
   'LicenseAssignment.ReadWrite.All' // assign and remove the Exchange license
-  'Organization.Read.All' // subscribedSkus: service plans and free units
+  'LicenseAssignment.Read.All' // subscribedSkus: service plans and free units (the ReadWrite role does not cover it)
   'GroupMember.Read.All' // readiness report: synced groups and their member groups
   'OrgContact.Read.All' // readiness report: synced org contacts
 ]

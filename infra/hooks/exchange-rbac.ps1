@@ -8,6 +8,10 @@
   Run by an Exchange administrator in PowerShell 7 with the ExchangeOnlineManagement module.
   Whether the 'Mail Recipients' role carries Set-Mailbox -IsExchangeCloudManaged is not documented:
   afterwards, `exoprov doctor` probes exactly that and says so if it is missing.
+
+  Every object is found by listing and comparing exactly (service principal by AppId, scope and role group
+  by Name), never with `Get-* -Identity <value>`: given a value it cannot resolve, such a call can answer
+  with every object there is, and the script would then reuse the wrong one.
 #>
 param(
   [Parameter(Mandatory)] [string] $AppId,      # the identity's client id (EXOPROV_IDENTITY_CLIENT_ID)
@@ -17,21 +21,30 @@ param(
 $ErrorActionPreference = 'Stop'
 Connect-ExchangeOnline -ShowBanner:$false
 
-$sp = Get-ServicePrincipal -Identity $ObjectId -ErrorAction SilentlyContinue
-if (-not $sp) { $sp = New-ServicePrincipal -AppId $AppId -ObjectId $ObjectId -DisplayName $Name }
+$sp = @(Get-ServicePrincipal | Where-Object { "$($_.AppId)" -eq $AppId })
+if ($sp.Count -gt 1) { throw "$($sp.Count) Exchange service principals have AppId $AppId; remove the extra ones first" }
+if ($sp.Count -eq 0) { $sp = @(New-ServicePrincipal -AppId $AppId -ObjectId $ObjectId -DisplayName $Name) }
+$sp = $sp[0]
+if ("$($sp.ObjectId)" -and "$($sp.ObjectId)" -ne $ObjectId) {
+  throw "the Exchange service principal for AppId $AppId has object id $($sp.ObjectId), not $ObjectId; remove it (Remove-ServicePrincipal) and run this again"
+}
 
 $scopeName = "$Name dir-synced recipients"
-if (-not (Get-ManagementScope -Identity $scopeName -ErrorAction SilentlyContinue)) {
+if (-not @(Get-ManagementScope | Where-Object { $_.Name -eq $scopeName }).Count) {
   # Single quotes: the filter must reach Exchange as written, not expanded by PowerShell.
   New-ManagementScope -Name $scopeName -RecipientRestrictionFilter 'IsDirSynced -eq $true' | Out-Null
 }
 
-$group = Get-RoleGroup -Identity $Name -ErrorAction SilentlyContinue
-if (-not $group) {
-  New-RoleGroup -Name $Name -Roles 'Mail Recipients', 'View-Only Configuration' -CustomRecipientWriteScope $scopeName `
-    -Description 'exoprov: cloud-management sweep and provisioning chain (dir-synced recipients only)' | Out-Null
+$group = @(Get-RoleGroup | Where-Object { $_.Name -eq $Name })
+if (-not $group.Count) {
+  $group = @(New-RoleGroup -Name $Name -Roles 'Mail Recipients', 'View-Only Configuration' -CustomRecipientWriteScope $scopeName `
+    -Description 'exoprov: cloud-management sweep and provisioning chain (dir-synced recipients only)')
 }
-if (-not (Get-RoleGroupMember -Identity $Name | Where-Object { $_.Identity -eq $sp.Identity })) {
-  Add-RoleGroupMember -Identity $Name -Member $sp.Identity
+# The group's own GUID, which cannot resolve to anything else; members compared as text, exactly.
+$groupId = "$($group[0].Guid)"
+if (-not $groupId) { throw "role group '$Name' reports no GUID; add the service principal by hand: Add-RoleGroupMember" }
+$members = @(Get-RoleGroupMember -Identity $groupId | ForEach-Object { "$($_.Identity)"; "$($_.Name)" } | Where-Object { $_ })
+if (-not ($members -contains "$($sp.Identity)" -or $members -contains "$($sp.Name)")) {
+  Add-RoleGroupMember -Identity $groupId -Member "$($sp.Identity)"
 }
 Write-Host "exoprov's identity is a member of role group '$Name' (write scope: $scopeName)."
