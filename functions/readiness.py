@@ -11,13 +11,14 @@ log = logging.getLogger("exoprov.functions")
 
 
 @bp.timer_trigger(schedule="%READINESS_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
-def readiness_report(timer: func.TimerRequest) -> None:
+def readiness_report(timer: func.TimerRequest, context: func.Context) -> None:
     """Write one report (JSON and HTML, for the day and as latest); a failure is raised so the host records it."""
     # Imported here so that indexing the app (cold start) does not pay for the core.
+    from functions.invocation import thread_binder
     from shared.logs import configure_host
     from shared.runtime import run_scheduled_readiness
 
-    configure_host()
+    configure_host(thread_binder(context))
     if timer.past_due:
         log.warning("the readiness timer is past due; running now")
     run_scheduled_readiness()

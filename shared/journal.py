@@ -15,6 +15,7 @@ owner is gone holds the intents a crash left unsettled (see `shared/recovery.py`
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -354,7 +355,9 @@ class Session:
                     except JournalUnavailableError as exc:
                         log.warning("%s; trying again in %.0f s", exc, every)
 
-        threading.Thread(target=beat, name="exoprov-journal-heartbeat", daemon=True).start()
+        threading.Thread(
+            target=contextvars.copy_context().run, args=(beat,), name="exoprov-journal-heartbeat", daemon=True
+        ).start()
 
     def close(self) -> None:
         """Write what waits and mark the session closed; a session with unsettled intents (the run failed

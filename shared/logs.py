@@ -16,7 +16,7 @@ import contextvars
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 __all__ = [
@@ -34,6 +34,11 @@ EVENT_LOGGER = "exoprov.event"  # shared/events.py
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s]: %(message)s"
 _audit = logging.getLogger(AUDIT_LOGGER)
 _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("exoprov_correlation", default="-")
+# On the Functions host: how to tie the current thread to the invocation (set by the adapter, carried into the
+# core's threads with their copied context, and called for each record before the host's handler sees it).
+_thread_binder: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "exoprov_thread_binder", default=None
+)
 
 
 def correlation_id() -> str:
@@ -93,6 +98,9 @@ class CorrelationFilter(logging.Filter):
         self.prefix = prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
+        bind = _thread_binder.get()
+        if bind is not None:
+            bind()
         value = getattr(record, "correlation_id", None) or correlation_id()
         record.correlation_id = value
         if (
@@ -132,9 +140,11 @@ def configure(verbose: bool = False) -> None:
         logger.addHandler(handler)
 
 
-def configure_host() -> None:
+def configure_host(bind_thread: Callable[[], None] | None = None) -> None:
     """On the Functions host: warnings, audit and operational events from exoprov, each message led by its
-    correlation id (event lines excepted)."""
+    correlation id (event lines excepted). `bind_thread` ties a thread of the core to the invocation."""
+    if bind_thread is not None:
+        _thread_binder.set(bind_thread)
     _levels(verbose=False)
     logging.getLogger(EVENT_LOGGER).setLevel(logging.INFO)  # what the alerts and the workbook read
     logging.getLogger("azure").setLevel(logging.WARNING)

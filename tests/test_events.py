@@ -26,6 +26,7 @@ from shared.settings import Settings
 from shared.wiring import Clients
 from tests.chain_helpers import collect_results, exoprov, fresh_clients, request, run_worker, submit
 from tests.conftest import ROOT
+from tests.test_function_app import Invocation
 
 COMMON = [f.name for f in COMMON_FIELDS]
 
@@ -231,7 +232,7 @@ def test_the_sweep_timer_logs_its_run_event_as_the_host_receives_it(env, sandbox
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        timer.get_user_function()(TimerRequest(past_due=False))
+        timer.get_user_function()(TimerRequest(past_due=False), Invocation())
     finally:
         root.removeHandler(handler)
     lines = stream.getvalue().splitlines()

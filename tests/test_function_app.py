@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 from azure.functions import HttpRequest
@@ -14,6 +15,26 @@ from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES
 from shared.settings import Settings
 from shared.wiring import Clients, reset_process_clients
 from tests.conftest import ROOT
+
+
+class ThreadStorage:
+    """The worker's thread-local storage as the adapters see it, recording which thread set which invocation."""
+
+    bound: list[tuple[str, str, object]]
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "bound", [])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.bound.append((threading.current_thread().name, name, value))
+
+
+class Invocation:
+    """What the Python worker passes as `context`: the invocation id, and the thread storage its handler reads."""
+
+    def __init__(self) -> None:
+        self.invocation_id = "3c9e5f1a-0000-4000-8000-000000000001"
+        self.thread_local_storage = ThreadStorage()
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +53,20 @@ def test_the_app_indexes_the_timer_on_the_schedule_setting(functions) -> None:
 
 
 def test_the_timer_runs_one_sweep_in_enforce_mode(functions, env, sandbox, monkeypatch) -> None:
-    """A (past-due) timer tick with ENFORCE_MODE=apply flips the candidates through the process's clients."""
+    """A past-due tick with ENFORCE_MODE=apply flips the candidates; its threads tie their logs to the invocation."""
     monkeypatch.setenv("ENFORCE_MODE", "apply")
+    invocation = Invocation()
     reset_process_clients()
     try:
-        functions["enforce_cloud_managed"].get_user_function()(TimerRequest(past_due=True))
+        functions["enforce_cloud_managed"].get_user_function()(TimerRequest(past_due=True), invocation)
     finally:
         reset_process_clients()
     assert sum(not m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"]) == 0
+    # The writes are logged on the sweep's own threads: each ties itself to the invocation, or the host drops it.
+    threads = {
+        thread for thread, name, value in invocation.thread_local_storage.bound if value == invocation.invocation_id
+    }
+    assert any(thread.startswith("exoprov-sweep") for thread in threads), threads
 
 
 def test_the_readiness_timer_writes_the_report_to_the_reports_container(functions, env, sandbox) -> None:
@@ -49,7 +76,7 @@ def test_the_readiness_timer_writes_the_report_to_the_reports_container(function
     assert trigger["runOnStartup"] is False
     reset_process_clients()
     try:
-        functions["readiness_report"].get_user_function()(TimerRequest(past_due=False))
+        functions["readiness_report"].get_user_function()(TimerRequest(past_due=False), Invocation())
     finally:
         reset_process_clients()
     storage = Clients.from_settings(Settings.from_env()).storage()
@@ -113,7 +140,7 @@ def test_the_accept_trigger_runs_the_chain_step(functions, chain_env, sandbox) -
     try:
         body = json.dumps({"requestId": "fn-1", "userPrincipalName": "UserNoMailNoEXO@contoso.com"}).encode()
         message = QueueMessage(id="m-1", body=body)  # type: ignore[no-untyped-call]
-        functions["accept_request"].get_user_function()(message)
+        functions["accept_request"].get_user_function()(message, Invocation())
         storage = Clients.from_settings(Settings.from_env()).storage()
         (message,) = storage.queue("provision-license").receive_messages()
         assert json.loads(message.content)["request"]["requestId"] == "fn-1"

@@ -9,6 +9,7 @@ source-of-authority state and nesting of each synced group and contact. Each par
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from collections import Counter
@@ -132,7 +133,12 @@ class Reader:
             "contacts": self._contacts,
         }
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness") as pool:
-            for part, future in [(part, pool.submit(read, inventory)) for part, read in parts.items()]:
+            # Each part runs in a copy of this context: its log lines keep the correlation id (and, on the host,
+            # the invocation they belong to).
+            submitted = [
+                (part, pool.submit(contextvars.copy_context().run, read, inventory)) for part, read in parts.items()
+            ]
+            for part, future in submitted:
                 _note(inventory, part, future.exception())
         if not {"mailboxes", "users", "licenses", "organization"} & set(inventory.errors):
             _note(inventory, "mailbox statistics", _attempt(lambda: self._statistics(inventory)))
