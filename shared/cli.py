@@ -32,7 +32,7 @@ SETTINGS_HELP = {
     "not needed with --report)",
     "doctor": "every setting (it checks them all)",
     "worker": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_*, *_WAIT_MINUTES, POLL_*, REPLICATION_WAIT_SECONDS, "
-    "WORKER_*, QUEUE_RETRY_SECONDS, ENFORCE_SCHEDULE and the sweep's settings, HTTP_*",
+    "WORKER_*, QUEUE_RETRY_SECONDS, ENFORCE_SCHEDULE and the sweep's settings, READINESS_SCHEDULE, HTTP_*",
     "submit": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_LICENSE",
     "results": "AzureWebJobsStorage",
     "undo": "the sweep's settings (ENFORCE_EXCLUDE and ENFORCE_MAX_CHANGES apply), AzureWebJobsStorage",
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("doctor", "check settings, identity, permissions and reachability")
 
-    worker = command("worker", "process the provisioning queues and run the sweep on schedule")
+    worker = command("worker", "process the provisioning queues; run the sweep and the readiness report on schedule")
     worker.add_argument(
         "--until-idle",
         action="store_true",
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--timeout", type=_seconds, metavar="S", help="give up after S seconds (exit 3)")
     worker.add_argument("--no-sweep", action="store_true", help="do not run the sweep on ENFORCE_SCHEDULE")
+    worker.add_argument(
+        "--no-readiness", action="store_true", help="do not write the readiness report on READINESS_SCHEDULE"
+    )
 
     submit = command("submit", "validate one provisioning request and put it on the queue")
     source = submit.add_mutually_exclusive_group(required=True)
@@ -203,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_doctor(sys.stdout)
         if args.command == "worker":
-            return _worker(args.until_idle, args.timeout, not args.no_sweep)
+            return _worker(args.until_idle, args.timeout, not args.no_sweep, not args.no_readiness)
         if args.command == "submit":
             return _submit(args)
         if args.command == "results":
@@ -344,11 +347,11 @@ def _write_candidates(path: str, candidates: list[dict[str, str]]) -> None:
         raise ConfigurationError("--csv", f"cannot write {path}: {exc.strerror}") from exc
 
 
-def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
+def _worker(until_idle: bool, timeout: float | None, with_sweep: bool, with_readiness: bool) -> int:
     from shared.cron import Schedule
-    from shared.runtime import run_scheduled_sweep
+    from shared.runtime import run_scheduled_readiness, run_scheduled_sweep
     from shared.wiring import process_clients
-    from shared.worker import Worker
+    from shared.worker import Job, Worker
 
     clients = process_clients()
     settings = clients.settings
@@ -360,8 +363,14 @@ def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
         concurrency=settings.worker_concurrency,
         retry_seconds=settings.queue_retry_seconds,
         lease_seconds=settings.worker_lease_seconds,
-        schedule=Schedule.parse(settings.enforce_schedule) if with_sweep else None,
-        sweep=run_scheduled_sweep if with_sweep else None,
+        jobs=tuple(
+            Job(name, Schedule.parse(schedule), run)
+            for name, schedule, run, wanted in (
+                ("sweep", settings.enforce_schedule, run_scheduled_sweep, with_sweep),
+                ("readiness report", settings.readiness_schedule, run_scheduled_readiness, with_readiness),
+            )
+            if wanted
+        ),
         progress=lambda handled, queued: print(
             f"progress: {handled} message(s) handled, {queued} queued (waiting ones included)", file=sys.stderr
         ),
@@ -369,7 +378,8 @@ def _worker(until_idle: bool, timeout: float | None, with_sweep: bool) -> int:
     worker.install_signal_handlers()
     print(
         f"exoprov worker: {settings.worker_concurrency} at a time; sweep "
-        f"{'on ' + settings.enforce_schedule + ' (UTC)' if with_sweep else 'off'}; Ctrl-C stops",
+        f"{'on ' + settings.enforce_schedule + ' (UTC)' if with_sweep else 'off'}; readiness report "
+        f"{'on ' + settings.readiness_schedule + ' (UTC)' if with_readiness else 'off'}; Ctrl-C stops",
         file=sys.stderr,
     )
     code = worker.run(until_idle=until_idle, timeout=timeout)

@@ -19,11 +19,11 @@ from urllib3 import HTTPHeaderDict
 from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError
 from shared.http import Response, ServiceClient, parse_retry_after, status_error
 
-__all__ = ["BATCH_LIMIT", "BATCH_ROUNDS", "BatchAnswer", "BatchRead", "GraphDirectory"]
+__all__ = ["BATCH_ROUNDS", "GRAPH_BATCH_LIMIT", "BatchAnswer", "BatchRead", "GraphDirectory"]
 
 log = logging.getLogger("exoprov.directory")
 
-BATCH_LIMIT = 20  # Graph's documented maximum of requests in one $batch
+GRAPH_BATCH_LIMIT = 20  # Graph's documented maximum of requests in one $batch
 PAGE_SIZE = 999  # the largest $top the directory listings take
 BATCH_ROUNDS = 6  # a throttled item is sent again in the next batch, at most this many times
 ADVANCED = {"ConsistencyLevel": "eventual"}
@@ -94,8 +94,8 @@ class GraphDirectory:
         pending = list(reads)
         for _ in range(BATCH_ROUNDS):
             throttled: list[BatchRead] = []
-            for start in range(0, len(pending), BATCH_LIMIT):
-                chunk = pending[start : start + BATCH_LIMIT]
+            for start in range(0, len(pending), GRAPH_BATCH_LIMIT):
+                chunk = pending[start : start + GRAPH_BATCH_LIMIT]
                 for read, answer in zip(chunk, self._send(chunk), strict=True):
                     if isinstance(answer.error, ThrottledError):
                         throttled.append(read)

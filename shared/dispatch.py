@@ -29,7 +29,7 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("exoprov.dispatch")
 
-Verdict = Literal["current", "stale", "refused"]
+DeliveryVerdict = Literal["current", "stale", "refused"]
 
 
 class Dispatcher:
@@ -202,7 +202,7 @@ class Dispatcher:
             return None
         return message
 
-    def _verdict(self, state: ChainState | None, message: StepMessage, text: str, queue: str) -> Verdict:
+    def _verdict(self, state: ChainState | None, message: StepMessage, text: str, queue: str) -> DeliveryVerdict:
         """Whether the ledger expects this very message, has moved past it, or never sent it (then it is parked)."""
         if state is not None and state.chain_id == message.chain_id:
             if message.seq < state.cursor:

@@ -22,7 +22,7 @@ from shared.exchange import BATCH_LIMIT, ROLE, Command
 from shared.settings import Settings
 from shared.wiring import Clients
 
-__all__ = ["CHECKS", "Check", "CheckFailed", "Doctor", "Skipped", "run_doctor"]
+__all__ = ["CHECKS", "CheckFailed", "Doctor", "DoctorCheck", "Skipped", "run_doctor"]
 
 GRANT_EXCHANGE_ROLE = (
     "grant the identity the Exchange.ManageAsApp application role: "
@@ -55,7 +55,7 @@ class CheckFailed(Exception):
 
 
 @dataclass(frozen=True)
-class Check:
+class DoctorCheck:
     """One line of the report: its name, the method that runs it, and the checks that must pass first."""
 
     name: str
@@ -75,7 +75,7 @@ class Doctor:
         self.out = out
         self.failures = 0
 
-    def run(self, checks: Sequence[Check]) -> int:
+    def run(self, checks: Sequence[DoctorCheck]) -> int:
         """Run the checks in order, each only if the checks it needs passed; print a summary; the exit code."""
         passed: dict[str, bool] = {}  # a check that did not run is absent, so what needs it does not run either
         for check in checks:
@@ -84,7 +84,7 @@ class Doctor:
         self.out.write("all checks passed\n" if self.failures == 0 else f"{self.failures} check(s) failed\n")
         return 0 if self.failures == 0 else 1
 
-    def _run(self, check: Check) -> bool:
+    def _run(self, check: DoctorCheck) -> bool:
         """Print the check's line (and its fix when it fails); True when it passed or did not apply."""
         try:
             detail = check.run(self)
@@ -291,14 +291,14 @@ class Doctor:
 # The Exchange role and the Graph token are needed by nothing: the API checks after them say what the
 # missing role breaks (or that the API answers anyway, as subscribedSkus does to a higher role such as
 # Organization.Read.All that an older deployment granted instead of LicenseAssignment.Read.All).
-CHECKS: tuple[Check, ...] = (
-    Check("settings", Doctor.check_settings),
-    Check("exchange token", Doctor.check_exchange_token, needs=("settings",)),
-    Check("exchange role", Doctor.check_exchange_role, needs=("exchange token",)),
-    Check("exchange admin api", Doctor.check_exchange_admin_api, needs=("exchange token",)),
-    Check("exchange write cmdlets", Doctor.check_write_cmdlets, needs=("exchange admin api",)),
-    Check("exclusions", Doctor.check_exclusions, needs=("exchange admin api",)),
-    Check("graph token", Doctor.check_graph_token, needs=("exchange token",)),
-    Check("graph api", Doctor.check_graph_api, needs=("exchange token",)),
-    Check("storage", Doctor.check_storage, needs=("exchange token",)),
+CHECKS: tuple[DoctorCheck, ...] = (
+    DoctorCheck("settings", Doctor.check_settings),
+    DoctorCheck("exchange token", Doctor.check_exchange_token, needs=("settings",)),
+    DoctorCheck("exchange role", Doctor.check_exchange_role, needs=("exchange token",)),
+    DoctorCheck("exchange admin api", Doctor.check_exchange_admin_api, needs=("exchange token",)),
+    DoctorCheck("exchange write cmdlets", Doctor.check_write_cmdlets, needs=("exchange admin api",)),
+    DoctorCheck("exclusions", Doctor.check_exclusions, needs=("exchange admin api",)),
+    DoctorCheck("graph token", Doctor.check_graph_token, needs=("exchange token",)),
+    DoctorCheck("graph api", Doctor.check_graph_api, needs=("exchange token",)),
+    DoctorCheck("storage", Doctor.check_storage, needs=("exchange token",)),
 )

@@ -4,8 +4,8 @@
       ├── BearerAuth        authentication: the cached token, and at most one refresh per call after a 401
       │                     (with the service's claims challenge)
       ├── classify()        the retry policy: what one attempt's answer or failure means, as a small typed
-      │                     Outcome (Done, Retry, Refresh, GiveUp); a pure function, no waits and no I/O
-      ├── the loop          applies each Outcome: counts attempts, waits (shared gate, backoff), raises when spent
+      │                     Decision (Done, Retry, Refresh, GiveUp); a pure function, no waits and no I/O
+      ├── the loop          applies each Decision: counts attempts, waits (shared gate, backoff), raises when spent
       ├── InFlightLimit     how many calls may be in flight at once (halved on a concurrency refusal, regrown)
       ├── Clock             now(), sleep(), wall(): every wait and deadline goes through it (tests: a fake clock)
       └── Transport         (method, url, body, headers, timeouts) -> RawResponse, or raises a TransportError:
@@ -70,6 +70,7 @@ __all__ = [
     "THROTTLED",
     "Clock",
     "ConnectFailure",
+    "Decision",
     "Done",
     "GiveUp",
     "Policy",
@@ -123,7 +124,7 @@ class RawResponse:
 
 
 class TransportError(Exception):
-    """A request that got no HTTP answer. It never leaves ServiceClient.request: classify() turns it into an outcome.
+    """A request that got no HTTP answer. It never leaves ServiceClient.request: classify() turns it into a Decision.
 
     Raise a subclass: ConnectFailure when the service provably never saw the request, ReadFailure when it may
     have run it. A bare TransportError is treated as a ReadFailure (nothing proves the request was not run).
@@ -312,7 +313,7 @@ def _is_concurrency_refusal(response: Response) -> bool:
     return response.status >= 400 and CONCURRENCY_TEXT in response.body[:4096].decode("utf-8", "replace")
 
 
-# -- the retry policy: one attempt in, one outcome out ------------------------------------------------------
+# -- the retry policy: one attempt in, one decision out -----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,7 @@ class GiveUp:
     error: ServiceError
 
 
-Outcome = Done | Retry | Refresh | GiveUp
+Decision = Done | Retry | Refresh | GiveUp
 
 
 def classify(
@@ -386,7 +387,7 @@ def classify(
     endpoint: str,
     max_retry_after: float,
     wall: float,
-) -> Outcome:
+) -> Decision:
     """What one attempt's answer (or failure) means for the call; pure: no waits, no I/O, no shared state.
 
     The rules, in order:
@@ -595,7 +596,7 @@ class ServiceClient:
             self._wait_for_gate(context, deadline)
             token = self._auth.token()
             result = self._attempt(method, url, payload, headers, token, context, tries.spent + 1, operation)
-            outcome = classify(
+            decision = classify(
                 result,
                 write=write,
                 tries=tries,
@@ -604,7 +605,7 @@ class ServiceClient:
                 max_retry_after=self.policy.max_retry_after,
                 wall=self.clock.wall(),
             )
-            match outcome:
+            match decision:
                 case Done(response):
                     return response
                 case GiveUp(error):
@@ -614,7 +615,7 @@ class ServiceClient:
                         return response  # the credential handed back the token just refused (its own cache)
                     tries = replace(tries, refreshed=True)
                 case Retry():
-                    tries = self._retry(outcome, tries, context, deadline)
+                    tries = self._retry(decision, tries, context, deadline)
 
     def hold(self, seconds: float) -> None:
         """Send nothing to this service for `seconds` (a Retry-After found inside a $batch item)."""

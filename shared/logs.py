@@ -7,6 +7,8 @@ into each message.
 
 Operational events (logger `exoprov.event`, shared/events.py: one JSON line each for the alerts and the
 workbook) pass at INFO on the Functions host, and on stderr only with -v.
+
+`capture_logs` collects records as plain dicts, for tests (as structlog's `testing.capture_logs` does).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "EVENT_LOGGER",
     "CorrelationFilter",
     "audit",
+    "capture_logs",
     "configure",
     "configure_host",
     "correlation_id",
@@ -157,3 +160,54 @@ def _levels(verbose: bool) -> None:
     logging.getLogger("exoprov").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)  # a record of every write, -v or not
     logging.getLogger(EVENT_LOGGER).setLevel(logging.NOTSET)  # as "exoprov": shown with -v (the host raises it)
+
+
+# What every record has; anything else was set through `extra=` (exoprov's `audit`). The filter's id is
+# already in the dict, and `message` and `asctime` are only left behind by a formatter.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "correlation_id",
+    "message",
+    "asctime",
+}
+_TRACEBACKS = logging.Formatter()
+
+
+class _Capture(logging.Handler):
+    """Appends each record it handles to a list, as a plain dict."""
+
+    def __init__(self, into: list[dict[str, Any]], level: int) -> None:
+        super().__init__(level)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry: dict[str, Any] = {
+            "name": record.name,
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "correlation_id": vars(record)["correlation_id"],  # stamped by the CorrelationFilter on this handler
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS and not k.startswith("_")})
+        if record.exc_info and record.exc_info[0] is not None:  # exc_info=True outside an except: no traceback
+            entry["exception"] = _TRACEBACKS.formatException(record.exc_info)
+        self.into.append(entry)
+
+
+@contextlib.contextmanager
+def capture_logs(logger: str = "exoprov", level: int = logging.INFO) -> Iterator[list[dict[str, Any]]]:
+    """Collect what `logger` and its children log at `level` and above, from any thread, as dicts: name, level,
+    message, correlation_id, the record's `extra=` attributes and, if it has one, the exception's traceback.
+
+    On exit the logger's level and handlers are as they were; `logger=""` captures every logger, through the root.
+    """
+    captured: list[dict[str, Any]] = []
+    handler = _Capture(captured, level)
+    handler.addFilter(CorrelationFilter())
+    target = logging.getLogger(logger)
+    previous = target.level
+    target.addHandler(handler)
+    target.setLevel(level)
+    try:
+        yield captured
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(previous)

@@ -40,7 +40,8 @@ TYPE_DETAILS = {"Shared": "SharedMailbox", "Room": "RoomMailbox", "Equipment": "
 STALE_AFTER_SECONDS = 600.0
 NOT_APPLIED = "not applied: the run ended before recording an outcome, and the object reads {}"
 
-Verdict = tuple[str, str | None]
+# (outcome, error), in the order settlement_line takes them: a read-back is written as it is.
+ReadBack = tuple[str, str | None]
 
 
 @dataclass
@@ -133,10 +134,10 @@ def _settle(
 
 def read_back(
     entries: list[Entry], exchange: Callable[[], ExchangeClient], graph: Callable[[], GraphClient]
-) -> dict[str, Verdict]:
+) -> dict[str, ReadBack]:
     """How each write ended, from the object as the tenant shows it now; an entry whose read failed for now
     (throttled, a 5xx) has no verdict, so that a later run reads it again."""
-    verdicts: dict[str, Verdict] = {}
+    verdicts: dict[str, ReadBack] = {}
     mailboxes = [e for e in entries if e.action in (CLOUD_MANAGED, MAILBOX_TYPE)]
     for start in range(0, len(mailboxes), BATCH_LIMIT):
         verdicts.update(_read_mailboxes(mailboxes[start : start + BATCH_LIMIT], exchange()))
@@ -150,7 +151,7 @@ def read_back(
     return verdicts
 
 
-def _read_mailboxes(entries: list[Entry], exchange: ExchangeClient) -> dict[str, Verdict]:
+def _read_mailboxes(entries: list[Entry], exchange: ExchangeClient) -> dict[str, ReadBack]:
     select = ("IsExchangeCloudManaged", "RecipientTypeDetails")
     commands = [Command("Get-Mailbox", {"Identity": e.target_id}, select) for e in entries]
     try:
@@ -159,7 +160,7 @@ def _read_mailboxes(entries: list[Entry], exchange: ExchangeClient) -> dict[str,
         return {}
     except ExoprovError as exc:
         return {e.entry_id: ("unknown", f"reading it back failed: {first_line(exc)}") for e in entries}
-    verdicts: dict[str, Verdict] = {}
+    verdicts: dict[str, ReadBack] = {}
     for entry, outcome in zip(entries, outcomes, strict=True):
         if isinstance(outcome.error, TransientError):
             continue
@@ -183,7 +184,7 @@ def _read_mailboxes(entries: list[Entry], exchange: ExchangeClient) -> dict[str,
     return verdicts
 
 
-def _read_user(entry: Entry, graph: GraphClient) -> Verdict | None:
+def _read_user(entry: Entry, graph: GraphClient) -> ReadBack | None:
     try:
         user = graph.get_user(entry.target_id)
     except TransientError:

@@ -1,4 +1,5 @@
-"""The standalone runtime: polls the chain's queues, runs the same steps, fires the sweep on schedule.
+"""The standalone runtime: polls the chain's queues, runs the same steps, fires the sweep and the readiness
+report on their schedules.
 
 It applies the Functions host's rules (host.json) to the letter: a failed message becomes visible
 again after the retry delay, and after MAX_DEQUEUE_COUNT deliveries it moves to `<queue>-poison`.
@@ -25,7 +26,7 @@ from shared.errors import ExoprovError, StorageUnavailableError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
-__all__ = ["Worker"]
+__all__ = ["Job", "Worker"]
 
 log = logging.getLogger("exoprov.worker")
 
@@ -33,6 +34,15 @@ IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when
 IDLE_PROGRESS_SECONDS = 60.0
 RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived
 EXIT_OK, EXIT_TIMEOUT = 0, 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the worker runs on a schedule, as the Functions timers do: the sweep, the readiness report."""
+
+    name: str
+    schedule: Schedule
+    run: Callable[[], Any]
 
 
 @dataclass
@@ -44,8 +54,7 @@ class Worker:
     concurrency: int = 4
     retry_seconds: int = 30
     lease_seconds: int = 45  # a message in hand stays invisible this long, renewed; a killed worker's returns after it
-    schedule: Schedule | None = None
-    sweep: Callable[[], Any] | None = None
+    jobs: tuple[Job, ...] = ()
     clock: Callable[[], float] = time.monotonic
     progress: Callable[[int, int], None] | None = None  # (messages handled, messages still queued)
     progress_every: float = 2.0
@@ -66,12 +75,12 @@ class Worker:
     def run(self, *, until_idle: bool = False, timeout: float | None = None) -> int:
         """Process messages until stopped, idle (with `until_idle`) or out of time (exit 3)."""
         started = self.clock()
-        next_sweep = self._next_sweep()
+        due = {job.name: _next_run(job) for job in self.jobs}
+        running: dict[str, Future[None]] = {}
         idle_wait = 0.1
-        sweeping: Future[None] | None = None
         last_progress = last_said = started
         last_counts = (-1, -1)
-        with ThreadPoolExecutor(self.concurrency + 1, "exoprov-worker") as pool:
+        with ThreadPoolExecutor(self.concurrency + len(self.jobs), "exoprov-worker") as pool:
             while not self._stop.is_set():
                 self._in_flight = {f for f in self._in_flight if not f.done()}
                 try:
@@ -80,9 +89,11 @@ class Worker:
                     log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
                     self._stop.wait(IDLE_POLL_MAX)
                     continue
-                if next_sweep is not None and datetime.now(UTC) >= next_sweep and (sweeping is None or sweeping.done()):
-                    sweeping = pool.submit(self._run_sweep)
-                    next_sweep = self._next_sweep()
+                for job in self.jobs:
+                    busy = job.name in running and not running[job.name].done()
+                    if datetime.now(UTC) >= due[job.name] and not busy:  # a run still going skips its next turn
+                        running[job.name] = pool.submit(_run_job, job)
+                        due[job.name] = _next_run(job)
                 if until_idle and not took and not self._in_flight and self._pending() == 0:
                     log.info("all queues are empty; %d message(s) handled", self.handled)
                     return EXIT_OK
@@ -190,18 +201,17 @@ class Worker:
         client.delete_message(settle)
         self.handled += 1
 
-    def _next_sweep(self) -> datetime | None:
-        if self.schedule is None or self.sweep is None:
-            return None
-        return self.schedule.next_after(datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
 
-    def _run_sweep(self) -> None:
-        assert self.sweep is not None
-        with correlation_scope():
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("the scheduled sweep failed; the next one runs on schedule")
+def _next_run(job: Job) -> datetime:
+    return job.schedule.next_after(datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
+
+
+def _run_job(job: Job) -> None:
+    with correlation_scope():
+        try:
+            job.run()
+        except Exception:
+            log.exception("the scheduled %s failed; the next one runs on schedule", job.name)
 
 
 def _storage_trouble(exc: BaseException) -> bool:

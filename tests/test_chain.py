@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytest
 
+from shared.logs import capture_logs
 from shared.queues import REQUESTS, UNREADABLE
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 from tests.conftest import CHAIN_SETTINGS, SandboxHandle
@@ -89,31 +89,17 @@ def batch(sandbox_process: SandboxHandle, azurite) -> dict[str, Any]:
         empty_storage(clients.storage())
         submit(clients, *BATCH_REQUESTS[:-1])
         submit(clients, BATCH_REQUESTS[-1], base64_encoded=True)
-        handler = _Capture()
-        logging.getLogger("exoprov").addHandler(handler)
-        logging.getLogger("exoprov").setLevel(logging.INFO)
-        try:
+        with capture_logs() as logs:
             exit_code = run_worker(clients)
-        finally:
-            logging.getLogger("exoprov").removeHandler(handler)
         return {
             "exit": exit_code,
             "results": collect_results(clients),
             "stats": sandbox_process.stats(),
             "licenses": sandbox_process.licenses(),
             "mailboxes": {m["upn"]: m for m in sandbox_process.mailboxes()},
-            "audit": [r.__dict__["audit"] for r in handler.records if "audit" in r.__dict__],
+            "audit": [entry["audit"] for entry in logs if "audit" in entry],
             "knobs": sandbox_process.knobs(),
         }
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def only(batch: dict[str, Any], request_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import io
 import pytest
 
 from shared.auth import GRAPH_APP_ROLES
-from shared.doctor import CHECKS, Check, CheckFailed, Doctor, Skipped, run_doctor
+from shared.doctor import CHECKS, CheckFailed, Doctor, DoctorCheck, Skipped, run_doctor
 
 EXCHANGE = "https://outlook.office365.com"
 GRAPH = "https://graph.microsoft.com"
@@ -45,11 +45,11 @@ def test_every_check_needs_only_checks_declared_before_it() -> None:
 def test_a_check_runs_only_when_the_checks_it_needs_passed_or_did_not_apply() -> None:
     """A skipped check lets what needs it run; a failed one silences what needs it, and what needs that in turn."""
     checks = [
-        Check("a", does_not_apply),
-        Check("b", fails, needs=("a",)),
-        Check("c", passes, needs=("b",)),
-        Check("d", passes, needs=("a",)),
-        Check("e", passes, needs=("c",)),
+        DoctorCheck("a", does_not_apply),
+        DoctorCheck("b", fails, needs=("a",)),
+        DoctorCheck("c", passes, needs=("b",)),
+        DoctorCheck("d", passes, needs=("a",)),
+        DoctorCheck("e", passes, needs=("c",)),
     ]
     out = io.StringIO()
     assert Doctor(out).run(checks) == 1

@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from pycep import BicepParser
 from shared.errors import ExoprovError, JournalUnavailableError
 from shared.events import COMMON_FIELDS, EVENTS, PREFIX, emit
 from shared.journal import Journal
-from shared.logs import EVENT_LOGGER, configure_host, correlation_scope
+from shared.logs import EVENT_LOGGER, capture_logs, configure_host, correlation_scope
 from shared.runs import run_sweep
 from shared.runtime import run_scheduled_readiness, run_scheduled_sweep
 from shared.settings import Settings
@@ -35,15 +35,15 @@ Events = Callable[[str], list[dict[str, Any]]]
 
 
 @pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Events:
+def events() -> Iterator[Events]:
     """`events(name)`: the payloads of that event logged so far in the test, in order, from any thread."""
-    caplog.set_level(logging.INFO, logger=EVENT_LOGGER)
+    with capture_logs(EVENT_LOGGER) as logs:
 
-    def logged(name: str) -> list[dict[str, Any]]:
-        payloads = [_payload(r.getMessage()) for r in caplog.records if r.name == EVENT_LOGGER]
-        return [p for p in payloads if p["event"] == name]
+        def logged(name: str) -> list[dict[str, Any]]:
+            payloads = [_payload(entry["message"]) for entry in logs]
+            return [p for p in payloads if p["event"] == name]
 
-    return logged
+        yield logged
 
 
 def _payload(line: str) -> dict[str, Any]:

@@ -102,6 +102,15 @@ def test_a_shared_module_exports_every_name_imported_from_it(module: str) -> Non
     assert hidden == {}, f"imported from shared.{module} but not in its __all__: {hidden}"
 
 
+def test_no_name_is_exported_by_two_modules_of_shared() -> None:
+    """No two modules of shared/ export one name, so a name taken from shared/ means one thing wherever it is read."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for module in MODULES:
+        for name in importlib.import_module(f"shared.{module}").__all__:
+            owners[name].append(module)
+    assert {name: modules for name, modules in owners.items() if len(modules) > 1} == {}
+
+
 def test_the_import_scan_finds_from_imports_and_module_attributes() -> None:
     """The scan finds names taken by `from shared.x import name` and by `from shared import x` then `x.name`."""
     assert "Settings" in IMPORTED["settings"]

@@ -4,45 +4,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sandbox.azurite import DEV_KEY
 from shared.cli import main
 from shared.errors import UnexpectedAnswerError
+from shared.logs import capture_logs
 from shared.runs import run_sweep
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 
 
-class _Everything(logging.Handler):
-    """Keeps every record of every logger, fully formatted, exceptions included."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record) + repr(getattr(record, "audit", "")))
-
-
 @pytest.fixture
-def all_logs() -> Iterator[_Everything]:
-    handler = _Everything()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
+def all_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every record of every logger at DEBUG, with its attributes and traceback."""
+    with capture_logs(logger="", level=logging.DEBUG) as logs:
+        yield logs
+
+
+def _text(logs: list[dict[str, Any]]) -> str:
+    """Every value of every captured record (message, traceback, extras such as an audit event), one per line."""
+    return "\n".join(str(value) for entry in logs for value in entry.values())
 
 
 def test_no_token_key_or_identity_secret_in_any_log_of_a_chain_and_a_sweep(
-    chain_env, sandbox, all_logs, capsys
+    chain_env, sandbox, all_logs: list[dict[str, Any]], capsys
 ) -> None:
     """A full chain, a sweep and the doctor, logged at DEBUG by every library: no secret appears anywhere."""
     sandbox.add_user(upn="logged@contoso.com", usageLocation="DE")
@@ -59,8 +47,8 @@ def test_no_token_key_or_identity_secret_in_any_log_of_a_chain_and_a_sweep(
         chain_env["IDENTITY_HEADER"],
         DEV_KEY,
     ]
-    text = "\n".join(all_logs.lines) + output.out + output.err
-    assert len(all_logs.lines) > 50  # the capture really saw the run
+    text = _text(all_logs) + output.out + output.err
+    assert len(all_logs) > 50  # the capture really saw the run
     for secret in secrets:
         assert secret not in text
         assert secret[:40] not in text  # not even a prefix of it
@@ -82,7 +70,9 @@ def test_each_token_goes_to_its_own_service_only(env, sandbox) -> None:
     assert sandbox.stats()["tokens"] == {"https://outlook.office365.com": 1, "https://graph.microsoft.com": 1}
 
 
-def test_the_certificate_password_never_shows(env, tmp_path, monkeypatch, all_logs, capsys) -> None:
+def test_the_certificate_password_never_shows(
+    env, tmp_path, monkeypatch, all_logs: list[dict[str, Any]], capsys
+) -> None:
     """With a (broken) certificate configured, failures are explained without revealing its password."""
     cert = tmp_path / "app.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n")
@@ -97,5 +87,5 @@ def test_the_certificate_password_never_shows(env, tmp_path, monkeypatch, all_lo
         and "cannot load" in output.out
         and "AZURE_CLIENT_CERTIFICATE_PASSWORD" in output.out
     )
-    assert "Tr0ub4dor" not in output.out + output.err + "\n".join(all_logs.lines)
+    assert "Tr0ub4dor" not in output.out + output.err + _text(all_logs)
     assert "Tr0ub4dor" not in repr(Settings.from_env())

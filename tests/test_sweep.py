@@ -8,6 +8,7 @@ import pytest
 
 from shared.enforcement import ListedMailbox, make_plan
 from shared.errors import PermissionDeniedError
+from shared.logs import capture_logs
 from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
@@ -218,13 +219,11 @@ def test_progress_reaches_the_total(env, sandbox) -> None:
     assert seen[-1] == (6, 6) and len(seen) == 6
 
 
-def test_every_flip_leaves_one_audit_event_with_the_run_correlation_id(env, sandbox, caplog) -> None:
+def test_every_flip_leaves_one_audit_event_with_the_run_correlation_id(env, sandbox) -> None:
     """Each mailbox the sweep flips emits one structured audit event (before false, after true) tagged with the run."""
-    import logging
-
-    caplog.set_level(logging.INFO, logger="exoprov.audit")
-    report = run_sweep(apply=True)
-    events = [r.__dict__["audit"] for r in caplog.records if "audit" in r.__dict__]
+    with capture_logs("exoprov.audit") as logs:
+        report = run_sweep(apply=True)
+    events = [entry["audit"] for entry in logs]
     assert len(events) == report.changed == 6
     assert all(e["before"] is False and e["after"] is True and e["correlationId"] == report.run_id for e in events)
     assert len({e["target"] for e in events}) == 6

@@ -1,4 +1,4 @@
-"""The standalone worker as a process: clean shutdown on signals, and the sweep on its schedule."""
+"""The standalone worker as a process: clean shutdown on signals, and the sweep and the report on their schedules."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def start_worker(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def stopped(worker: subprocess.Popen[str]) -> str:
+    """Kill the worker if it still runs (a failed assertion), and return what it wrote to stderr."""
+    if worker.poll() is None:
+        worker.kill()
+    assert worker.stderr is not None
+    text = worker.stderr.read()
+    worker.stderr.close()
+    return text
+
+
 def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> None:
     """SIGTERM while a step is in flight: the step completes, its next message is sent, the worker exits 0."""
     sandbox.knobs(replication_lag=0)  # this test is about the step in hand, not about waiting for Entra
@@ -37,11 +47,7 @@ def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> 
         os.kill(worker.pid, signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-        assert worker.stderr is not None
-        stderr = worker.stderr.read()
-        worker.stderr.close()
+        stderr = stopped(worker)
     assert "stopping: finishing 1 message(s) in hand" in stderr
     # The license step in hand at SIGTERM finished: the license is on, and the mailbox step is queued (delayed).
     assert sandbox.licenses()["slowpoke@contoso.com"] == ["4b9405b0-7788-4568-add1-99614e613b69"]
@@ -66,6 +72,22 @@ def test_the_worker_runs_the_sweep_on_its_schedule(chain_env, sandbox, monkeypat
         m["cloudManaged"] for m in sandbox.mailboxes() if m["dirSynced"] and m["upn"] != "UserExcluded@contoso.com"
     )
     assert collect_results(fresh_clients()) == {}
+
+
+def test_the_worker_writes_the_readiness_report_on_its_schedule(chain_env, sandbox, monkeypatch) -> None:
+    """With READINESS_SCHEDULE every second, the worker stores the report as the Functions timer does, reading only."""
+    monkeypatch.setenv("READINESS_SCHEDULE", "* * * * * *")
+    container = fresh_clients().storage().reports_container
+    for blob in container.list_blobs():
+        container.delete_blob(blob.name)
+    worker = start_worker("--no-sweep", "--timeout", "3")
+    try:
+        assert worker.wait(timeout=30) == 3
+    finally:
+        stderr = stopped(worker)
+    assert "readiness report on * * * * * * (UTC)" in stderr
+    assert {"readiness/latest.json", "readiness/latest.html"} <= {blob.name for blob in container.list_blobs()}
+    assert not [name for name in sandbox.stats()["commands"] if not name.startswith("Get-")]
 
 
 def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env, sandbox) -> None:

@@ -37,7 +37,7 @@ __all__ = ["CONTACT_STATE_VERSION", "HYBRID_COMMANDS", "Reader", "parse_size"]
 log = logging.getLogger("exoprov.readiness")
 T = TypeVar("T")
 
-MAILBOX_SELECT = (
+READINESS_MAILBOX_SELECT = (
     "ExternalDirectoryObjectId",
     "UserPrincipalName",
     "DisplayName",
@@ -145,7 +145,7 @@ class Reader:
         return inventory
 
     def _mailboxes(self, inventory: Inventory) -> None:
-        command = Command("Get-Mailbox", {"ResultSize": "Unlimited"}, MAILBOX_SELECT)
+        command = Command("Get-Mailbox", {"ResultSize": "Unlimited"}, READINESS_MAILBOX_SELECT)
         inventory.mailboxes = self._listing(command, MailboxFacts.from_record, MailboxFacts.REQUIRED)
 
     def _mail_users(self, inventory: Inventory) -> None:

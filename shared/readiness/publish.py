@@ -15,7 +15,7 @@ from shared.readiness.model import ReadinessReport
 __all__ = ["publish"]
 
 log = logging.getLogger("exoprov.readiness")
-PREFIX = "readiness/"
+BLOB_PREFIX = "readiness/"
 
 
 def publish(report: ReadinessReport, storage: Storage) -> list[str]:
@@ -32,7 +32,7 @@ def publish(report: ReadinessReport, storage: Storage) -> list[str]:
     try:
         for stem in (day, "latest"):
             for extension, (body, content_type) in bodies.items():
-                name = f"{PREFIX}{stem}.{extension}"
+                name = f"{BLOB_PREFIX}{stem}.{extension}"
                 settings = ContentSettings(content_type=content_type)
                 try:
                     storage.reports_container.upload_blob(name, body, overwrite=True, content_settings=settings)
