@@ -18,12 +18,11 @@ queryable (`parse_json`), costs nothing at start, and reads the same on stderr. 
 message; `EVENTS` below is their one definition, and tests/test_events.py checks that every field a query
 of the templates reads is one of them.
 
-Only a line logged on the thread that runs the function reaches Application Insights: the host keeps a
-worker's log only when its invocation id is one the host is executing (azure-functions-host,
-`GrpcWorkerChannel.Log`), and the Python worker knows the id only on that thread. So the events are
-emitted there, `journal_error` excepted: a journal write that fails on the sweep's journal thread reaches
-the alerts as the `run` event's `journalError`, and a failed heartbeat is retried, its lines appended at
-close, on the function's thread.
+The host keeps a worker's log line only when its invocation id is one the host is executing
+(azure-functions-host, `GrpcWorkerChannel.Log`). The events are emitted on the function's own thread, and
+the core's other threads tie themselves to the invocation (functions/invocation.py), so a `journal_error`
+from the sweep's journal thread arrives too; a journal failure during a run therefore shows twice, as a
+`journal_error` and as the `run` event's `journalError`.
 
 Nothing secret goes in: ids, counts, codes and the first line of a storage error, never a token or a UPN.
 """

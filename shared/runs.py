@@ -15,7 +15,7 @@ from shared.logs import correlation_scope
 from shared.recovery import settle_runs
 from shared.wiring import Clients
 
-__all__ = ["run_sweep", "run_undo"]
+__all__ = ["could_not_start", "run_sweep", "run_undo"]
 
 log = logging.getLogger("exoprov.runs")
 
@@ -92,6 +92,12 @@ def _as_run(
         report.notes += closing
         _ended(kind, run_id, report.mode, report, report.duration_seconds, None)
     return report
+
+
+def could_not_start(kind: str, error: Exception) -> None:
+    """The `run` event of a run that never began (its settings or its clients failed), so the alert on failed
+    runs fires for the likeliest failure after a deployment too, not only the no-sweep alert hours later."""
+    _ended(kind, new_run_id(), "unknown", None, 0.0, error)
 
 
 def _ended(kind: str, run_id: str, mode: str, report: Report | None, seconds: float, error: Exception | None) -> None:

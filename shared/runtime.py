@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from shared.enforcement import Report
+from shared.errors import ExoprovError
 from shared.events import emit
-from shared.runs import run_sweep
+from shared.runs import could_not_start, run_sweep
 from shared.wiring import process_clients
 
 __all__ = ["handle_poison_message", "handle_queue_message", "run_scheduled_readiness", "run_scheduled_sweep"]
@@ -17,7 +18,11 @@ log = logging.getLogger("exoprov.runtime")
 def run_scheduled_sweep() -> Report:
     """One sweep in ENFORCE_MODE with the process's clients; the report is logged as one line (and as the
     `run` event the alerts read, by `run_sweep`)."""
-    clients = process_clients()
+    try:
+        clients = process_clients()
+    except ExoprovError as exc:
+        could_not_start("sweep", exc)
+        raise
     report = run_sweep(clients, apply=clients.settings.enforce_mode == "apply")
     log.warning(
         "sweep %s (%s): %d candidates, %d changed, %d failed, brake %s, complete %s",

@@ -23,7 +23,7 @@ from shared.logs import EVENT_LOGGER, capture_logs, configure_host, correlation_
 from shared.runs import run_sweep
 from shared.runtime import run_scheduled_readiness, run_scheduled_sweep
 from shared.settings import Settings
-from shared.wiring import Clients
+from shared.wiring import Clients, reset_process_clients
 from tests.chain_helpers import collect_results, exoprov, fresh_clients, request, run_worker, submit
 from tests.conftest import ROOT
 from tests.test_function_app import Invocation
@@ -100,6 +100,20 @@ def test_a_sweep_that_raises_is_a_run_event_with_the_error_and_no_figures(env, s
     assert event["error"].startswith(f"{type(raised.value).__name__}: ")
     assert event["runId"] == event["correlationId"] and event["mode"] == "report"
     assert event["candidates"] is None and event["complete"] is None and event["durationSeconds"] >= 0
+
+
+def test_a_sweep_whose_settings_are_wrong_is_a_failed_run_event_too(env, sandbox, events, monkeypatch):
+    """A wrong app setting stops the timer before any run begins; the failed-run alert still gets its event."""
+    monkeypatch.setenv("ENFORCE_MAX_CHANGES", "abc")
+    reset_process_clients()
+    try:
+        with pytest.raises(ExoprovError):
+            run_scheduled_sweep()
+    finally:
+        reset_process_clients()
+    (event,) = events("run")
+    assert event["error"].startswith("ConfigurationError: ") and "ENFORCE_MAX_CHANGES" in event["error"]
+    assert event["mode"] == "unknown" and event["candidates"] is None
 
 
 # -- the result event -----------------------------------------------------------------------------------------
@@ -308,7 +322,9 @@ def queries() -> dict[str, str]:
     found = {}
     for group in ("rules", "panels"):
         for item in variables[group]["value"]:
-            found[f"{group}.{item['name']}"] = _resolve(item["query"], variables)
+            query = _resolve(item["query"], variables)
+            # A parameter's expression (the no-sweep window) is only a number in the KQL: the default stands in.
+            found[f"{group}.{item['name']}"] = query.replace("${2 * sweepIntervalHours}", "8")
     return found
 
 

@@ -93,11 +93,13 @@ var rules = [
     displayName: 'exoprov: no sweep report for ${2 * sweepIntervalHours} hours'
     description: 'No scheduled sweep ended (well or badly) in twice its interval of ${sweepIntervalHours} hours: the timer does not fire, the app is stopped, or it cannot start. It also fires once after the first deployment until the first scheduled sweep has run.'
     severity: 1
-    query: '${sweeps} | project timestamp, runId = tostring(e.runId)'
+    // A log alert's window takes only fixed values (PT1M-PT6H, P1D, P2D), so the rule reads two days and the
+    // query keeps the last 2 x interval hours itself: any interval of 1 to 24 hours works.
+    query: '${sweeps} | where timestamp > ago(${2 * sweepIntervalHours}h) | project timestamp, runId = tostring(e.runId)'
     operator: 'LessThan'
     threshold: 1
     evaluationFrequency: 'PT1H'
-    windowSize: 'PT${2 * sweepIntervalHours}H'
+    windowSize: 'P2D'
     autoMitigate: true
   }
   {

@@ -20,7 +20,8 @@ say() { printf '%s\n' "$1"; }
 warn() { printf '%s\n' "$1" >&2; }
 fail() { printf '%s\n' "$1" >&2; exit 1; }
 # Ids go into request files and printed commands: accept nothing but a GUID.
-is_guid() { printf '%s' "$1" | grep -Eq '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$'; }
+# The length first: grep matches line by line, so a value of several lines could hide a GUID among them.
+is_guid() { [ "${#1}" -eq 36 ] && printf '%s' "$1" | grep -Eq '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$'; }
 
 # Template ids from Learn, "Microsoft Entra built-in roles". A built-in role's definition id is its template
 # id in every tenant, so there is no lookup by display name (which is what broke first on Windows).
@@ -107,6 +108,8 @@ if ! work=$(mktemp -d); then
   fail "postprovision: could not create a temporary directory for the request files."
 fi
 trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT  # dash runs the EXIT trap on exit, not when a signal ends the script
+trap 'exit 143' TERM
 printf '{"%s": "principalId eq %s and roleDefinitionId eq %s"}\n' '$filter' "'$principal'" "'$role_id'" >"$work/filter.json"
 if ! existing=$(az rest --method GET --url "$graph/roleAssignments" --uri-parameters "@$work/filter.json" --query "value[0].id" --output tsv); then
   fail "postprovision: reading the identity's directory role assignments failed ('az rest --method GET', message above); run 'az login --tenant $tenant' as a Privileged Role Administrator, then 'azd hooks run postprovision'."
