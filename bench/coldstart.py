@@ -34,11 +34,11 @@ class ImportTime:
         return self.milliseconds / self.baseline_milliseconds if self.baseline_milliseconds else None
 
 
-def import_ms(modules: str) -> float:
-    """Median over RUNS fresh interpreters of the cumulative import time of the listed top-level modules."""
+def import_ms(modules: str, runs: int = RUNS) -> float:
+    """Median over `runs` fresh interpreters of the cumulative import time of the listed top-level modules."""
     names = [m.strip() for m in modules.split(",")]
     totals = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", f"import {modules}"],
             cwd=ROOT,
@@ -56,14 +56,14 @@ def import_ms(modules: str) -> float:
     return statistics.median(totals)
 
 
-def measure() -> list[ImportTime]:
-    rows = [ImportTime(name, import_ms(name), import_ms(deps)) for name, deps in CASES.items()]
-    rows += [ImportTime(label, import_ms(modules)) for label, modules in FULL_PATHS.items()]
+def measure(runs: int = RUNS) -> list[ImportTime]:
+    rows = [ImportTime(name, import_ms(name, runs), import_ms(deps, runs)) for name, deps in CASES.items()]
+    rows += [ImportTime(label, import_ms(modules, runs)) for label, modules in FULL_PATHS.items()]
     return rows
 
 
-def coldstart_table(rows: list[ImportTime]) -> str:
-    lines = ["| import | time (median of 7) | bare dependencies | ratio |", "|---|---:|---:|---:|"]
+def coldstart_table(rows: list[ImportTime], runs: int = RUNS) -> str:
+    lines = [f"| import | time (median of {runs}) | bare dependencies | ratio |", "|---|---:|---:|---:|"]
     for row in rows:
         base = f"{row.baseline_milliseconds:.0f} ms" if row.baseline_milliseconds else "-"
         ratio = f"{row.ratio:.2f}x" if row.ratio else "-"

@@ -11,6 +11,10 @@ from shared.queues import REQUESTS, UNREADABLE
 from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
 from tests.conftest import CHAIN_SETTINGS, SandboxHandle
 
+# One worker runs every test of this module: the batch below (a worker run of ~17 s) is then made once,
+# not once per pytest-xdist process that happens to get one of its tests.
+pytestmark = pytest.mark.xdist_group("chain-batch")
+
 # Users created "on-premises" for the batch, as AD would hand them to directory sync.
 BATCH_USERS: list[dict[str, Any]] = [
     {"upn": "new.nomail@contoso.com", "usageLocation": "DE"},
