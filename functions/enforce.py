@@ -14,11 +14,10 @@ log = logging.getLogger("exoprov.functions")
 def enforce_cloud_managed(timer: func.TimerRequest, context: func.Context) -> None:
     """Run one sweep; a failure is logged with its report and raised so the host records it."""
     # Imported here so that indexing the app (cold start) does not pay for the core.
-    from functions.invocation import thread_binder
-    from shared.logs import configure_host
+    from functions.invocation import enter
     from shared.runtime import run_scheduled_sweep
 
-    configure_host(thread_binder(context))
+    enter(context)
     if timer.past_due:
         log.warning("the sweep timer is past due; running now")
     run_scheduled_sweep()

@@ -1,18 +1,18 @@
-"""Tie the core's own threads to the invocation, so that the Functions host keeps what they log."""
+"""What every adapter does first on the host: logging set up for this invocation, the core's threads included."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import azure.functions as func
 
 
-def thread_binder(context: func.Context) -> Callable[[], None]:
-    """A callable that marks the calling thread as this invocation's (Learn, Python developer guide: "Logging
-    from created threads"); the host drops a record whose thread names no running invocation."""
+def enter(context: func.Context) -> None:
+    """Host logging (shared.logs.configure_host), with the core's own threads tied to this invocation: the host
+    drops a record whose thread names no running invocation (Learn, Python guide: "Logging from created threads")."""
+    # Imported here so that indexing the app (cold start) does not pay for the core.
+    from shared.logs import configure_host
 
     def bind() -> None:
         # setattr: azure-functions types thread_local_storage as the threading.local class, not an instance.
         setattr(context.thread_local_storage, "invocation_id", context.invocation_id)  # noqa: B010
 
-    return bind
+    configure_host(bind)

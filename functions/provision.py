@@ -13,20 +13,18 @@ CONNECTION = "AzureWebJobsStorage"
 
 def _step(queue: str, msg: func.QueueMessage, context: func.Context) -> None:
     # Imported here so that indexing the app (cold start) does not pay for the core.
-    from functions.invocation import thread_binder
-    from shared.logs import configure_host
+    from functions.invocation import enter
     from shared.runtime import handle_queue_message
 
-    configure_host(thread_binder(context))
+    enter(context)
     handle_queue_message(queue, msg.get_body(), msg.id or "")
 
 
 def _poison(queue: str, msg: func.QueueMessage, context: func.Context) -> None:
-    from functions.invocation import thread_binder
-    from shared.logs import configure_host
+    from functions.invocation import enter
     from shared.runtime import handle_poison_message
 
-    configure_host(thread_binder(context))
+    enter(context)
     handle_poison_message(queue, msg.get_body())
 
 

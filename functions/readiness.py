@@ -14,11 +14,10 @@ log = logging.getLogger("exoprov.functions")
 def readiness_report(timer: func.TimerRequest, context: func.Context) -> None:
     """Write one report (JSON and HTML, for the day and as latest); a failure is raised so the host records it."""
     # Imported here so that indexing the app (cold start) does not pay for the core.
-    from functions.invocation import thread_binder
-    from shared.logs import configure_host
+    from functions.invocation import enter
     from shared.runtime import run_scheduled_readiness
 
-    configure_host(thread_binder(context))
+    enter(context)
     if timer.past_due:
         log.warning("the readiness timer is past due; running now")
     run_scheduled_readiness()

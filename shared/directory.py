@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 from urllib3 import HTTPHeaderDict
 
-from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError
-from shared.http import Response, ServiceClient, parse_retry_after, status_error
+from shared.errors import ExoprovError, ThrottledError, UnexpectedAnswerError
+from shared.graph import error_message, map_graph_error
+from shared.http import RETRY_AFTER_CAP_SECONDS, Response, ServiceClient, parse_retry_after
 
 __all__ = ["BATCH_ROUNDS", "GRAPH_BATCH_LIMIT", "BatchAnswer", "BatchRead", "GraphDirectory"]
 
@@ -139,32 +140,16 @@ class GraphDirectory:
         return answers
 
 
-def _message(payload: Any, status: int) -> str:
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    return f"HTTP {status}"
-
-
 def _payload(response: Response, role: str) -> dict[str, Any]:
     payload = response.json()
     if 200 <= response.status < 300 and isinstance(payload, dict):
         return payload
-    raise _error(response, _message(payload, response.status), role)
+    raise map_graph_error(response, payload, write=False, role=role)
 
 
 def _item_error(response: Response, body: Any, read: BatchRead) -> ExoprovError:
-    if response.status == 429 or (response.status == 503 and "Retry-After" in response.headers):
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), 300.0)
-        return ThrottledError(_message(body, response.status), response.context, retry_after)
-    return _error(response, _message(body, response.status), read.role)
-
-
-def _error(response: Response, message: str, role: str) -> ExoprovError:
-    if response.status in (401, 403):
-        return PermissionDeniedError(
-            f"Graph denied {response.context.operation}: {message}. The identity needs the Graph application "
-            f"role {role}",
-            response.context,
-        )
-    return status_error(response, message, write=False)
+    if response.status == 503 and "Retry-After" in response.headers:
+        # A 503 that says when to come back is throttling, as classify() takes a whole answer of that kind.
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), RETRY_AFTER_CAP_SECONDS)
+        return ThrottledError(error_message(body, response.status), response.context, retry_after)
+    return map_graph_error(response, body, write=False, role=read.role)

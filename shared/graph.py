@@ -23,7 +23,7 @@ from shared.errors import (
 )
 from shared.http import Response, ServiceClient, status_error
 
-__all__ = ["USER_SELECT", "GraphClient", "GraphUser", "Sku", "map_graph_error"]
+__all__ = ["USER_SELECT", "error_message", "GraphClient", "GraphUser", "map_graph_error", "Sku"]
 
 USER_SELECT = (
     "id",
@@ -205,15 +205,21 @@ class GraphClient:
         raise map_graph_error(response, payload, write=write)
 
 
-def map_graph_error(response: Response, payload: Any, *, write: bool) -> ExoprovError:
-    """Turn a failed Graph answer into the exception the chain acts on (match on substrings, not codes).
+def error_message(payload: Any, status: int) -> str:
+    """What a failed Graph answer says: `error.message`, or the bare status when it says nothing."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    return str(error.get("message") or f"HTTP {status}")
+
+
+def map_graph_error(response: Response, payload: Any, *, write: bool, role: str | None = None) -> ExoprovError:
+    """Turn a failed Graph answer into the exception the chain acts on (match on substrings, not codes); a
+    refusal names `role` when the call needs just that one.
 
     What the message does not settle goes by the status table Exchange uses too (`status_error`): a 5xx to a
     write (`write`) is an OutcomeUnknownError, since Graph may have applied it before failing.
     """
-    error = payload.get("error") if isinstance(payload, dict) else None
-    error = error if isinstance(error, dict) else {}
-    message = str(error.get("message") or f"HTTP {response.status}")
+    message = error_message(payload, response.status)
     context = response.context
     if "invalid usage location" in message:
         return UsageLocationError(message, context)
@@ -222,9 +228,9 @@ def map_graph_error(response: Response, payload: Any, *, write: bool) -> Exoprov
     if "inherited from a group membership" in message:
         return LicenseInheritedError(message, context)
     if response.status in (401, 403):
+        needed = f"role {role}" if role else f"roles {', '.join(GRAPH_APP_ROLES[:-1])} and {GRAPH_APP_ROLES[-1]}"
         return PermissionDeniedError(
-            f"Graph denied {context.operation}: {message}. The identity needs the Graph application roles "
-            f"{', '.join(GRAPH_APP_ROLES[:-1])} and {GRAPH_APP_ROLES[-1]}",
+            f"Graph denied {context.operation}: {message}. The identity needs the Graph application {needed}",
             context,
         )
     return status_error(response, message, write=write)

@@ -24,7 +24,6 @@ timeouts and connection handling underneath, in Urllib3Transport.
 from __future__ import annotations
 
 import email.utils
-import itertools
 import json
 import logging
 import random
@@ -545,7 +544,7 @@ class ServiceClient:
         self.in_flight = InFlightLimit(self.policy.max_in_flight)
         self._not_before = 0.0
         self._gate = threading.Lock()
-        self._sent = itertools.count()
+        self._counting = threading.Lock()
         self.sent = 0  # requests that went out (attempts, retries included): what a report says it cost
 
     def request(
@@ -634,7 +633,8 @@ class ServiceClient:
     ) -> Response | TransportError:
         """One trip through the transport, under the in-flight limit, logged in one line."""
         started = self.clock.now()
-        self.sent = next(self._sent) + 1
+        with self._counting:  # several threads send at once: a plain += could lose one
+            self.sent += 1
         result: Response | TransportError
         try:
             with self.in_flight:

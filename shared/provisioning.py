@@ -33,11 +33,12 @@ from shared.exchange import Command, ExchangeClient
 from shared.graph import GraphClient, GraphUser, Sku
 from shared.journal import Journal, Session
 from shared.logs import audit
+from shared.mailbox_rules import SHARED_LICENSE_FREE_BYTES, has_archive, size_bytes
 from shared.messages import MailboxBefore, Request, Result, StepMessage, parse_request_text
 from shared.recovery import CLOUD_MANAGED, LICENSE_ADD, LICENSE_REMOVE, MAILBOX_TYPE, USAGE_LOCATION, settle_request
 from shared.settings import Settings, license_allowed
 
-__all__ = ["Chain", "Finish", "Next", "StepOutcome", "UnreadableMessage", "backoff", "has_archive"]
+__all__ = ["Chain", "Finish", "Next", "StepOutcome", "UnreadableMessage", "backoff"]
 
 log = logging.getLogger("exoprov.provisioning")
 
@@ -53,7 +54,6 @@ MAILBOX_SELECT = (
     "LitigationHoldEnabled",
 )
 SET_MAILBOX_TYPE = {"Shared": "Shared", "Room": "Room", "Equipment": "Equipment"}
-SHARED_LICENSE_FREE_BYTES = 50 * 1024**3  # a shared mailbox needs no license below 50 GB
 TRANSIENT_RETRIES = 8  # a step's own retries of transient errors, before the queue's (host.json) take over
 # Waiting for Entra replication: seconds, not the minutes of POLL_*; first look again after 1 s, then 2, 4 ...
 LAG_POLL_FIRST_SECONDS = 1.0
@@ -529,7 +529,7 @@ class Chain:
         if box.get("LitigationHoldEnabled") is True:
             return "the mailbox is on litigation hold"
         (stats,) = self.exchange.invoke(Command("Get-MailboxStatistics", {"Identity": user_id})).value
-        size = _bytes(str(stats.get("TotalItemSize", "")))
+        size = size_bytes(stats.get("TotalItemSize"))
         if size is None:
             return f"its size could not be read ({stats.get('TotalItemSize')!r})"
         if size >= SHARED_LICENSE_FREE_BYTES:
@@ -543,25 +543,3 @@ class Chain:
 def backoff(first: float, most: float, attempt: int) -> float:
     """`first` doubled `attempt` times, at most `most`; safe for any attempt count (2**1100 overflows a float)."""
     return min(most, first * 2.0 ** min(attempt, 60))
-
-
-def has_archive(box: dict[str, Any]) -> bool:
-    """Whether the mailbox has an archive; on synced mailboxes ArchiveStatus can read None while one exists.
-
-    Any of the properties saying so is enough: a license kept by mistake costs money, one removed by mistake data.
-    """
-    guid = str(box.get("ArchiveGuid") or "").strip("{}")
-    return (
-        guid.replace("0", "").replace("-", "") != ""
-        or bool(box.get("ArchiveDatabase"))
-        or box.get("ArchiveState") not in (None, "", "None")
-        or box.get("ArchiveStatus") not in (None, "", "None")
-    )
-
-
-def _bytes(total_item_size: str) -> int | None:
-    """The byte count Exchange prints in parentheses: "1.2 GB (1,288,490,188 bytes)"."""
-    if "(" not in total_item_size:
-        return None
-    digits = total_item_size.rsplit("(", 1)[1].split("bytes")[0].replace(",", "").strip()
-    return int(digits) if digits.isdigit() else None

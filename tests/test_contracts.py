@@ -46,7 +46,7 @@ from shared.exchange import APP_ANCHOR, Command, _result, batch_items, map_error
 from shared.graph import USER_SELECT as USER_SELECT_FIELDS
 from shared.graph import GraphUser, Sku, map_graph_error
 from shared.http import Response, _is_throttle, parse_retry_after
-from shared.provisioning import has_archive
+from shared.mailbox_rules import has_archive
 from shared.wiring import Clients
 from tests.conftest import ROOT, SandboxHandle
 

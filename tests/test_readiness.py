@@ -153,6 +153,18 @@ def fresh_report(sandbox: SandboxHandle, settings_env: dict[str, str], seed: Any
     return build_report(Clients.from_settings(Settings.from_env()))
 
 
+def readiness_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`exoprov readiness ARGS` as a person runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "readiness", *args],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def found(report: ReadinessReport) -> dict[str, tuple[str, list[str]]]:
     return {check.id: (check.status, [finding.name for finding in check.objects]) for check in report.checks}
 
@@ -246,14 +258,7 @@ def test_the_command_prints_the_table_writes_the_files_and_exits_4_when_not_read
     """`exoprov readiness --html --csv` prints the verdict and every check, writes both exports, and exits 4."""
     sandbox.reset(readiness_seed())
     html, csv_dir = tmp_path / "report.html", tmp_path / "csv"
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "readiness", "--html", str(html), "--csv", str(csv_dir)],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = readiness_command(env, "--html", str(html), "--csv", str(csv_dir))
     assert done.returncode == 4, done.stderr
     assert "NOT READY: 3 fail, 5 warn, 1 manual, 1 pass" in done.stdout
     for check_id in TRUTH:
@@ -266,14 +271,7 @@ def test_the_command_prints_the_table_writes_the_files_and_exits_4_when_not_read
 def test_the_command_exits_0_for_a_ready_tenant(sandbox: SandboxHandle, env: dict[str, str]) -> None:
     """A ready tenant: the verdict says so and the exit code is 0, so a script can gate on it."""
     sandbox.reset(READY_SEED)
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "readiness", "--json"],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = readiness_command(env, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ready"] is True
 

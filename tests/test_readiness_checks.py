@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.graph import Sku
+from shared.mailbox_rules import size_bytes
 from shared.readiness.checks import SweepScope, run_checks
-from shared.readiness.collect import parse_size
 from shared.readiness.inventory import (
     ZERO_GUID,
     DirectoryObject,
@@ -184,10 +184,10 @@ def test_primary_address_drift_compares_without_case() -> None:
 
 def test_exchange_sizes_are_read_from_their_byte_count() -> None:
     """TotalItemSize is a display text; only its byte count is trusted."""
-    assert parse_size("1.234 GB (1,324,567,890 bytes)") == 1_324_567_890
-    assert parse_size("0 B (0 bytes)") == 0
-    assert parse_size("Unlimited") is None
-    assert parse_size(None) is None
+    assert size_bytes("1.234 GB (1,324,567,890 bytes)") == 1_324_567_890
+    assert size_bytes("0 B (0 bytes)") == 0
+    assert size_bytes("Unlimited") is None
+    assert size_bytes(None) is None
 
 
 def test_an_unreadable_organization_makes_its_checks_manual_instead_of_failing_the_report() -> None:

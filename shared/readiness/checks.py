@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from shared.mailbox_rules import RESOURCE_TYPES, SHARED_LICENSE_FREE_BYTES
 from shared.readiness.inventory import DirectoryObject, Inventory, MailboxFacts, UserFacts
 from shared.readiness.model import CHECK_IDS, Check, Finding, Status, Tally
 
-__all__ = ["SHARED_LICENSE_FREE_BYTES", "SweepScope", "run_checks", "tally"]
+__all__ = ["SweepScope", "run_checks", "tally"]
 
-SHARED_LICENSE_FREE_BYTES = 50 * 1024**3  # a shared mailbox needs no license up to 50 GB
-RESOURCE_TYPES = ("SharedMailbox", "RoomMailbox", "EquipmentMailbox")
 USER_TYPES = ("UserMailbox",)
 TYPE_KIND = {
     "UserMailbox": "user mailbox",

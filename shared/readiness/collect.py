@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from shared.enforcement import DIR_SYNCED_FILTER, TENANT_DEFAULT_PROPERTY, list_
 from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError, first_line
 from shared.exchange import BATCH_LIMIT, BatchItem, Command, ExchangeClient
 from shared.graph import GraphClient
+from shared.mailbox_rules import RESOURCE_TYPES, size_bytes
 from shared.readiness.inventory import (
     DirectoryObject,
     Inventory,
@@ -32,7 +32,7 @@ from shared.readiness.inventory import (
     missing,
 )
 
-__all__ = ["CONTACT_STATE_VERSION", "HYBRID_COMMANDS", "Reader", "parse_size"]
+__all__ = ["CONTACT_STATE_VERSION", "HYBRID_COMMANDS", "Reader"]
 
 log = logging.getLogger("exoprov.readiness")
 T = TypeVar("T")
@@ -79,7 +79,6 @@ HYBRID_COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # The wizard names its organization relationships after the direction and the on-premises organization's GUID.
 HCW_RELATIONSHIP_PREFIXES = ("o365 to on-premises", "on-premises to o365")
-RESOURCE_TYPES = ("SharedMailbox", "RoomMailbox", "EquipmentMailbox")
 GROUP_SELECT = "id,displayName,mail,mailEnabled,securityEnabled,groupTypes,onPremisesSyncEnabled"
 CONTACT_SELECT = "id,displayName,mail,onPremisesSyncEnabled"
 # Contacts' onPremisesSyncBehavior is a preview: in the v1.0 metadata, documented on beta only. Read on v1.0,
@@ -94,7 +93,6 @@ ROLES = {
     "group state": "Group-OnPremisesSyncBehavior.ReadWrite.All",
     "contact state": "Contacts-OnPremisesSyncBehavior.ReadWrite.All",
 }
-SIZE_BYTES = re.compile(r"\(([\d,.\s]+) bytes\)")
 
 
 class Reader:
@@ -324,16 +322,7 @@ class Reader:
                     log.warning("the size of %s could not be read: %s", mailbox.label, reason)
                     inventory.sizes[mailbox.id] = None
                     continue
-                inventory.sizes[mailbox.id] = parse_size((item.result.value or [{}])[0].get("TotalItemSize"))
-
-
-def parse_size(value: Any) -> int | None:
-    """Bytes from Exchange's size text, "1.234 GB (1,324,567,890 bytes)"; None when it has no byte count."""
-    match = SIZE_BYTES.search(str(value or ""))
-    if not match:
-        return None
-    digits = re.sub(r"\D", "", match.group(1))
-    return int(digits) if digits else None
+                inventory.sizes[mailbox.id] = size_bytes((item.result.value or [{}])[0].get("TotalItemSize"))
 
 
 def _leftover(cmdlet: str, record: dict[str, Any], hybrid_domains: set[str]) -> tuple[str, str, str] | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.enforcement import exclusion_keys
 from shared.graph import Sku
+from shared.mailbox_rules import has_archive
 
 __all__ = [
     "ZERO_GUID",
@@ -56,7 +57,6 @@ class MailboxFacts:
             holds.append("retention label hold")
         if record.get("DelayHoldApplied") is True:
             holds.append("delay hold")
-        archive_guid = str(record.get("ArchiveGuid") or ZERO_GUID)
         needs_sweep = record.get("IsDirSynced") is True and record.get("IsExchangeCloudManaged") is not True
         return cls(
             id=str(record["ExternalDirectoryObjectId"]).lower(),
@@ -66,8 +66,7 @@ class MailboxFacts:
             recipient_type=str(record.get("RecipientTypeDetails") or ""),
             dir_synced=record.get("IsDirSynced") is True,
             cloud_managed=record.get("IsExchangeCloudManaged") is True,
-            # The archive exists when its GUID is set; ArchiveStatus can read None for a live archive.
-            archive=archive_guid != ZERO_GUID,
+            archive=has_archive(record),
             holds=tuple(holds),
             # Only a mailbox the sweep still has to flip is matched against ENFORCE_EXCLUDE: keep the others small.
             exclusion_keys=exclusion_keys(record) if needs_sweep else frozenset(),
