@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.authority_bench import authority_table, run_authority
 from bench.chain_bench import calls_table, run_chain
 from bench.coldstart import coldstart_table, measure
 from bench.common import ROOT, Tenant, machine
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-serial", action="store_true", help="skip the (slow) serial pipeline")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--coldstart-runs", type=int, default=7, help="fresh interpreters per import measured")
+    parser.add_argument("--groups", type=int, default=10000, help="synced groups for the group sweep")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     started = time.monotonic()
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         groups, contacts = int(largest * READINESS_GROUPS_PER_MAILBOX), int(largest * READINESS_CONTACTS_PER_MAILBOX)
         log(f"readiness: {largest:,} mailboxes, {groups:,} synced groups, {contacts:,} contacts")
         readiness = [run_readiness(tenant, largest, groups, contacts, log)]
+        log(f"groups: {args.groups:,} synced security groups, nested in threes, converted")
+        authority = [run_authority(tenant, azurite, args.groups, log)]
         log(f"cold start: python -X importtime, {args.coldstart_runs} runs each")
         imports = measure(args.coldstart_runs)
     finally:
@@ -142,6 +146,16 @@ together (target: at most 10, plus the waiting polls):
 and Graph writes.
 
 {readiness_table(readiness)}
+
+## Groups: moving the source of authority
+
+`exoprov sweep --apply --json` with `ENFORCE_OBJECTS=groups` and no brake on {args.groups:,} synced security
+groups nested in chains of three ({LATENCY * 1000:.0f} ms per request; no read lag). Expected requests =
+listing pages + ceil(2 x groups / 20) batches of reads (state and member groups) + per level ceil(groups in
+it / 20) PATCH batches and as many read-back batches. Graph writes are what the sandbox counted (each
+PATCH item one); "children first" checks the order the sandbox recorded against the plan's levels.
+
+{authority_table(authority)}
 
 ## Cold start
 

@@ -54,8 +54,13 @@ param enforceMaxChanges string = '500'
 param enforceRecipientTypes string = 'UserMailbox,SharedMailbox,RoomMailbox,EquipmentMailbox'
 @description('Exchange calls in flight from one process (one instance), 1-16; README "Instances, settings and re-runs".')
 param enforceConcurrency string = '2'
-@description('UPNs, SMTP addresses or ExternalDirectoryObjectIds the sweep never touches, comma-separated.')
+@description('UPNs, SMTP addresses, object ids or name:<display name> the sweep never touches, comma-separated.')
 param enforceExclude string = ''
+@description('What the sweep makes cloud-managed: mailboxes, groups, contacts (comma-separated). groups and contacts also grant their Graph onPremisesSyncBehavior roles.')
+param enforceObjects string = 'mailboxes'
+@description('true lets the group sweep convert distribution lists and mail-enabled security groups too.')
+@allowed(['true', 'false'])
+param enforceMailEnabledGroups string = 'false'
 @description('SKU part numbers or skuIds that provisioning requests may ask for, comma-separated.')
 param allowedLicenses string = 'EXCHANGESTANDARD'
 param defaultLicense string = 'EXCHANGESTANDARD'
@@ -208,6 +213,8 @@ module api './app/api.bicep' = {
       ENFORCE_SCHEDULE: enforceSchedule
       READINESS_SCHEDULE: readinessSchedule
       ENFORCE_MODE: enforceMode
+      ENFORCE_OBJECTS: enforceObjects
+      ENFORCE_MAIL_ENABLED_GROUPS: enforceMailEnabledGroups
       ENFORCE_MAX_CHANGES: enforceMaxChanges
       ENFORCE_RECIPIENT_TYPES: enforceRecipientTypes
       ENFORCE_EXCLUDE: enforceExclude
@@ -254,6 +261,7 @@ module permissions './app/permissions.bicep' = if (!skipGraphGrants) {
   scope: rg
   params: {
     principalId: identity.outputs.principalId
+    enforceObjects: enforceObjects
   }
   dependsOn: [
     api

@@ -52,6 +52,21 @@ class SandboxControl:
     def rotate_keys(self) -> None:
         self._call("POST", "rotate-keys", {})
 
+    def authority_log(self) -> list[dict[str, Any]]:
+        """Each PATCH of onPremisesSyncBehavior that changed a source of authority, in the order applied:
+        {"kind": "groups"|"contacts", "id", "name", "isCloudManaged", "at"}."""
+        result: list[dict[str, Any]] = self._call("GET", "authority-log")
+        return result
+
+    def directory_state(self) -> dict[str, Any]:
+        """The tenant's groups (with their members' names) and contacts, with their sources of authority."""
+        result: dict[str, Any] = self._call("GET", "directory-state")
+        return result
+
+    def resync(self) -> None:
+        """Run a sync cycle now: every rolled-back group and contact is taken over by AD again."""
+        self._call("POST", "resync", {})
+
     def _call(self, method: str, name: str, body: Any = None) -> Any:
         response = self._http.request(
             method,

@@ -2,8 +2,9 @@
 
 Starts the sandbox and Azurite, points exoprov at them exactly as Azure would (managed-identity
 endpoint, service endpoints, a storage connection string), runs `exoprov doctor`, the sweep in report
-mode and with --apply, then submits a small HR batch, runs the worker until the queues are empty, writes
-the readiness report (.run/readiness.html) and prints the results. Everything it started is stopped again by process id.
+mode and with --apply, the group and contact sweep in report mode, then submits a small HR batch, runs
+the worker until the queues are empty, writes the readiness report (.run/readiness.html) and prints the
+results. Everything it started is stopped again by process id.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def _steps(env: dict[str, str]) -> int:
         ("exoprov sweep            (report mode: changes nothing)", ["sweep"]),
         ("exoprov sweep --apply    (ENFORCE_EXCLUDE=vip@contoso.com)", ["sweep", "--apply"]),
         ("exoprov sweep            (again: nothing left to do)", ["sweep"]),
+        (
+            "ENFORCE_OBJECTS=groups,contacts exoprov sweep    (their source of authority, through Graph; report mode)",
+            ["sweep", "--report"],
+        ),
         ("exoprov journal          (every write, with its run)", ["journal"]),
         ("exoprov undo --run ID    (the apply run: what undo would set back; changes nothing)", ["undo"]),
         (
@@ -99,6 +104,9 @@ def _steps(env: dict[str, str]) -> int:
             code = 0
         elif args == ["undo"]:
             code = subprocess.call(EXOPROV + ["undo", "--run", _last_run(env)], cwd=ROOT, env=env)
+        elif title.startswith("ENFORCE_OBJECTS="):
+            objects = title.split()[0].split("=", 1)[1]
+            code = subprocess.call(EXOPROV + args, cwd=ROOT, env={**env, "ENFORCE_OBJECTS": objects})
         else:
             code = subprocess.call(EXOPROV + args, cwd=ROOT, env=env)
         if args and args[0] == "readiness" and code == EXIT_NOT_READY:

@@ -67,8 +67,18 @@ class Knobs:
     graph_fault_503_rate: float = 0.0
     # A Graph $batch item answered 429 with its own Retry-After while the batch itself answers 200.
     graph_batch_item_429_rate: float = 0.0
+    # A write item of a Graph $batch applied, then answered 503 without Retry-After: the client cannot know the outcome.
+    graph_batch_item_503_after_write_rate: float = 0.0
     # onPremisesSyncBehavior answered in the shape of Learn's example ({"value": {...}}) instead of a plain entity.
     graph_sync_behavior_wrapped: bool = False
+    # PATCH onPremisesSyncBehavior answered 200 with the entity (an earlier version of Learn's page) instead of 204.
+    graph_sync_behavior_patch_200: bool = False
+    # For this long after a PATCH, reads of onPremisesSyncBehavior still show the value from before it. Third-party
+    # scripts re-read up to 6 x 2 s; nothing documents a lag, so it is off by default.
+    authority_read_lag: float = 0.0
+    # A rollback of a source of authority completes at the next sync cycle, this long after the PATCH (Connect
+    # Sync runs every 30 minutes; short here so that tests can watch it, or call SandboxControl.resync()).
+    sync_cycle_seconds: float = 30.0
     seed: int = 7
     denied_cmdlets: list[str] = field(default_factory=list)  # outside the identity's Exchange RBAC: 403
     roles: dict[str, list[str]] = field(default_factory=_default_roles)

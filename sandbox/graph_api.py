@@ -1,5 +1,6 @@
 """Microsoft Graph as the sandbox serves it: the chain's user, subscribedSkus and assignLicense calls, and the
-readiness report's directory reads (users, groups, contacts, nested groups, source of authority) and $batch.
+readiness report's directory reads (users, groups, contacts, group members, source of authority), the move of a
+source of authority to the cloud and back (PATCH onPremisesSyncBehavior), and $batch.
 
 Entra is eventually consistent, and so is this: a write is visible to reads only after the replication
 lag, a user that a read just returned can still be unknown to a write, and assignLicense answers with the
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from sandbox.exchange_api import Reply
 from sandbox.faults import Dice, Knobs, Stats
-from sandbox.tenant import Contact, Group, Tenant, User
+from sandbox.tenant import Contact, Group, Tenant, User, shown_cloud_managed, sync_enabled
 
 # Which app roles allow which call (least privilege first); any one of them suffices.
 ROLES = {
@@ -64,6 +65,17 @@ DEFAULT_PROPERTIES = (
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 AUTHORITY_PATH = re.compile(r"^/v1\.0/(groups|contacts)/([^/]+)/onPremisesSyncBehavior$")
 MEMBER_GROUPS_PATH = re.compile(r"^/v1\.0/groups/([^/]+)/members/microsoft\.graph\.group$")
+MEMBERS_PATH = re.compile(r"^/v1\.0/groups/([^/]+)/members$")
+OBJECT_PATH = re.compile(r"^/v1\.0/(groups|contacts)/([^/]+)$")
+# What GET groups/{id}/members may $select (every member type has some of them; a member shows those it has).
+MEMBER_PROPERTIES = (
+    "id",
+    "displayName",
+    "onPremisesSyncEnabled",
+    "onPremisesSecurityIdentifier",
+    "mail",
+    "userPrincipalName",
+)
 # The only $filter the sandbox evaluates: onPremisesSyncEnabled compared with a literal, possibly under not().
 SYNC_FILTER = re.compile(r"^\s*(not\s*\(\s*)?(\w+)\s+(eq|ne)\s+(true|false|null)\s*(\)?)\s*$", re.IGNORECASE)
 MAX_PAGE = 999  # directory listings: default 100, at most 999 (List users, List groups, List group members)
@@ -71,6 +83,10 @@ MAX_BATCH = 20  # JSON batching: "currently limited to 20 individual requests"
 SAFE_IN_QUERY = "$,()'"  # left as they are in nextLinks, as Graph's own links show them
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 NOT_ALLOWED = "Specified HTTP method is not allowed for the request target."
+WRITE_ITEM_METHODS = frozenset({"POST", "PATCH", "PUT"})
+# Graph's batch validation, quoted in pnp/pnpcore's Teams code: a write item needs a Content-Type header and a body
+# (Learn's JSON batching: "When the body is supplied, a Content-Type header must be included.").
+NO_CONTENT_TYPE = "Write request id : {} does not contain Content-Type header or body."
 ADVANCED_ONLY = (
     "Operator '{}' is not supported because the required parameters might be missing. Try adding $count=true query "
     "parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more "
@@ -135,6 +151,7 @@ USERS = Collection(
         "usageLocation",
         "accountEnabled",
         "onPremisesSyncEnabled",
+        "onPremisesSecurityIdentifier",
         "assignedLicenses",
         "licenseAssignmentStates",
     ),
@@ -144,16 +161,16 @@ GROUPS = Collection(
     "groups",
     "microsoft.graph.group",
     "Group",
-    (*GROUP_DEFAULTS, "securityEnabled", "onPremisesSyncEnabled"),
-    (*GROUP_DEFAULTS, "securityEnabled", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"),
+    (*GROUP_DEFAULTS, "securityEnabled", "proxyAddresses", "onPremisesSyncEnabled"),
+    (*GROUP_DEFAULTS, "securityEnabled", "proxyAddresses", "onPremisesSyncEnabled", "onPremisesSecurityIdentifier"),
 )
 CONTACT_DEFAULTS = ("id", "displayName", "givenName", "surname", "companyName", "mail", "mailNickname")
 CONTACTS = Collection(
     "contacts",
     "microsoft.graph.orgContact",
     "OrgContact",
-    (*CONTACT_DEFAULTS, "onPremisesSyncEnabled"),
-    (*CONTACT_DEFAULTS, "onPremisesSyncEnabled"),
+    (*CONTACT_DEFAULTS, "proxyAddresses", "onPremisesSyncEnabled"),
+    (*CONTACT_DEFAULTS, "proxyAddresses", "onPremisesSyncEnabled"),
 )
 COLLECTIONS = {f"/v1.0/{c.name}": c for c in (USERS, GROUPS, CONTACTS)}
 COLLECTION_ROLES = {"users": "read", "groups": "groups", "contacts": "contacts"}
@@ -228,10 +245,21 @@ class GraphApi:
         collection = COLLECTIONS.get(call.path)
         authority = AUTHORITY_PATH.match(call.path)
         member_groups = MEMBER_GROUPS_PATH.match(call.path)
-        if collection is None and authority is None and member_groups is None:
+        members = MEMBERS_PATH.match(call.path)
+        single = OBJECT_PATH.match(call.path)
+        if collection is None and authority is None and member_groups is None and members is None and single is None:
             return None
+        self.tenant.settle_authority()  # a sync cycle that has come takes rolled-back objects over before any read
+        if authority is not None and call.method == "PATCH":
+            kind, key = authority.group(1), unquote(authority.group(2))
+            return self._allowed(call.roles, f"{kind} authority") or self._change_authority(call, kind, key)
         if call.method != "GET":
             return self._error(405, "Request_BadRequest", NOT_ALLOWED)
+        if members is not None:
+            return self._allowed(call.roles, "members") or self._members(call, unquote(members.group(1)))
+        if single is not None:
+            kind, key = single.group(1), unquote(single.group(2))
+            return self._allowed(call.roles, COLLECTION_ROLES[kind]) or self._object(call, kind, key)
         if collection is not None:
             return self._allowed(call.roles, COLLECTION_ROLES[collection.name]) or self._list(
                 call, collection, *self._rows(collection), call.path
@@ -292,13 +320,9 @@ class GraphApi:
                 return refusal
         assert isinstance(top, int) and isinstance(offset, int) and callable(keep)
         selected = _names(call.param("$select"))
-        unknown = [name for name in selected if name not in collection.properties]
-        if unknown:
-            return self._error(
-                400,
-                "Request_BadRequest",
-                f"Could not find a property named '{unknown[0]}' on type '{collection.entity}'.",
-            )
+        bad_select = self._unknown_property(collection, selected)
+        if bad_select is not None:
+            return bad_select
         names = selected or collection.defaults
         # Only a filter needs every object shown; a plain listing shows the page it serves (tenants are large).
         rows = [show(o) for o in objects] if call.param("$filter") else objects
@@ -387,7 +411,32 @@ class GraphApi:
 
     def _directory_object(self, kind: str, key: str) -> Group | Contact | None:
         objects: dict[str, Any] = self.tenant.groups if kind == "groups" else self.tenant.contacts
+        exact: Group | Contact | None = objects.get(key)  # by id first: a generated tenant can hold 10,000 groups
+        if exact is not None:
+            return exact
         return next((found for found in objects.values() if found.id.lower() == key.lower()), None)
+
+    def _unknown_property(self, collection: Collection, selected: tuple[str, ...]) -> Reply | None:
+        """Graph's refusal of a $select naming a property the type does not have, or None."""
+        unknown = [name for name in selected if name not in collection.properties]
+        if not unknown:
+            return None
+        message = f"Could not find a property named '{unknown[0]}' on type '{collection.entity}'."
+        return self._error(400, "Request_BadRequest", message)
+
+    def _object(self, call: Call, kind: str, key: str) -> Reply:
+        """GET {groups|contacts}/{id}?$select=...: one object (Learn "Get group", "Get orgContact"); 404 when gone."""
+        found = self._directory_object(kind, key)
+        if found is None:
+            return self._not_found(key)
+        collection = GROUPS if kind == "groups" else CONTACTS
+        selected = _names(call.param("$select"))
+        refusal = self._unknown_property(collection, selected)
+        if refusal is not None:
+            return refusal
+        row = _group_json(found) if isinstance(found, Group) else _contact_json(found)
+        context = f"{call.root}/$metadata#{kind}" + (f"({','.join(selected)})" if selected else "") + "/$entity"
+        return Reply.json(200, {"@odata.context": context, **{n: row[n] for n in selected or collection.defaults}})
 
     def _authority(self, call: Call, kind: str, key: str) -> Reply:
         """GET {groups|contacts}/{id}/onPremisesSyncBehavior: whether the object's source of authority is the cloud.
@@ -404,7 +453,9 @@ class GraphApi:
                 "Request_BadRequest",
                 f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.onPremisesSyncBehavior'.",
             )
-        entity = {"id": found.id, "isCloudManaged": found.cloud_managed}
+        # For authority_read_lag seconds after a PATCH a read still shows the old value (third-party scripts re-read up
+        # to 6 x 2 s; nothing documents a lag, so it is off by default).
+        entity = {"id": found.id, "isCloudManaged": shown_cloud_managed(found, self.tenant.clock())}
         if self.knobs.graph_sync_behavior_wrapped:
             # The shape of Learn's example answer, which no capture confirms: a client must read both.
             return Reply.json(200, {"value": {"@odata.type": "#microsoft.graph.onPremisesSyncBehavior", **entity}})
@@ -412,6 +463,94 @@ class GraphApi:
         context = f"{call.root}/$metadata#{kind}('{found.id}')/onPremisesSyncBehavior"
         context += (f"({','.join(selected)})" if selected else "") + "/$entity"
         return Reply.json(200, {"@odata.context": context, **{name: entity[name] for name in names}})
+
+    def _change_authority(self, call: Call, kind: str, key: str) -> Reply:
+        """PATCH {groups|contacts}/{id}/onPremisesSyncBehavior {"isCloudManaged": bool}: 204, or 200 with the entity
+        under knob graph_sync_behavior_patch_200 (the current beta page says 204, an earlier version 200)."""
+        body = call.body
+        allowed = {"isCloudManaged", "@odata.type"}
+        if not isinstance(body, dict) or not isinstance(body.get("isCloudManaged"), bool) or set(body) - allowed:
+            # Unverified refusal (no error of this endpoint is documented); the product always sends a JSON boolean,
+            # while Microsoft's own sample script sends the string "true".
+            return self._error(
+                400,
+                "Request_BadRequest",
+                "Invalid value for property 'isCloudManaged' of type 'microsoft.graph.onPremisesSyncBehavior': "
+                "a JSON boolean is required.",
+            )
+        found = self._directory_object(kind, key)
+        if found is None:
+            return self._not_found(key)
+        outcome = self.tenant.change_authority(
+            kind,
+            found,
+            body["isCloudManaged"],
+            cycle=self.knobs.sync_cycle_seconds,
+            read_lag=self.knobs.authority_read_lag,
+        )
+        if outcome == "cloud-born":
+            noun = "group" if kind == "groups" else "contact"
+            return self._error(
+                400,
+                "Request_BadRequest",
+                f"The source of authority of a {noun} that is not synchronized from on-premises cannot be changed.",
+            )
+        if not self.knobs.graph_sync_behavior_patch_200:
+            return Reply(204)
+        entity = {
+            "@odata.type": "#microsoft.graph.onPremisesSyncBehavior",
+            "id": found.id,
+            "isCloudManaged": found.cloud_managed,
+        }
+        return Reply.json(200, entity)
+
+    def _members(self, call: Call, key: str) -> Reply:
+        """GET groups/{id}/members: the direct members (users, groups, contacts), each with its @odata.type."""
+        group = self._directory_object("groups", key)
+        if not isinstance(group, Group):
+            return self._not_found(key)
+        if call.param("$filter"):
+            # Learn allows some member filters in advanced queries; the sandbox serves none, loudly.
+            return self._error(
+                400,
+                "Request_UnsupportedQuery",
+                "The specified filter to the reference property query is currently not supported.",
+            )
+        top = self._page_size(call)
+        offset = self._offset(call, call.path)
+        for refusal in (top, offset):
+            if isinstance(refusal, Reply):
+                return refusal
+        assert isinstance(top, int) and isinstance(offset, int)
+        selected = _names(call.param("$select"))
+        unknown = [name for name in selected if name not in MEMBER_PROPERTIES]
+        if unknown:
+            return self._error(
+                400,
+                "Request_BadRequest",
+                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.directoryObject'.",
+            )
+        with self.tenant.lock:
+            members = self.tenant.member_objects(group)
+        context = f"{call.root}/$metadata#directoryObjects" + (f"({','.join(selected)})" if selected else "")
+        payload: dict[str, Any] = {"@odata.context": context}
+        if call.advanced:
+            payload["@odata.count"] = len(members)
+        if offset + top < len(members):
+            payload["@odata.nextLink"] = self._next_link(call, call.path, offset + top)
+        payload["value"] = [self._member_json(m, selected) for m in members[offset : offset + top]]
+        return Reply.json(200, payload)
+
+    def _member_json(self, member: User | Group | Contact, selected: tuple[str, ...]) -> dict[str, Any]:
+        """One member as a listing of directoryObjects shows it: its type, then the selected properties it has."""
+        if isinstance(member, User):
+            kind, known = USERS, self._user_json(member)
+        elif isinstance(member, Group):
+            kind, known = GROUPS, _group_json(member)
+        else:
+            kind, known = CONTACTS, _contact_json(member)
+        names = selected or kind.defaults  # without $select each member comes with its own type's defaults
+        return {"@odata.type": f"#{kind.entity}", **{n: known[n] for n in names if n in known}}
 
     def _member_groups(self, call: Call, key: str) -> Reply:
         """GET groups/{id}/members/microsoft.graph.group: the groups directly nested in a group."""
@@ -441,8 +580,9 @@ class GraphApi:
     def _batch(self, call: Call) -> Reply:
         """POST $batch: each item answered as its own call; the batch answers 200 whatever its items answer."""
         requests = call.body.get("requests") if isinstance(call.body, dict) else None
-        problem = _batch_problem(requests)
+        problem = _batch_problem(requests) or _write_item_problem(requests)
         if problem or not isinstance(requests, list):
+            self._count_refused_writes(requests)
             return self._error(400, "BadRequest", problem)
         answers = [self._batch_item(call, item) for item in requests]
         # Graph does not keep the request order: rotating makes a client that relies on positions fail here.
@@ -468,7 +608,23 @@ class GraphApi:
         headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
         query = parse_qs(query_text, keep_blank_values=True)
         item_call = Call(method, path, query, item.get("body"), call.roles, headers, call.origin, call.version)
-        return _item(item["id"], self._route(item_call))
+        reply = self._route(item_call)
+        if (
+            method in WRITE_METHODS
+            and reply.status < 300
+            and self.dice.roll(self.knobs.graph_batch_item_503_after_write_rate)
+        ):
+            # Applied, then lost on the way back: the client cannot know the outcome and must read the object again.
+            self.stats.count("faults", "graph_batch_item_503_after_write")
+            return {"id": item["id"], "status": 503, "headers": dict(ITEM_ERROR_HEADERS), "body": unavailable_body()}
+        return _item(item["id"], reply)
+
+    def _count_refused_writes(self, requests: Any) -> None:
+        """A batch refused whole runs nothing, yet its write items were attempted: graphWrites must see them."""
+        for item in requests if isinstance(requests, list) else []:
+            method, url = (item.get("method"), item.get("url")) if isinstance(item, dict) else (None, None)
+            if isinstance(method, str) and isinstance(url, str) and method.upper() in WRITE_METHODS:
+                self.stats.count("graph_calls", call_kind(method, "/v1.0/" + url.lstrip("/").partition("?")[0]))
 
     def _throttled_item(self, item_id: str, key: str) -> dict[str, Any]:
         """An item refused by throttling: 429 and a Retry-After of its own, in the item's headers."""
@@ -606,6 +762,7 @@ class GraphApi:
             "usageLocation": user.replicated("usageLocation", user.usage_location, now),
             "accountEnabled": user.account_enabled,
             "onPremisesSyncEnabled": True if user.dir_synced else None,
+            "onPremisesSecurityIdentifier": _sid(user.id) if user.dir_synced else None,
             "assignedLicenses": [{"disabledPlans": a.disabled_plans, "skuId": a.sku_id} for a in licenses],
             "licenseAssignmentStates": [
                 {
@@ -660,12 +817,6 @@ def _names(select: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in select.split(",") if name.strip())
 
 
-def _sync_enabled(found: Group | Contact) -> bool | None:
-    """Graph's onPremisesSyncEnabled: true while AD is the source; null, never false, for a converted or cloud-born
-    object (Entra's "Status of attributes after you convert SOA")."""
-    return True if found.dir_synced and not found.cloud_managed else None
-
-
 def _sid(object_id: str) -> str:
     """A stable, made-up on-premises SID for an object that came from AD (it keeps it after a conversion)."""
     return f"S-1-5-21-1004336348-1177238915-682003330-{int(hashlib.sha256(object_id.encode()).hexdigest()[:6], 16)}"
@@ -681,7 +832,9 @@ def _group_json(group: Group) -> dict[str, Any]:
         "mailEnabled": group.mail is not None,
         "mailNickname": (group.mail or group.name).split("@")[0],
         "securityEnabled": group.security_enabled,
-        "onPremisesSyncEnabled": _sync_enabled(group),
+        # Graph's group and orgContact both carry proxyAddresses ("SMTP:" marks the primary); one address here.
+        "proxyAddresses": [f"SMTP:{group.mail}"] if group.mail else [],
+        "onPremisesSyncEnabled": sync_enabled(group),
         "onPremisesSecurityIdentifier": _sid(group.id) if group.dir_synced else None,
     }
 
@@ -695,7 +848,8 @@ def _contact_json(contact: Contact) -> dict[str, Any]:
         "companyName": None,
         "mail": contact.mail,
         "mailNickname": (contact.mail or contact.name).split("@")[0],
-        "onPremisesSyncEnabled": _sync_enabled(contact),
+        "proxyAddresses": [f"SMTP:{contact.mail}"] if contact.mail else [],
+        "onPremisesSyncEnabled": sync_enabled(contact),
     }
 
 
@@ -721,6 +875,18 @@ def _batch_problem(requests: Any) -> str:
     return "" if len(set(ids)) == len(ids) else "The batch holds the same request id twice."
 
 
+def _write_item_problem(requests: Any) -> str:
+    """Why a batch with a write item lacking its Content-Type header or body is refused whole, or ""."""
+    for item in requests if isinstance(requests, list) else []:
+        if item["method"].upper() not in WRITE_ITEM_METHODS:
+            continue
+        headers = item.get("headers")
+        names = {str(name).lower() for name in headers} if isinstance(headers, dict) else set()
+        if "content-type" not in names or item.get("body") is None:
+            return NO_CONTENT_TYPE.format(item["id"])
+    return ""
+
+
 def _item(item_id: str, reply: Reply) -> dict[str, Any]:
     """A sub-answer of a $batch: its status, its headers and the body a single call would have had."""
     headers = dict(ITEM_HEADERS if reply.status < 400 else ITEM_ERROR_HEADERS)
@@ -729,6 +895,11 @@ def _item(item_id: str, reply: Reply) -> dict[str, Any]:
     if reply.body:
         answer["body"] = json.loads(reply.body)
     return answer
+
+
+def unavailable_body() -> dict[str, Any]:
+    """The body of the sandbox's Graph 503 (the server's graph_fault_503_rate answers the same)."""
+    return {"error": {"code": "serviceNotAvailable", "message": "Service unavailable."}}
 
 
 def throttled_body() -> dict[str, Any]:

@@ -353,6 +353,8 @@ class Handler(BaseHTTPRequestHandler):
         if name == "sync-mail":
             box.tenant.sync_mail_change(body["upn"], body["mail"])
             return Reply.json(200, {"ok": True})
+        if name in ("authority-log", "directory-state", "resync"):
+            return Reply.json(200, box.tenant.authority_control(name))
         return Reply.json(404, {"error": f"no control endpoint {name!r}"})
 
 

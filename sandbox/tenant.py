@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sandbox.opath import FilterError, Predicate, compile_filter
 
@@ -165,6 +165,9 @@ class Contact:
     custom: dict[str, Any] = field(default_factory=dict)
     dir_synced: bool = True  # came from AD; False for a contact created in the cloud
     cloud_managed: bool = False  # its source of authority was moved to the cloud (onPremisesSyncBehavior)
+    takeover_at: float | None = None  # rolled back: AD takes it over at the next sync cycle, this tenant time
+    shown_managed: tuple[bool, float] | None = None  # the isCloudManaged reads still show after a PATCH, until when
+    exchange_synced: tuple[bool, float] | None = None  # the IsDirSynced Exchange still shows, until when
 
     @classmethod
     def from_seed(cls, spec: dict[str, Any]) -> Contact:
@@ -187,6 +190,9 @@ class Group:
     cloud_managed: bool = False  # its source of authority was moved to the cloud (onPremisesSyncBehavior)
     members: list[str] = field(default_factory=list)  # names or ids of member groups, users and contacts
     group_types: list[str] = field(default_factory=list)  # Graph's groupTypes: "Unified" for a Microsoft 365 group
+    takeover_at: float | None = None  # rolled back: AD takes it over at the next sync cycle, this tenant time
+    shown_managed: tuple[bool, float] | None = None  # the isCloudManaged reads still show after a PATCH, until when
+    exchange_synced: tuple[bool, float] | None = None  # the IsDirSynced Exchange still shows, until when
 
     @classmethod
     def from_seed(cls, spec: dict[str, Any]) -> Group:
@@ -200,6 +206,24 @@ class Group:
             members=[str(m) for m in spec.get("members", [])],
             group_types=[str(t) for t in spec.get("groupTypes", [])],
         )
+
+
+def sync_enabled(found: Group | Contact) -> bool | None:
+    """Graph's onPremisesSyncEnabled: true while AD is the source; null, never false, once converted, while a rollback
+    waits for the sync cycle, and for a cloud-born object (Entra's "Status of attributes after you convert SOA")."""
+    return True if found.dir_synced and not found.cloud_managed and found.takeover_at is None else None
+
+
+def shown_cloud_managed(found: Group | Contact, now: float) -> bool:
+    """What a read of onPremisesSyncBehavior shows: the value from before a PATCH while the read lag lasts."""
+    shown = found.shown_managed
+    return shown[0] if shown and now < shown[1] else found.cloud_managed
+
+
+def exchange_dir_synced(found: Group | Contact, now: float) -> bool:
+    """Exchange's IsDirSynced follows Entra's onPremisesSyncEnabled, later by the replication lag."""
+    old = found.exchange_synced
+    return old[0] if old and now < old[1] else sync_enabled(found) is True
 
 
 class Tenant:
@@ -220,7 +244,20 @@ class Tenant:
         self.groups: dict[str, Group] = {}
         self.writes: Counter[str] = Counter()
         self.hazards: list[str] = []
+        # Each change of a source of authority, in the order applied (SandboxControl.authority_log).
+        self.authority_log: list[dict[str, Any]] = []
+        self._rollbacks: list[Group | Contact] = []  # rolled back, waiting for the sync cycle that takes them over
         self._index: dict[str, Any] | None = None
+        self._add_objects(seed)
+        if seed.get("withSourceOfAuthority"):
+            # Opt-in, so that the readiness tests' exact counts of the default seed's synced groups stay as they are.
+            self._add_objects(seed.get("sourceOfAuthority", {}))
+        if "generate" in seed:
+            self._generate(seed["generate"])
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _add_objects(self, seed: dict[str, Any]) -> None:
         for spec in seed.get("users", []):
             self.add_user(spec)
         for spec in seed.get("contacts", []):
@@ -229,10 +266,6 @@ class Tenant:
         for spec in seed.get("groups", []):
             group = Group.from_seed(spec)
             self.groups[group.id] = group
-        if "generate" in seed:
-            self._generate(seed["generate"])
-
-    # -- building ------------------------------------------------------------------------------
 
     def add_user(self, spec: dict[str, Any], *, new: bool = False) -> User:
         """Add a user from a seed entry; a `mailboxType` gives it an existing mailbox.
@@ -292,7 +325,8 @@ class Tenant:
         return Mailbox(_guid(), recipient_type, addresses, cloud_managed=self.default_cloud_managed, ready_at=ready_at)
 
     def _generate(self, spec: dict[str, Any]) -> None:
-        """A synthetic tenant: `mailboxes` dir-synced mailboxes (`candidates` not cloud-managed), groups, contacts."""
+        """A synthetic tenant: `mailboxes` dir-synced mailboxes (`candidates` not cloud-managed), synced `groups` nested
+        in chains of three (`mailEnabledShare` of them with mail, all by default), and synced `contacts`."""
         count = int(spec.get("mailboxes", 1000))
         candidates = int(spec.get("candidates", count // 10))
         rng = random.Random(int(spec.get("seed", 1)))
@@ -311,12 +345,21 @@ class Tenant:
                 }
             )
         groups = int(spec.get("groups", 0))
+        # The share of groups with mail (distribution lists and mail-enabled security groups); the rest are
+        # security groups without mail. 1.0, every group with mail, is what the generator always made.
+        share = float(spec.get("mailEnabledShare", 1.0))
         for i in range(groups):
             # Chains of three: group 0 holds 1, which holds 2; then 3 holds 4, and so on.
             nested = [f"group{i + 1:05d}"] if i % 3 != 2 and i + 1 < groups else []
             name = f"group{i:05d}"
+            mail_enabled = int((i + 1) * share) > int(i * share)  # spread evenly, the same on every run
             group = Group.from_seed(
-                {"name": name, "mail": f"{name}@{domain}", "securityEnabled": i % 2 == 0, "members": nested}
+                {
+                    "name": name,
+                    "mail": f"{name}@{domain}" if mail_enabled else None,
+                    "securityEnabled": i % 2 == 0 or not mail_enabled,
+                    "members": nested,
+                }
             )
             self.groups[group.id] = group
         for i in range(int(spec.get("contacts", 0))):
@@ -388,6 +431,112 @@ class Tenant:
                 demoted = [a for a in demoted if a.lower() != f"smtp:{mail.lower()}"]
                 box.addresses = [f"SMTP:{mail}", *demoted]
             self._index = None
+
+    # -- source of authority (Graph's onPremisesSyncBehavior, and the sync cycle that follows a rollback) -----
+
+    def change_authority(
+        self, kind: str, found: Group | Contact, managed: bool, *, cycle: float, read_lag: float
+    ) -> Literal["changed", "unchanged", "cloud-born"]:
+        """PATCH onPremisesSyncBehavior: convert (true) or roll back (false) a synced object's source of authority.
+
+        A rollback completes only at the next sync cycle, `cycle` seconds on; reads of the behaviour show the old
+        value for `read_lag` seconds. A cloud-born object is refused and recorded as a hazard."""
+        with self.lock:
+            now = self.clock()
+            self.settle_authority()
+            noun = "group" if kind == "groups" else "contact"
+            if not found.dir_synced:
+                # Unverified what Graph does; no client should try it (Microsoft's script skips such objects).
+                self.hazards.append(f"PATCH onPremisesSyncBehavior on cloud-born {noun} {found.name}")
+                return "cloud-born"
+            if found.cloud_managed == managed:
+                return "unchanged"  # unverified: the tools found check first and skip, so idempotency is a guess
+            shown = shown_cloud_managed(found, now)
+            found.shown_managed = (shown, now + read_lag) if read_lag > 0 else None
+            found.exchange_synced = (exchange_dir_synced(found, now), now + self.replication_lag)
+            found.cloud_managed = managed
+            if managed:
+                found.takeover_at = None  # converted again before the sync cycle: nothing is taken over
+            else:
+                found.takeover_at = now + cycle
+                self._rollbacks.append(found)
+            self.authority_log.append(
+                {"kind": kind, "id": found.id, "name": found.name, "isCloudManaged": managed, "at": now}
+            )
+            return "changed"
+
+    def settle_authority(self, *, now_all: bool = False) -> None:
+        """Let the sync cycle take back every rolled-back object whose cycle has come (all of them with `now_all`)."""
+        with self.lock:
+            now = self.clock()
+            for found in list(self._rollbacks):
+                due = found.takeover_at
+                if due is not None and not now_all and due > now:
+                    continue
+                self._rollbacks.remove(found)
+                if due is not None:
+                    self._take_over(found, min(due, now))
+
+    def resync(self) -> None:
+        """Run a sync cycle now, as Start-ADSyncSyncCycle would."""
+        self.settle_authority(now_all=True)
+
+    def _take_over(self, found: Group | Contact, at: float) -> None:
+        """AD takes the object back: synced again, and a group keeps only the members AD knows.
+
+        Unverified what happens to cloud-only members: Microsoft says remove them before a rollback, and the worst case
+        (they are lost) is what is modelled, as a hazard a client must never cause."""
+        found.exchange_synced = (exchange_dir_synced(found, at), at + self.replication_lag)
+        found.takeover_at = None
+        if not isinstance(found, Group):
+            return
+        lost = [m for m in found.members if getattr(self.resolve(m), "dir_synced", True) is False]
+        if lost:
+            found.members = [m for m in found.members if m not in lost]
+            self.hazards.append(f"cloud-only members of {found.name} lost at takeover: {', '.join(lost)}")
+
+    def member_objects(self, group: Group) -> list[User | Group | Contact]:
+        """A group's direct members that the directory can see, in the order they were added."""
+        found = (self.resolve(member) for member in group.members)
+        return [m for m in found if isinstance(m, User | Group | Contact)]
+
+    def directory_state(self) -> dict[str, Any]:
+        """Every group and contact with its source of authority and (groups) its members' names, for tests."""
+        with self.lock:
+            self.settle_authority()
+            groups = [
+                {
+                    "id": g.id,
+                    "name": g.name,
+                    "mailEnabled": g.mail is not None,
+                    "securityEnabled": g.security_enabled,
+                    "isCloudManaged": g.cloud_managed,
+                    "onPremisesSyncEnabled": sync_enabled(g),
+                    "members": [_member_name(self.resolve(m), m) for m in g.members],
+                }
+                for g in self.groups.values()
+            ]
+            contacts = [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "mail": c.mail,
+                    "isCloudManaged": c.cloud_managed,
+                    "onPremisesSyncEnabled": sync_enabled(c),
+                }
+                for c in self.contacts.values()
+            ]
+            return {"groups": groups, "contacts": contacts}
+
+    def authority_control(self, name: str) -> Any:
+        """The control endpoints about sources of authority: authority-log, directory-state, resync."""
+        if name == "resync":
+            self.resync()
+            return {"ok": True}
+        if name == "directory-state":
+            return self.directory_state()
+        with self.lock:
+            return list(self.authority_log)
 
     # -- cmdlets -------------------------------------------------------------------------------
 
@@ -644,7 +793,9 @@ class Tenant:
     def _cmd_get_mailcontact(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-MailContact", {"Identity", "Filter", "ResultSize"})
         contacts = [c for c in self.contacts.values() if c.mail]  # B20: no mail, no recipient
-        return [contact_record(c) for c in self._pick(params, contacts)], []
+        self.settle_authority()
+        now = self.clock()
+        return [contact_record(c, now) for c in self._pick(params, contacts)], []
 
     def _cmd_set_mailcontact(self, params: dict[str, Any]) -> Answer:
         custom = CUSTOM_ATTRIBUTES
@@ -661,7 +812,9 @@ class Tenant:
     def _cmd_get_distributiongroup(self, params: dict[str, Any]) -> Answer:
         _only(params, "Get-DistributionGroup", {"Identity", "Filter", "ResultSize"})
         groups = [g for g in self.groups.values() if g.mail]  # B22: no mail, no recipient
-        return [group_record(g) for g in self._pick(params, groups)], []
+        self.settle_authority()
+        now = self.clock()
+        return [group_record(g, now) for g in self._pick(params, groups)], []
 
     def _pick(self, params: dict[str, Any], candidates: list[Any]) -> list[Any]:
         """All candidates, or the one `Identity` names (not found when it names none of them)."""
@@ -687,8 +840,10 @@ class Tenant:
         _only(params, "Get-Recipient", {"Identity", "Filter", "ResultSize", "RecipientTypeDetails"})
         records = [mailbox_record(u) for u in self.mailbox_users()]
         records += [mail_user_record(u) for u in self.visible_users() if _is_mail_user(u) and u.mailbox is None]
-        records += [contact_record(c) for c in self.contacts.values() if c.mail]
-        records += [group_record(g) for g in self.groups.values() if g.mail]
+        self.settle_authority()
+        now = self.clock()
+        records += [contact_record(c, now) for c in self.contacts.values() if c.mail]
+        records += [group_record(g, now) for g in self.groups.values() if g.mail]
         if "Identity" in params:
             wanted = str(params["Identity"]).lower()
             records = [r for r in records if wanted in _record_keys(r)]
@@ -798,17 +953,17 @@ def byte_quantity(size: int) -> str:
     return f"{number} {unit} ({size:,} bytes)"
 
 
-def contact_record(contact: Contact) -> dict[str, Any]:
+def contact_record(contact: Contact, now: float) -> dict[str, Any]:
     return {
         "Name": contact.name,
         "PrimarySmtpAddress": contact.mail,
         "RecipientTypeDetails": "MailContact",
-        "IsDirSynced": True,
+        "IsDirSynced": exchange_dir_synced(contact, now),
         "ExternalDirectoryObjectId": contact.id,
     }
 
 
-def group_record(group: Group) -> dict[str, Any]:
+def group_record(group: Group, now: float) -> dict[str, Any]:
     # B22: any synced group with mail becomes a universal distribution group, whatever its AD scope.
     kind = "MailUniversalSecurityGroup" if group.security_enabled else "MailUniversalDistributionGroup"
     return {
@@ -816,9 +971,20 @@ def group_record(group: Group) -> dict[str, Any]:
         "PrimarySmtpAddress": group.mail,
         "RecipientTypeDetails": kind,
         "GroupType": "Universal" + (", SecurityEnabled" if group.security_enabled else ""),
-        "IsDirSynced": True,
+        # False once the source of authority is the cloud, after the replication lag (a third-party DL guide
+        # checks (Get-DistributionGroup).IsDirSynced for exactly that: medium evidence at best).
+        "IsDirSynced": exchange_dir_synced(group, now),
         "ExternalDirectoryObjectId": group.id,
     }
+
+
+def _member_name(found: Any, stored: str) -> str:
+    """How directory_state names a member: a user by UPN, a group or contact by name, anything else as stored."""
+    if isinstance(found, User):
+        return found.upn
+    if isinstance(found, Group | Contact):
+        return found.name
+    return stored
 
 
 def _is_mail_user(user: User) -> bool:

@@ -17,6 +17,7 @@ from shared.errors import AuthenticationError, ConfigurationError, TokenUnavaila
 from shared.settings import Settings
 
 __all__ = [
+    "AUTHORITY_ROLES",
     "GRAPH_APP_ROLES",
     "Token",
     "TokenCredential",
@@ -45,6 +46,12 @@ GRAPH_APP_ROLES = (
     "GroupMember.Read.All",  # the readiness report: synced groups and their member groups
     "OrgContact.Read.All",  # the readiness report: synced org contacts
 )
+# Reading and moving a source of authority (onPremisesSyncBehavior), per kind of ENFORCE_OBJECTS: granted by the
+# deployment only for the kinds it enforces. Graph has no Read.All variant of them.
+AUTHORITY_ROLES = {
+    "groups": "Group-OnPremisesSyncBehavior.ReadWrite.All",
+    "contacts": "Contacts-OnPremisesSyncBehavior.ReadWrite.All",
+}
 
 
 class TokenCredential(Protocol):

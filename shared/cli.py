@@ -20,15 +20,16 @@ if TYPE_CHECKING:
 
     from shared.enforcement import Report
 
-__all__ = ["format_report", "main"]
+__all__ = ["format_kind", "format_report", "format_undo", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
 
 
 SETTINGS_HELP = {
-    "sweep": "EXCHANGE_ENDPOINT, CLOUD, AZURE_*, ENFORCE_MODE, ENFORCE_MAX_CHANGES, ENFORCE_RECIPIENT_TYPES, "
-    "ENFORCE_EXCLUDE, ENFORCE_CONCURRENCY, ENFORCE_TIME_BUDGET_SECONDS, HTTP_*, AzureWebJobsStorage (the journal; "
+    "sweep": "EXCHANGE_ENDPOINT, GRAPH_ENDPOINT, CLOUD, AZURE_*, ENFORCE_MODE, ENFORCE_OBJECTS, "
+    "ENFORCE_MAIL_ENABLED_GROUPS, ENFORCE_MAX_CHANGES, ENFORCE_RECIPIENT_TYPES, ENFORCE_EXCLUDE, "
+    "ENFORCE_CONCURRENCY, ENFORCE_TIME_BUDGET_SECONDS, HTTP_*, AzureWebJobsStorage (the journal; "
     "not needed with --report)",
     "doctor": "every setting (it checks them all)",
     "worker": "AzureWebJobsStorage, ALLOWED_LICENSES, DEFAULT_*, *_WAIT_MINUTES, POLL_*, REPLICATION_WAIT_SECONDS, "
@@ -40,7 +41,8 @@ SETTINGS_HELP = {
     "readiness": "EXCHANGE_ENDPOINT, GRAPH_ENDPOINT, CLOUD, AZURE_*, ENFORCE_RECIPIENT_TYPES, ENFORCE_EXCLUDE, HTTP_*",
 }
 EXIT_HELP = {
-    "sweep": "0 nothing failed; 1 a mailbox failed or a setting is wrong; 2 the brake engaged (nothing changed); "
+    "sweep": "0 nothing failed; 1 a write failed, a kind could not be read, or a setting is wrong; 2 the brake "
+    "engaged for a kind (none of that kind changed); "
     "130 interrupted (the report says what was done)",
     "doctor": "0 every check passed; 1 a check failed (each says how to fix it)",
     "worker": "0 stopped, or idle with --until-idle; 1 a setting is wrong; 3 --timeout ran out with work left",
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[verbose],
         )
 
-    sweep = command("sweep", "make dir-synced mailboxes cloud-managed (one run now)")
+    sweep = command("sweep", "make dir-synced mailboxes (and groups, contacts: ENFORCE_OBJECTS) cloud-managed, once")
     mode = sweep.add_mutually_exclusive_group()
     mode.add_argument(
         "--apply",
@@ -311,9 +313,9 @@ def _cancellable(name: str, run: Callable[[threading.Event], Report]) -> Report:
 def _exit_code(report: Report) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
-    if report.brake_engaged:
+    if report.braked:
         return EXIT_BRAKE
-    return EXIT_FAILED if report.failed or report.journal_error else EXIT_OK
+    return EXIT_FAILED if report.broken else EXIT_OK
 
 
 def _journal(args: argparse.Namespace) -> int:
@@ -541,6 +543,9 @@ def format_undo(report: dict[str, Any]) -> str:
             lines += [
                 f"    {item.get('userPrincipalName') or item['identity']}: {item[field_name]}" for item in report[key]
             ]
+    for name in ("groups", "contacts"):
+        if isinstance(report.get(name), dict):
+            lines += format_kind(report[name])
     return "\n".join(lines)
 
 
@@ -563,7 +568,98 @@ def format_report(report: dict[str, object]) -> str:
         ("complete", "yes" if report["complete"] else "no"),
     ]
     heading = f"exoprov sweep ({report['mode']} mode), run {report['runId']}, in {report['durationSeconds']} s"
+    objects: list[str] = report.get("objects") or ["mailboxes"]  # type: ignore[assignment]
+    if "mailboxes" not in objects:
+        rows = [("mailboxes", "not in ENFORCE_OBJECTS")]
     lines = _summary(heading, rows, report)
+    lines += _mailbox_lists(report)
+    for name in objects:
+        if name != "mailboxes" and isinstance(report.get(name), dict):
+            lines += format_kind(report[name])  # type: ignore[arg-type]
+    return "\n".join(lines)
+
+
+def format_kind(section: dict[str, Any]) -> list[str]:
+    """The lines of one kind's section of a sweep or undo report (groups, contacts)."""
+    undo = "changedByRun" in section
+    title = f"  {section['kind']} (source of authority, Graph{'; a preview' if section.get('preview') else ''}):"
+    if undo:
+        rows: list[tuple[str, object]] = [
+            ("changed by that run", section["changedByRun"]),
+            ("changed since (left)", len(section["changedSince"])),
+            ("blocked (cloud members)", len(section["blocked"])),
+            ("excluded", section["excluded"]),
+            ("to set back", section["candidates"]),
+            ("set back", section["changed"]),
+        ]
+    else:
+        rows = [
+            ("listed (synced)", section["scanned"]),
+            ("already cloud-managed", section["alreadyCloudManaged"]),
+            ("left alone (scope)", section["outOfScope"]),
+            ("excluded", section["excluded"]),
+            ("held back", section["heldBack"]),
+            (
+                "candidates",
+                f"{section['candidates']} in {section['levels']} level(s), children first"
+                if section["kind"] == "groups"
+                else section["candidates"],
+            ),
+            ("changed", section["changed"]),
+        ]
+    rows += [
+        ("failed", section["failed"]),
+        ("outcome unknown", section["unknown"]),
+        ("not attempted", section["notAttempted"]),
+        ("brake engaged", _brake(section)),
+        ("complete", "yes" if section["complete"] else "no"),
+        ("requests", section["requests"]),
+    ]
+    lines = [title, *(f"    {name:<24}{value}" for name, value in rows)]
+    lines += [f"    error: {section['error']}"] if section.get("error") else []
+    lines += [f"    note: {note}" for note in section["notes"]]
+    shown = section["candidateList"][:CANDIDATES_SHOWN]
+    if shown:
+        more = (
+            f" (the first {len(shown)} of {section['candidates']}; all: --json)"
+            if len(shown) < section["candidates"]
+            else ""
+        )
+        lines.append(f"    candidates{more}:")
+        # Groups convert level by level (children first); a contact has no level worth showing.
+        grouped = section["kind"] == "groups"
+        lines += [
+            _kind_line(item, f"{item['type']}, level {item['level']}" if grouped else item["type"]) for item in shown
+        ]
+    for key, title_text, detail in (
+        ("heldBackList", "held back", "reason"),
+        ("outOfScopeList", "left alone", "reason"),
+        ("changedSince", "changed since the run (left as they are)", "reason"),
+        ("blocked", "not set back: cloud-only members would be lost", "cloudOnlyMembers"),
+        ("failures", "failures", "error"),
+        ("unknowns", "outcome unknown (the next run settles them)", "error"),
+    ):
+        items = section.get(key) or []
+        if items:
+            lines.append(f"    {title_text}:")
+            lines += [_kind_line(item, _value(item.get(detail))) for item in items[:CANDIDATES_SHOWN]]
+            lines += (
+                [f"      ... and {len(items) - CANDIDATES_SHOWN} more (--json)"]
+                if len(items) > CANDIDATES_SHOWN
+                else []
+            )
+    return lines
+
+
+def _kind_line(item: Mapping[str, Any], detail: str) -> str:
+    name = item.get("displayName") or item.get("identity") or item.get("id")
+    mail = f" <{item['mail']}>" if item.get("mail") else ""
+    return f"      {name}{mail}: {detail}"
+
+
+def _mailbox_lists(report: dict[str, object]) -> list[str]:
+    """The mailbox candidates (the first CANDIDATES_SHOWN), failures and unknowns of a sweep report."""
+    lines: list[str] = []
     candidates: list[dict[str, str]] = report["candidateList"]  # type: ignore[assignment]
     if candidates:
         shown = candidates[:CANDIDATES_SHOWN]
@@ -582,7 +678,7 @@ def format_report(report: dict[str, object]) -> str:
         if entries:
             lines.append(f"  {title}:")
             lines += [f"    {f['identity']}: {f['error']}" for f in entries]  # type: ignore[attr-defined]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Graph reads of the directory at tenant scale: paged listings and JSON batches of up to 20 reads.
+"""Graph at tenant scale: paged listings and JSON batches of up to 20 calls (reads, or writes of one object each).
 
-The readiness report (and the group and contact sweep after it) never reads one object per request: it
-lists with `$select`/`$filter` and reads per-object state through `$batch` (docs/wire-protocols.md,
+The readiness report and the group and contact sweep never read one object per request: they list with
+`$select`/`$filter` and read (and write) per-object state through `$batch` (docs/wire-protocols.md,
 "JSON batching"). Listings that filter on `onPremisesSyncEnabled` are advanced queries: they need
 `ConsistencyLevel: eventual` and `$count=true`, and their results may lag behind recent changes.
 """
@@ -20,7 +20,7 @@ from shared.errors import ExoprovError, ThrottledError, UnexpectedAnswerError
 from shared.graph import error_message, map_graph_error
 from shared.http import RETRY_AFTER_CAP_SECONDS, Response, ServiceClient, parse_retry_after
 
-__all__ = ["BATCH_ROUNDS", "GRAPH_BATCH_LIMIT", "BatchAnswer", "BatchRead", "GraphDirectory"]
+__all__ = ["ADVANCED", "BATCH_ROUNDS", "GRAPH_BATCH_LIMIT", "BatchAnswer", "GraphCall", "GraphDirectory"]
 
 log = logging.getLogger("exoprov.directory")
 
@@ -31,13 +31,30 @@ ADVANCED = {"ConsistencyLevel": "eventual"}
 
 
 @dataclass(frozen=True)
-class BatchRead:
-    """One GET inside a $batch: the caller's key, the URL relative to the version root, the role it needs."""
+class GraphCall:
+    """One call inside a $batch: the caller's key, the URL relative to the version root, the role it needs,
+    and for a write its method and JSON body (sent with the Content-Type an item with a body must carry)."""
 
     key: str
     url: str
     role: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    body: Any = None
+
+    @property
+    def write(self) -> bool:
+        return self.method != "GET"
+
+    def to_json(self, item_id: str) -> dict[str, Any]:
+        headers = dict(self.headers)
+        if self.body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        return (
+            {"id": item_id, "method": self.method, "url": self.url}
+            | ({"headers": headers} if headers else {})
+            | ({"body": self.body} if self.body is not None else {})
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,11 @@ class GraphDirectory:
         self._http = http
         self._root = f"{http.base_url}/{version}"
         self.version = version
+
+    @property
+    def sent(self) -> int:
+        """Requests this service's client has sent (every thread of the process counts)."""
+        return self._http.sent
 
     def pages(
         self, path: str, query: Mapping[str, str], *, role: str, advanced: bool = False
@@ -89,12 +111,15 @@ class GraphDirectory:
             link = payload.get("@odata.nextLink")
             url = link if isinstance(link, str) and link else None
 
-    def batch(self, reads: Sequence[BatchRead]) -> dict[str, BatchAnswer]:
-        """Every read's answer by key, sent 20 to a $batch; throttled items wait their Retry-After and go again."""
+    def batch(self, reads: Sequence[GraphCall]) -> dict[str, BatchAnswer]:
+        """Every item's answer by key, sent 20 to a $batch; throttled items wait their Retry-After and go again.
+
+        A throttled write was not applied, so sending it again is safe. Raises OutcomeUnknownError when a $batch
+        holding writes went out and no answer came back: any of its writes may have been applied."""
         answers: dict[str, BatchAnswer] = {}
         pending = list(reads)
         for _ in range(BATCH_ROUNDS):
-            throttled: list[BatchRead] = []
+            throttled: list[GraphCall] = []
             for start in range(0, len(pending), GRAPH_BATCH_LIMIT):
                 chunk = pending[start : start + GRAPH_BATCH_LIMIT]
                 for read, answer in zip(chunk, self._send(chunk), strict=True):
@@ -108,18 +133,14 @@ class GraphDirectory:
             pending = throttled
         return answers
 
-    def _send(self, chunk: Sequence[BatchRead]) -> list[BatchAnswer]:
-        body = {
-            "requests": [
-                {"id": str(index), "method": "GET", "url": read.url}
-                | ({"headers": dict(read.headers)} if read.headers else {})
-                for index, read in enumerate(chunk)
-            ]
-        }
+    def _send(self, chunk: Sequence[GraphCall]) -> list[BatchAnswer]:
+        body = {"requests": [read.to_json(str(index)) for index, read in enumerate(chunk)]}
+        write = any(read.write for read in chunk)
+        methods = "/".join(sorted({read.method for read in chunk}))
         response = self._http.request(
-            "POST", f"{self._root}/$batch", body=body, write=False, operation=f"$batch GET x{len(chunk)}"
+            "POST", f"{self._root}/$batch", body=body, write=write, operation=f"$batch {methods} x{len(chunk)}"
         )
-        payload = _payload(response, chunk[0].role)
+        payload = _payload(response, chunk[0].role, write=write)
         by_id = {str(item.get("id")): item for item in payload.get("responses") or [] if isinstance(item, dict)}
         answers = []
         for index, read in enumerate(chunk):
@@ -134,22 +155,22 @@ class GraphDirectory:
                 continue
             headers = HTTPHeaderDict({str(k): str(v) for k, v in (item.get("headers") or {}).items()})
             # Each item has its own status: its error must not read "HTTP 200" from the batch around it.
-            context = replace(response.context, operation=f"GET {read.url}", status=status)
+            context = replace(response.context, operation=f"{read.method} {read.url}", status=status)
             item_response = Response(status, headers, b"", context)
             answers.append(BatchAnswer(status, item.get("body"), _item_error(item_response, item.get("body"), read)))
         return answers
 
 
-def _payload(response: Response, role: str) -> dict[str, Any]:
+def _payload(response: Response, role: str, *, write: bool = False) -> dict[str, Any]:
     payload = response.json()
     if 200 <= response.status < 300 and isinstance(payload, dict):
         return payload
-    raise map_graph_error(response, payload, write=False, role=role)
+    raise map_graph_error(response, payload, write=write, role=role)
 
 
-def _item_error(response: Response, body: Any, read: BatchRead) -> ExoprovError:
+def _item_error(response: Response, body: Any, read: GraphCall) -> ExoprovError:
     if response.status == 503 and "Retry-After" in response.headers:
         # A 503 that says when to come back is throttling, as classify() takes a whole answer of that kind.
         retry_after = parse_retry_after(response.headers.get("Retry-After"), RETRY_AFTER_CAP_SECONDS)
         return ThrottledError(error_message(body, response.status), response.context, retry_after)
-    return map_graph_error(response, body, write=False, role=read.role)
+    return map_graph_error(response, body, write=read.write, role=read.role)

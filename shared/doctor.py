@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TextIO
 
-from shared.auth import GRAPH_APP_ROLES, Token
+from shared.auth import AUTHORITY_ROLES, GRAPH_APP_ROLES, Token
 from shared.enforcement import read_tenant_default
 from shared.errors import ExoprovError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from shared.exchange import BATCH_LIMIT, ROLE, Command
-from shared.settings import Settings
+from shared.settings import NAME_PREFIX, Settings
 from shared.wiring import Clients
 
 __all__ = ["CHECKS", "CheckFailed", "Doctor", "DoctorCheck", "Skipped", "run_doctor"]
@@ -197,39 +197,68 @@ class Doctor:
         return "Set-Mailbox -IsExchangeCloudManaged and -Type are allowed (probed on a non-existent mailbox)"
 
     def check_exclusions(self) -> str:
-        # Each entry must name a mailbox, or the mailbox it was meant to protect is flipped like any other.
+        # Each entry must name an object the sweep lists, or what it was meant to protect is changed like any other.
         entries = sorted(self.settings.enforce_exclude)
         if not entries:
             raise Skipped("ENFORCE_EXCLUDE is empty")
+        objects = self.settings.enforce_objects
+        unmatched = self._unmatched_mailboxes(entries) if "mailboxes" in objects else entries
+        kinds = [name for name in objects if name != "mailboxes"]
+        if unmatched and kinds:
+            from shared.authority.objects import KINDS
+            from shared.authority.read import listed_keys
+
+            try:
+                known = set().union(*(listed_keys(self.clients.directory(), KINDS[name]) for name in kinds))
+            except ExoprovError as exc:
+                raise CheckFailed(f"could not list the synced {' and '.join(kinds)}: {exc}", GRANT_GRAPH_ROLES) from exc
+            unmatched = [entry for entry in unmatched if entry not in known]
+        what = " or ".join(["a mailbox" if k == "mailboxes" else f"a synced {k[:-1]}" for k in objects])
+        if unmatched:
+            raise CheckFailed(
+                f"ENFORCE_EXCLUDE entries that name no {what.removeprefix('a ')}: {', '.join(unmatched)}",
+                "correct them (a UPN, any SMTP address, the object id, or name: and a group's or contact's display "
+                "name) or remove them; the objects they were meant for are not protected",
+            )
+        if len(entries) == 1:
+            return f"the ENFORCE_EXCLUDE entry names {what}"
+        return f"all {len(entries)} ENFORCE_EXCLUDE entries name {what}"
+
+    def _unmatched_mailboxes(self, entries: list[str]) -> list[str]:
+        """The entries no mailbox answers to (display-name entries never name a mailbox)."""
         exchange = self.clients.exchange()
-        unmatched = []
-        for start in range(0, len(entries), BATCH_LIMIT):
-            chunk = entries[start : start + BATCH_LIMIT]
+        unmatched = [e for e in entries if e.startswith(NAME_PREFIX)]
+        lookups = [e for e in entries if not e.startswith(NAME_PREFIX)]
+        for start in range(0, len(lookups), BATCH_LIMIT):
+            chunk = lookups[start : start + BATCH_LIMIT]
             commands = [Command("Get-Mailbox", {"Identity": e}, ("ExternalDirectoryObjectId",)) for e in chunk]
             for entry, item in zip(chunk, exchange.batch(commands), strict=True):
                 if isinstance(item.error, NotFoundError):
                     unmatched.append(entry)
                 elif item.error is not None:
                     raise CheckFailed(f"could not look up {entry}: {item.error}", "see the message above")
-        if unmatched:
-            raise CheckFailed(
-                f"ENFORCE_EXCLUDE entries that name no mailbox: {', '.join(unmatched)}",
-                "correct them (a UPN, any SMTP address of the mailbox, or its ExternalDirectoryObjectId) or remove "
-                "them; the mailboxes they were meant for are not protected",
-            )
-        if len(entries) == 1:
-            return "the ENFORCE_EXCLUDE entry names a mailbox"
-        return f"all {len(entries)} ENFORCE_EXCLUDE entries name a mailbox"
+        return sorted(unmatched)
 
     def check_graph_token(self) -> str:
         try:
             token = self.clients.tokens.get(self.settings.graph_resource)
         except ExoprovError as exc:
             raise CheckFailed(str(exc), "see the message above") from exc
-        missing = [role for role in GRAPH_APP_ROLES if role not in token.roles]
+        needed = [
+            *GRAPH_APP_ROLES,
+            *(AUTHORITY_ROLES[k] for k in self.settings.enforce_objects if k in AUTHORITY_ROLES),
+        ]
+        missing = [role for role in needed if role not in token.roles]
         if missing:
-            raise CheckFailed(f"the Graph token lacks {', '.join(missing)}", GRANT_GRAPH_ROLES)
-        return f"roles {', '.join(GRAPH_APP_ROLES)} present"
+            fix = GRANT_GRAPH_ROLES
+            if set(missing) & set(AUTHORITY_ROLES.values()):
+                fix += (
+                    f"; ENFORCE_OBJECTS={','.join(self.settings.enforce_objects)} needs the source-of-authority "
+                    "role of each kind: deploy with the same ENFORCE_OBJECTS (azd env set ENFORCE_OBJECTS ...; azd "
+                    "provision) or grant it by hand"
+                )
+            raise CheckFailed(f"the Graph token lacks {', '.join(missing)}", fix)
+        return f"roles {', '.join(needed)} present"
 
     def check_graph_api(self) -> str:
         try:

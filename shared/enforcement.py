@@ -15,6 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from shared.authority.report import KindReport, outcome_fields
+from shared.directory import GraphDirectory
 from shared.errors import (
     BadRequestError,
     BudgetExhaustedError,
@@ -34,7 +36,9 @@ from shared.recovery import CLOUD_MANAGED
 from shared.settings import Settings
 
 __all__ = [
+    "BUDGET_NOTE",
     "DIR_SYNCED_FILTER",
+    "StopSignal",
     "Applier",
     "Cancelled",
     "ListedMailbox",
@@ -186,8 +190,28 @@ class Report:
     undoes: str | None = None  # set on an undo run: the run it takes back
     changed_since: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    objects: tuple[str, ...] = ("mailboxes",)  # ENFORCE_OBJECTS: the kinds this run enforced
+    kinds: list[KindReport] = field(default_factory=list)  # one section per kind other than mailboxes
+
+    def total(self, name: str) -> int:
+        """A count (`candidates`, `changed`, `failed`, `unknown`) over every kind of the run."""
+        return int(getattr(self, name)) + sum(int(getattr(kind, name)) for kind in self.kinds)
+
+    @property
+    def braked(self) -> bool:
+        return self.brake_engaged or any(kind.brake_engaged for kind in self.kinds)
+
+    @property
+    def all_complete(self) -> bool:
+        return self.complete and all(kind.complete for kind in self.kinds)
+
+    @property
+    def broken(self) -> bool:
+        """Something needs a person: a write failed, a kind could not be read, or the journal failed."""
+        return bool(self.total("failed") or self.journal_error or any(kind.error for kind in self.kinds))
 
     def to_json(self) -> dict[str, Any]:
+        sections = {kind.kind.name: kind.to_json() for kind in self.kinds}
         if self.undoes is not None:
             return {
                 "runId": self.run_id,
@@ -197,10 +221,12 @@ class Report:
                 "changedSince": self.changed_since,
                 **self._outcomes(),
                 "notes": self.notes,
+                **sections,
             }
         return {
             "runId": self.run_id,
             "mode": self.mode,
+            "objects": list(self.objects),
             "scanned": self.scanned,
             "dirSynced": self.dir_synced,
             "alreadyCloudManaged": self.already_cloud_managed,
@@ -209,21 +235,13 @@ class Report:
             "tenantDefaultCloudManaged": self.tenant_default_cloud_managed,
             "unmatchedExclusions": self.unmatched_exclusions,
             "notes": self.notes,
+            **sections,
         }
 
     def _outcomes(self) -> dict[str, Any]:
         """What a sweep and an undo report alike: the candidates and how their writes went."""
         return {
-            "candidates": self.candidates,
-            "changed": self.changed,
-            "excluded": self.excluded,
-            "failed": self.failed,
-            "unknown": self.unknown,
-            "notAttempted": self.not_attempted,
-            "brakeEngaged": self.brake_engaged,
-            "maxChanges": self.max_changes,
-            "complete": self.complete,
-            "interrupted": self.interrupted,
+            **outcome_fields(self),
             "journalError": self.journal_error,
             "durationSeconds": round(self.duration_seconds, 3),
             "failures": self.failures,
@@ -233,18 +251,21 @@ class Report:
 
 
 def sweep(
-    exchange: ExchangeClient,
+    exchange: ExchangeClient | None,
     settings: Settings,
     *,
     apply: bool,
     session: Session,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    directory: Callable[[], GraphDirectory] | None = None,
 ) -> Report:
-    """One sweep: plan from a fresh listing, then (in apply mode, under the brake) flip the candidates.
+    """One sweep of every kind in ENFORCE_OBJECTS: plan each from a fresh listing, then (in apply mode, under
+    the brake of each kind) make the candidates cloud-managed.
 
     Every write is journaled in `session` first. Setting `cancel` (Ctrl-C) stops it submitting: what is in
-    flight finishes, and the report says what was done.
+    flight finishes, and the report says what was done. `exchange` (mailboxes) and `directory` (groups,
+    contacts) are needed only for the kinds enforced.
     """
     started = time.monotonic()
     cancel = cancel or threading.Event()
@@ -253,7 +274,50 @@ def sweep(
         mode="apply" if apply else "report",
         run_id=session.who.get("runId", ""),
         max_changes=settings.enforce_max_changes,
+        objects=settings.enforce_objects,
     )
+    matched: set[str] = set()
+    if "mailboxes" in settings.enforce_objects:
+        assert exchange is not None, "a mailbox sweep needs the Exchange client"
+        matched |= _sweep_mailboxes(exchange, settings, report, apply, session, deadline, progress, cancel)
+    for name in settings.enforce_objects:
+        if name == "mailboxes" or report.interrupted:
+            continue
+        assert directory is not None, "a group or contact sweep needs the Graph directory"
+        from shared.authority.objects import KINDS
+        from shared.authority.sweep import sweep_kind
+
+        part = sweep_kind(
+            directory(),
+            KINDS[name],
+            settings,
+            apply=apply,
+            session=session,
+            deadline=deadline,
+            cancel=cancel,
+            progress=progress,
+        )
+        report.kinds.append(part.report)
+        report.interrupted = report.interrupted or part.report.interrupted
+        report.journal_error = report.journal_error or part.journal_error
+        matched |= part.matched
+    _note_unmatched(report, settings.enforce_exclude, matched)
+    report.duration_seconds = time.monotonic() - started
+    log.info("sweep finished: %s", report.to_json())
+    return report
+
+
+def _sweep_mailboxes(
+    exchange: ExchangeClient,
+    settings: Settings,
+    report: Report,
+    apply: bool,
+    session: Session,
+    deadline: float,
+    progress: Progress | None,
+    cancel: threading.Event,
+) -> set[str]:
+    """The mailboxes' part of a sweep; returns the ENFORCE_EXCLUDE entries that named a listed mailbox."""
     try:
         report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
     except ExoprovError as exc:
@@ -265,16 +329,14 @@ def sweep(
     except BudgetExhaustedError as exc:
         report.complete = False
         report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
-        report.duration_seconds = time.monotonic() - started
-        return report
+        return set(settings.enforce_exclude)  # unknown: name none of them as unmatched
     except Cancelled:
         report.complete, report.interrupted = False, True
         report.notes.append("interrupted during the listing; nothing was changed")
-        report.duration_seconds = time.monotonic() - started
-        return report
+        return set(settings.enforce_exclude)
     if report.tenant_default_cloud_managed:
         report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
-    _copy_counts(plan, report, settings.enforce_exclude)
+    _copy_counts(plan, report)
     limit = settings.enforce_max_changes
     if limit and len(plan.candidates) > limit:
         report.brake_engaged = True
@@ -284,9 +346,17 @@ def sweep(
         )
     elif apply and plan.candidates:
         Applier(exchange, settings, report, deadline, progress, cancel, session).run(plan.candidates)
-    report.duration_seconds = time.monotonic() - started
-    log.info("sweep finished: %s", report.to_json())
-    return report
+    return plan.matched_exclusions
+
+
+def _note_unmatched(report: Report, exclude: frozenset[str], matched: set[str]) -> None:
+    """Name the ENFORCE_EXCLUDE entries that matched nothing any kind listed: what they were meant to protect is not."""
+    report.unmatched_exclusions = sorted(exclude - matched)
+    if report.unmatched_exclusions:
+        report.notes.append(
+            f"ENFORCE_EXCLUDE entries that match nothing the sweep listed: {', '.join(report.unmatched_exclusions)}; "
+            "check them: the object they were meant for is not protected"
+        )
 
 
 def read_tenant_default(exchange: ExchangeClient, deadline: float | None = None) -> bool | None:
@@ -314,6 +384,42 @@ def intent_groups(batches: int) -> list[tuple[int, int]]:
 
 class Cancelled(Exception):
     """The person running the sweep (or undo) asked it to stop."""
+
+
+INTERRUPTED_NOTE = "interrupted: the writes in flight were finished, the rest was not attempted"
+
+
+class StopSignal:
+    """Whether a run's writers stop submitting (Ctrl-C, the time budget, a refusal that ends the run), and the
+    first reason, shared by the threads of one writer."""
+
+    def __init__(self, cancel: threading.Event, deadline: float) -> None:
+        self.cancel = cancel
+        self.deadline = deadline
+        self.reason = ""
+        self.interrupted = False
+        self._lock = threading.Lock()
+
+    def check(self) -> bool:
+        """True once the run should stop; a Ctrl-C or the deadline become the reason if none came first."""
+        with self._lock:
+            if not self.reason and self.cancel.is_set():
+                self.interrupted = True
+                self.reason = INTERRUPTED_NOTE
+            if not self.reason and time.monotonic() >= self.deadline:
+                self.reason = BUDGET_NOTE
+            return bool(self.reason)
+
+    def set(self, reason: str) -> None:
+        with self._lock:
+            self.reason = self.reason or reason
+
+    def settle(self, report: Report | KindReport) -> None:
+        """Tell the report how the writer ended: incomplete, and why, when it stopped early."""
+        if self.reason:
+            report.complete = False
+            report.interrupted = report.interrupted or self.interrupted
+            report.notes.append(self.reason)
 
 
 def list_and_plan(
@@ -364,14 +470,8 @@ def list_synced(
     raise AssertionError("unreachable")
 
 
-def _copy_counts(plan: Plan, report: Report, exclude: frozenset[str]) -> None:
+def _copy_counts(plan: Plan, report: Report) -> None:
     report.candidate_list = [m.to_json() for m in plan.candidates]
-    report.unmatched_exclusions = sorted(exclude - plan.matched_exclusions)
-    if report.unmatched_exclusions:
-        report.notes.append(
-            f"ENFORCE_EXCLUDE entries that match no mailbox: {', '.join(report.unmatched_exclusions)}; "
-            "check them: the mailbox they were meant for is not protected"
-        )
     report.scanned = plan.scanned
     report.dir_synced = plan.dir_synced
     report.already_cloud_managed = plan.already_cloud_managed
@@ -396,7 +496,6 @@ class Applier:
         value: bool = True,
     ) -> None:
         self._exchange = exchange
-        self._cancel = cancel
         self._settings = settings
         self._report = report
         self._deadline = deadline
@@ -404,7 +503,7 @@ class Applier:
         self._session = session
         self._value = value
         self._lock = threading.Lock()
-        self._stop_reason = ""
+        self._stop = StopSignal(cancel, deadline)
         self._done = 0
         self._intents: dict[int, Entry] = {}  # by id() of the ListedMailbox: a listing may repeat an identity
 
@@ -432,7 +531,7 @@ class Applier:
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     self._reraise(finished)
                 write_ahead(group_of[index])
-                if self._should_stop() or not intents[group_of[index]].result():
+                if self._stop.check() or not intents[group_of[index]].result():
                     break
                 write_ahead(group_of[index] + 1)
                 # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
@@ -442,9 +541,7 @@ class Applier:
             self._skip([mailbox for rest in chunks[sent:] for mailbox in rest])
             finished, _ = wait(in_flight)
             self._reraise(finished)
-        if self._stop_reason:
-            self._report.complete = False
-            self._report.notes.append(self._stop_reason)
+        self._stop.settle(self._report)
 
     def _intend(self, chunks: list[list[ListedMailbox]]) -> bool:
         """Journal the intents of the next batches; without them nothing more is written."""
@@ -458,20 +555,11 @@ class Applier:
         except JournalUnavailableError as exc:
             log.error("%s; no more mailboxes are changed", exc)
             self._report.journal_error = str(exc)
-            self._stop(f"stopped: {exc}; nothing is changed without a journal entry")
+            self._stop.set(f"stopped: {exc}; nothing is changed without a journal entry")
             return False
         with self._lock:
             self._intents.update(entries)
         return True
-
-    def _should_stop(self) -> bool:
-        with self._lock:
-            if not self._stop_reason and self._cancel.is_set():
-                self._report.interrupted = True
-                self._stop_reason = "interrupted: the writes in flight were finished, the rest was not attempted"
-            if not self._stop_reason and time.monotonic() >= self._deadline:
-                self._stop_reason = BUDGET_NOTE
-            return bool(self._stop_reason)
 
     def _skip(self, mailboxes: list[ListedMailbox]) -> None:
         """Count mailboxes as not attempted; intents already journaled for them are withdrawn."""
@@ -487,7 +575,7 @@ class Applier:
         attempts = self._settings.http_max_attempts
         pending = list(chunk)
         for attempt in range(1, attempts + 1):
-            if self._should_stop():
+            if self._stop.check():
                 self._give_up(pending, sent=attempt > 1)
                 return
             unclear, pending = self._write(pending, last=attempt == attempts, sent=attempt > 1)
@@ -519,11 +607,11 @@ class Applier:
         except OutcomeUnknownError:
             return list(chunk), []
         except BudgetExhaustedError:
-            self._stop(BUDGET_NOTE)
+            self._stop.set(BUDGET_NOTE)
             self._give_up(chunk, sent=sent)
             return [], []
         except PermissionDeniedError as exc:
-            self._stop(f"stopped: {exc}")
+            self._stop.set(f"stopped: {exc}")
             for mailbox in chunk:
                 self._fail(mailbox, str(exc))
             return [], []
@@ -604,10 +692,6 @@ class Applier:
         with self._lock:
             intent = self._intents.pop(id(mailbox))
         self._session.record(intent.entry_id, outcome, error)
-
-    def _stop(self, reason: str) -> None:
-        with self._lock:
-            self._stop_reason = self._stop_reason or reason
 
     def _tick(self, done: int) -> None:
         if self._progress:

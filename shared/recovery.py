@@ -12,6 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.authority.objects import KINDS, Kind
+from shared.authority.read import read_states
+from shared.directory import GraphDirectory
 from shared.errors import ExoprovError, NotFoundError, TransientError, first_line
 from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
 from shared.graph import GraphClient
@@ -38,6 +41,7 @@ TYPE_DETAILS = {"Shared": "SharedMailbox", "Room": "RoomMailbox", "Equipment": "
 # A run whose process runs elsewhere is taken for dead after this much silence: longer than any wait of
 # its own (Retry-After is capped well below it), so a live run is not settled under its feet.
 STALE_AFTER_SECONDS = 600.0
+AUTHORITY_ACTIONS = frozenset(kind.action for kind in KINDS.values())
 NOT_APPLIED = "not applied: the run ended before recording an outcome, and the object reads {}"
 
 # (outcome, error), in the order settlement_line takes them: a read-back is written as it is.
@@ -141,7 +145,13 @@ def read_back(
     mailboxes = [e for e in entries if e.action in (CLOUD_MANAGED, MAILBOX_TYPE)]
     for start in range(0, len(mailboxes), BATCH_LIMIT):
         verdicts.update(_read_mailboxes(mailboxes[start : start + BATCH_LIMIT], exchange()))
+    for kind in KINDS.values():
+        converted = [e for e in entries if e.action == kind.action]
+        if converted:
+            verdicts.update(_read_sources(converted, kind, GraphDirectory(graph().http)))
     for entry in entries:
+        if entry.action in AUTHORITY_ACTIONS:
+            continue
         if entry.action in (LICENSE_ADD, LICENSE_REMOVE, USAGE_LOCATION):
             verdict = _read_user(entry, graph())
             if verdict is not None:
@@ -180,6 +190,26 @@ def _read_mailboxes(entries: list[Entry], exchange: ExchangeClient) -> dict[str,
             # B13: a conversion shows after a while, so an old type proves nothing either way.
             verdicts[entry.entry_id] = (
                 ("applied", None) if shows == wanted else ("unknown", f"the mailbox still reads {shows}")
+            )
+    return verdicts
+
+
+def _read_sources(entries: list[Entry], kind: Kind, directory: GraphDirectory) -> dict[str, ReadBack]:
+    """Group and contact conversions, read back in batches of 20: the state shows the value written, or not."""
+    try:
+        shows = read_states(directory, kind, sorted({e.target_id for e in entries}))
+    except TransientError:
+        return {}
+    except ExoprovError as exc:
+        return {e.entry_id: ("unknown", f"reading it back failed: {first_line(exc)}") for e in entries}
+    verdicts: dict[str, ReadBack] = {}
+    for entry in entries:
+        value = shows[entry.target_id]
+        if isinstance(value, str):
+            verdicts[entry.entry_id] = ("unknown", f"reading it back failed: {value}")
+        else:
+            verdicts[entry.entry_id] = (
+                ("applied", None) if value is entry.after else ("failed", NOT_APPLIED.format(value))
             )
     return verdicts
 

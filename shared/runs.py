@@ -26,8 +26,16 @@ def run_sweep(
     """One sweep with its own run id; every write it makes is in the journal under that id."""
 
     def work(session: Session) -> Report:
-        exchange = clients.exchange()
-        return sweep(exchange, clients.settings, apply=apply, session=session, progress=progress, cancel=cancel)
+        exchange = clients.exchange() if "mailboxes" in clients.settings.enforce_objects else None
+        return sweep(
+            exchange,
+            clients.settings,
+            apply=apply,
+            session=session,
+            progress=progress,
+            cancel=cancel,
+            directory=clients.directory,
+        )
 
     return _as_run(clients, "sweep", apply, work, apply=apply)
 
@@ -48,7 +56,7 @@ def run_undo(
 
     def work(session: Session) -> Report:
         return undo(
-            clients.exchange(),
+            clients.exchange,
             clients.journal(),
             clients.settings,
             undo_run_id,
@@ -56,6 +64,7 @@ def run_undo(
             session=session,
             progress=progress,
             cancel=cancel,
+            directory=clients.directory,
         )
 
     # Even in report mode an undo reads the journal, so it needs one like a run that writes.
@@ -107,12 +116,12 @@ def _ended(kind: str, run_id: str, mode: str, report: Report | None, seconds: fl
         kind=kind,
         runId=run_id,
         mode=mode,
-        candidates=report and report.candidates,
-        changed=report and report.changed,
-        failed=report and report.failed,
-        unknown=report and report.unknown,
-        brakeEngaged=report and report.brake_engaged,
-        complete=report and report.complete,
+        candidates=report and report.total("candidates"),
+        changed=report and report.total("changed"),
+        failed=report and report.total("failed"),
+        unknown=report and report.total("unknown"),
+        brakeEngaged=report and report.braked,
+        complete=report and report.all_complete,
         durationSeconds=round(seconds, 3),
         journalError=report and report.journal_error,
         error=None if error is None else f"{type(error).__name__}: {first_line(error)}",

@@ -28,11 +28,11 @@ def run_scheduled_sweep() -> Report:
         "sweep %s (%s): %d candidates, %d changed, %d failed, brake %s, complete %s",
         report.run_id,
         report.mode,
-        report.candidates,
-        report.changed,
-        report.failed,
-        report.brake_engaged,
-        report.complete,
+        report.total("candidates"),
+        report.total("changed"),
+        report.total("failed"),
+        report.braked,
+        report.all_complete,
     )
     return report
 

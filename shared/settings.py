@@ -26,7 +26,9 @@ from shared.errors import ConfigurationError
 
 __all__ = [
     "CLOUDS",
+    "ENFORCED_OBJECTS",
     "MAILBOX_TYPES",
+    "NAME_PREFIX",
     "SETTINGS",
     "Settings",
     "is_loopback_host",
@@ -88,10 +90,14 @@ COUNTRY = re.compile(r"^[A-Za-z]{2}\Z")
 _DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 HOUR, DAY, WEEK = 3600.0, 86400.0, 7 * 86400.0
 MONTH_MINUTES = 31 * 24 * 60.0
+# The kinds of synced object the sweep can make cloud-managed, in the order a sweep takes them.
+ENFORCED_OBJECTS = ("mailboxes", "groups", "contacts")
 EXCLUDE_FORMS = (
-    "UPNs, SMTP addresses (name@domain, any of a mailbox's addresses) or ExternalDirectoryObjectId GUIDs, "
+    "UPNs, SMTP addresses (name@domain, any of an object's addresses), object id GUIDs (a mailbox's "
+    "ExternalDirectoryObjectId, a group's or contact's id) or `name:` and a group's or contact's display name, "
     "separated by commas or semicolons; no wildcards or filters"
 )
+NAME_PREFIX = "name:"  # a display name must say so: a bare word is more often a typo than a name
 _ADDRESS = re.compile(r"^[^@\s*?,;()<>\[\]\\\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
 
@@ -240,10 +246,33 @@ def _recipient_types(raw: str) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def _objects(raw: str) -> tuple[str, ...]:
+    chosen = {item.lower() for item in _split(raw)}
+    unknown = sorted(chosen - set(ENFORCED_OBJECTS))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not one of {', '.join(ENFORCED_OBJECTS)}")
+    if not chosen:
+        raise ValueError(f"name at least one of {', '.join(ENFORCED_OBJECTS)}")
+    return tuple(kind for kind in ENFORCED_OBJECTS if kind in chosen)
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value == "true"
+
+
 def _identity_set(raw: str) -> frozenset[str]:
     entries = set()
     for item in (part.strip() for part in re.split(r"[,;]", raw)):
         if not item:
+            continue
+        if item.lower().startswith(NAME_PREFIX):
+            name = " ".join(item[len(NAME_PREFIX) :].split())
+            if not name:
+                raise ValueError(f"the entry {item!r} names no display name after {NAME_PREFIX!r}")
+            entries.add(NAME_PREFIX + name.lower())
             continue
         value = item[5:] if item.lower().startswith("smtp:") else item  # as in EmailAddresses: SMTP:a@b
         if not (GUID.match(value) or _ADDRESS.match(value)):
@@ -372,7 +401,29 @@ SETTINGS: tuple[Setting, ...] = (
         "NCRONTAB, UTC: when the readiness report is written to the `exoprov-reports` container",
     ),
     Setting("ENFORCE_MODE", "enforce_mode", "report", _choice(("report", "apply")), "`report` or `apply`"),
-    Setting("ENFORCE_MAX_CHANGES", "enforce_max_changes", "500", _int_between(0, 10**9), "the brake; 0 = no limit"),
+    Setting(
+        "ENFORCE_OBJECTS",
+        "enforce_objects",
+        "mailboxes",
+        _objects,
+        "what the sweep makes cloud-managed: `mailboxes` (IsExchangeCloudManaged), `groups` and `contacts` (their "
+        'source of authority, through Graph); comma-separated; see "Groups and contacts"',
+    ),
+    Setting(
+        "ENFORCE_MAIL_ENABLED_GROUPS",
+        "enforce_mail_enabled_groups",
+        "false",
+        _bool,
+        "`true` lets the group sweep convert distribution lists and mail-enabled security groups too (they are "
+        "then managed in Exchange Online and cannot go back to AD by group writeback)",
+    ),
+    Setting(
+        "ENFORCE_MAX_CHANGES",
+        "enforce_max_changes",
+        "500",
+        _int_between(0, 10**9),
+        "the brake, counted per kind; 0 = no limit",
+    ),
     Setting(
         "ENFORCE_RECIPIENT_TYPES",
         "enforce_recipient_types",
@@ -385,10 +436,11 @@ SETTINGS: tuple[Setting, ...] = (
         "enforce_exclude",
         "",
         _identity_set,
-        "mailboxes never touched: UPNs, any of a mailbox's SMTP addresses (an `SMTP:` prefix is fine) or "
-        "ExternalDirectoryObjectIds, separated by `,` or `;`, case-insensitive. Anything else (a wildcard, a "
-        "filter, a bare name) is refused at start; an entry that matches no mailbox is named by the report and "
-        "the doctor",
+        "objects never touched: UPNs, any of an object's SMTP addresses (an `SMTP:` prefix is fine), object ids "
+        "(a mailbox's ExternalDirectoryObjectId, a group's or contact's id) or `name:` and a group's or contact's "
+        "display name, separated by `,` or `;`, case-insensitive. Anything else (a wildcard, a filter, a bare "
+        "name) is refused at start; an entry that matches nothing the sweep lists is named by the report and the "
+        "doctor",
     ),
     Setting(
         "ENFORCE_CONCURRENCY",
@@ -558,6 +610,8 @@ class Settings:
     enforce_schedule: str
     readiness_schedule: str
     enforce_mode: str
+    enforce_objects: tuple[str, ...]
+    enforce_mail_enabled_groups: bool
     enforce_max_changes: int
     enforce_recipient_types: frozenset[str]
     enforce_exclude: frozenset[str]

@@ -1,4 +1,6 @@
-"""Undo of one sweep (or undo) run: set back what it flipped, where the mailbox still reads what it wrote.
+"""Undo of one sweep (or undo) run: set back what it flipped, where the object still reads what it wrote.
+
+Groups and contacts are taken back by `shared/authority/undo.py`, one section of the report per kind.
 
 The run's journal says which mailboxes it changed (outcome `applied`); one fresh listing says what they read
 now. A mailbox is set back only when it still reads the run's value, is still a directory-synced mailbox and
@@ -10,8 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from shared.authority.objects import KINDS
+from shared.authority.undo import undo_kind
+from shared.directory import GraphDirectory
 from shared.enforcement import Applier, Cancelled, ListedMailbox, Progress, Report, exclusion_keys, list_synced
 from shared.errors import BudgetExhaustedError, ConfigurationError
 from shared.exchange import ExchangeClient
@@ -25,7 +31,7 @@ log = logging.getLogger("exoprov.undo")
 
 
 def undo(
-    exchange: ExchangeClient,
+    exchange: Callable[[], ExchangeClient],
     journal: Journal,
     settings: Settings,
     run_id: str,
@@ -34,8 +40,12 @@ def undo(
     session: Session,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    directory: Callable[[], GraphDirectory] | None = None,
 ) -> Report:
-    """Plan the undo of `run_id` from its journal and a fresh listing; with `apply`, write it (journaled)."""
+    """Plan the undo of `run_id` from its journal and a fresh read; with `apply`, write it (journaled).
+
+    Mailboxes are read through `exchange`, groups and contacts through `directory`: each only when the run
+    changed some."""
     started = time.monotonic()
     deadline = started + settings.enforce_time_budget_seconds
     cancel = cancel or threading.Event()
@@ -45,10 +55,11 @@ def undo(
         max_changes=settings.enforce_max_changes,
         undoes=run_id,
     )
-    flips = _flips(journal, run_id, report)
+    entries = _entries(journal, run_id)
+    flips = _flips(entries, run_id, report)
     report.scanned = len(flips)
     try:
-        candidates = _plan(exchange, settings, flips, report, deadline, cancel)
+        candidates = _plan(exchange, settings, flips, report, deadline, cancel) if flips else []
     except (BudgetExhaustedError, Cancelled) as exc:
         report.complete, report.interrupted = False, isinstance(exc, Cancelled)
         report.notes.append(f"the listing did not finish ({exc or 'interrupted'}); nothing was changed")
@@ -67,19 +78,38 @@ def undo(
         for value in (False, True):  # a run wrote one value; both loops only in a hand-edited journal
             group = [m for m, back in candidates if back is value]
             if group:
-                Applier(exchange, settings, report, deadline, progress, cancel, session, value).run(group)
+                Applier(exchange(), settings, report, deadline, progress, cancel, session, value).run(group)
         if report.changed:
             report.notes.append(
                 "the next sweep in apply mode flips these mailboxes again unless they are in ENFORCE_EXCLUDE "
                 "(or ENFORCE_MODE is report)"
             )
+    for kind in KINDS.values():
+        if report.interrupted or not any(e.action == kind.action for e in entries):
+            continue
+        assert directory is not None, "undoing group or contact conversions needs the Graph directory"
+        section, journal_error = undo_kind(
+            directory(),
+            kind,
+            settings,
+            entries,
+            undoes=run_id,
+            apply=apply,
+            session=session,
+            deadline=deadline,
+            cancel=cancel,
+            progress=progress,
+        )
+        report.kinds.append(section)
+        report.interrupted = report.interrupted or section.interrupted
+        report.journal_error = report.journal_error or journal_error
     report.duration_seconds = time.monotonic() - started
     log.info("undo of %s finished: %s", run_id, report.to_json())
     return report
 
 
-def _flips(journal: Journal, run_id: str, report: Report) -> list[Entry]:
-    """The run's applied cloud-management writes, one per mailbox (the last one counts)."""
+def _entries(journal: Journal, run_id: str) -> list[Entry]:
+    """Every entry of the run; refused while one has no outcome (the run is alive, or not settled yet)."""
     info = journal.run_info(run_id)
     if info is None:
         raise ConfigurationError(
@@ -94,6 +124,11 @@ def _flips(journal: Journal, run_id: str, report: Report) -> list[Entry]:
             f"run {run_id} still has {len(pending)} write(s) without an outcome: it is still running, or it "
             "stopped and has not been settled yet (any sweep or undo settles it once its process is gone)",
         )
+    return entries
+
+
+def _flips(entries: list[Entry], run_id: str, report: Report) -> list[Entry]:
+    """The run's applied cloud-management writes, one per mailbox (the last one counts)."""
     latest: dict[str, Entry] = {}
     for entry in entries:
         if entry.action == CLOUD_MANAGED and entry.outcome == "applied":
@@ -114,7 +149,7 @@ def _flips(journal: Journal, run_id: str, report: Report) -> list[Entry]:
 
 
 def _plan(
-    exchange: ExchangeClient,
+    exchange: Callable[[], ExchangeClient],
     settings: Settings,
     flips: list[Entry],
     report: Report,
@@ -129,7 +164,7 @@ def _plan(
         if identity in wanted:
             found[identity] = record
 
-    found = list_synced(exchange, dict, keep, deadline, cancel) if wanted else {}
+    found = list_synced(exchange(), dict, keep, deadline, cancel) if wanted else {}
     candidates: list[tuple[ListedMailbox, bool]] = []
     for target_id, entry in wanted.items():
         listed = found.get(target_id)

@@ -440,6 +440,77 @@ GRAPH_DIRECTORY_CALLS: dict[str, Callable[[Wire], Answer]] = {
 }
 
 
+# Moving a source of authority (docs/wire-protocols.md, "Moving the source of authority"), on the default seed with
+# its source-of-authority objects switched on.
+AUTHORITY_SEED = {"withSourceOfAuthority": True}
+MEMBER_SELECT = "id,displayName,onPremisesSyncEnabled,onPremisesSecurityIdentifier,mail,userPrincipalName"
+
+
+def _authority_wire(wire: Wire) -> Wire:
+    wire.reseed(default_seed(**AUTHORITY_SEED))
+    return wire
+
+
+def _patch_authority(wire: Wire, name: str, managed: bool, collection: str = "groups") -> Answer:
+    path = f"/v1.0/{collection}/{directory_id(wire, collection, name)}/onPremisesSyncBehavior"
+    return wire.send("PATCH", path, {"isCloudManaged": managed})
+
+
+def _authority_patch_200(wire: Wire) -> Answer:
+    _authority_wire(wire).sandbox.knobs(graph_sync_behavior_patch_200=True)
+    return _patch_authority(wire, "SoaChild", True)
+
+
+def _authority_forbidden(wire: Wire) -> Answer:
+    path = f"/v1.0/groups/{directory_id(_authority_wire(wire), 'groups', 'SoaChild')}/onPremisesSyncBehavior"
+    wire.sandbox.knobs(roles={GRAPH: ["GroupMember.Read.All", "Directory.ReadWrite.All", "Group.ReadWrite.All"]})
+    wire.clients.tokens.get(GRAPH, refresh=True, claims=FRESH_TOKEN_CLAIMS)
+    return wire.send("PATCH", path, {"isCloudManaged": True})
+
+
+def _authority_batch(wire: Wire) -> Answer:
+    _authority_wire(wire)
+    requests = [
+        {
+            "id": item_id,
+            "method": "PATCH",
+            "url": f"/{collection}/{directory_id(wire, collection, name)}/onPremisesSyncBehavior",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"isCloudManaged": True},
+        }
+        for item_id, collection, name in (("1", "groups", "SoaChild"), ("2", "contacts", "SoaContact"))
+    ]
+    return graph_batch(wire, requests)
+
+
+def _rolled_back(wire: Wire) -> Answer:
+    _authority_wire(wire)
+    _patch_authority(wire, "SoaChild", True)
+    _patch_authority(wire, "SoaChild", False)
+    select = "id,displayName,onPremisesSyncEnabled,onPremisesSecurityIdentifier"
+    query = f"$filter=onPremisesSyncEnabled%20eq%20null&$select={select}&$count=true"
+    return wire.send("GET", f"/v1.0/groups?{query}", headers=EVENTUAL)
+
+
+GRAPH_AUTHORITY_CALLS: dict[str, Callable[[Wire], Answer]] = {
+    "graph.groups.sync_behavior_patch": lambda w: _patch_authority(_authority_wire(w), "SoaChild", True),
+    "graph.groups.sync_behavior_patch_200": _authority_patch_200,
+    "graph.error.sync_behavior_forbidden": _authority_forbidden,
+    "graph.batch.sync_behavior_patch": _authority_batch,
+    "graph.groups.members": lambda w: w.send(
+        "GET",
+        f"/v1.0/groups/{directory_id(_authority_wire(w), 'groups', 'SoaDistributionList')}/members"
+        f"?$select={MEMBER_SELECT}",
+    ),
+    "graph.groups.rolled_back": _rolled_back,
+    "graph.groups.get_select": lambda w: w.send(
+        "GET",
+        f"/v1.0/groups/{directory_id(_authority_wire(w), 'groups', 'SoaDistributionList')}"
+        "?$select=id,displayName,mail,mailEnabled,securityEnabled,groupTypes,proxyAddresses,onPremisesSyncEnabled",
+    ),
+}
+
+
 # How to make the sandbox give each contract's answer: the same call a client makes.
 SANDBOX_CALLS: dict[str, Callable[[Wire], Answer]] = {
     "exchange.invoke.page": lambda w: w.invoke(
@@ -488,6 +559,7 @@ SANDBOX_CALLS: dict[str, Callable[[Wire], Answer]] = {
         w.send("GET", f"/v1.0/users/{SYNCED_WITH_MAILBOX}"),
     )[1],
     **GRAPH_DIRECTORY_CALLS,
+    **GRAPH_AUTHORITY_CALLS,
     "identity.token.app_service": _token,
     "identity.token.app_service_error": lambda w: _token(w, "7c0f3a9e-0000-4000-8000-00000000dead"),
     "exchange.orgconfig.tenant_default": lambda w: w.invoke(

@@ -22,9 +22,12 @@ def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
     assert demo.returncode == 0, demo.stderr[-2000:]
     out = demo.stdout
     assert "all checks passed" in out
-    assert "changed                 5" in out and out.count("candidates              0") == 1
+    assert "changed                 5" in out and out.count("\n  candidates              0\n") == 1
     assert "5 entries" in out and out.count("False -> True  applied") == 5  # the journal of the apply run
     assert "to set back             5" in out  # undo's plan for that run, in report mode
+    # The group and contact sweep (report mode): the mail-enabled groups are left alone, the synced contact listed.
+    assert "GroupGDWithMail <gd@contoso.com>: mail-enabled; ENFORCE_MAIL_ENABLED_GROUPS is false" in out
+    assert "ContactWithMail <partner@fabrikam.com>: contact" in out
     for line in (
         "hr-1001  succeeded  UserMailbox",
         "hr-1002  succeeded  SharedMailbox",

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from shared.auth import GRAPH_APP_ROLES
+from shared.auth import AUTHORITY_ROLES, GRAPH_APP_ROLES
 from shared.doctor import CHECKS, CheckFailed, Doctor, DoctorCheck, Skipped, run_doctor
 
 EXCHANGE = "https://outlook.office365.com"
@@ -107,3 +107,32 @@ def test_a_graph_token_without_roles_still_lets_the_graph_api_check_say_what_gra
     assert ("FAIL", "graph token") in report(out) and ("FAIL", "graph api") in report(out)
     (graph_api,) = [line for line in out.getvalue().splitlines() if line.startswith("FAIL  graph api")]
     assert all(role in graph_api for role in GRAPH_APP_ROLES)
+
+
+@pytest.mark.parametrize("kind", ["groups", "contacts"])
+def test_the_graph_token_check_asks_for_the_source_of_authority_role_of_each_enforced_kind(
+    env, sandbox, monkeypatch, kind: str
+) -> None:
+    """With ENFORCE_OBJECTS naming a kind, a token without that kind's AUTHORITY_ROLES entry fails, saying how."""
+    monkeypatch.setenv("ENFORCE_OBJECTS", f"mailboxes,{kind}")
+    sandbox.knobs(roles={EXCHANGE: ["Exchange.ManageAsApp"], GRAPH: list(GRAPH_APP_ROLES)})
+    out = io.StringIO()
+    assert run_doctor(out) == 1
+    assert f"FAIL  graph token             the Graph token lacks {AUTHORITY_ROLES[kind]}\n" in out.getvalue()
+    assert "azd provision" in out.getvalue()
+
+
+def test_an_exclusion_may_name_a_group_by_display_name_when_groups_are_enforced(env, sandbox, monkeypatch) -> None:
+    """`name:` entries are matched against the synced groups; one that names nothing fails the check by name."""
+    from sandbox.server import load_seed
+
+    sandbox.reset(dict(load_seed("default"), withSourceOfAuthority=True))
+    monkeypatch.setenv("ENFORCE_OBJECTS", "mailboxes,groups")
+    monkeypatch.setenv("ENFORCE_EXCLUDE", "name:SoaChild,vip@contoso.com,soa.dl@contoso.com")
+    out = io.StringIO()
+    run_doctor(out)
+    assert "  ok  exclusions              all 3 ENFORCE_EXCLUDE entries name a mailbox or a synced group" in out.getvalue()
+    monkeypatch.setenv("ENFORCE_EXCLUDE", "name:SoaChild,name:No Such Group")
+    out = io.StringIO()
+    assert run_doctor(out) == 1
+    assert "ENFORCE_EXCLUDE entries that name no mailbox or a synced group: name:no such group" in out.getvalue()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shared.auth import GRAPH_APP_ROLES
+from shared.auth import AUTHORITY_ROLES, GRAPH_APP_ROLES
 from tests.conftest import ROOT
 
 HOOKS = ROOT / "infra" / "hooks"
@@ -299,6 +299,22 @@ def test_no_ps1_message_uses_a_variable_followed_by_a_colon() -> None:
     """PowerShell reads "$name:" as a scope-qualified variable, not a variable and a colon: none in a message."""
     for _, text in messages(PS1):
         assert not re.search(r"(?<!<)\$\w+:", text), text
+
+
+@pytest.mark.parametrize(
+    ("objects", "kinds"), [("Groups, contacts", ["groups", "contacts"]), ("contacts", ["contacts"])]
+)
+def test_the_printed_grants_add_the_source_of_authority_role_of_each_enforced_kind(
+    run_hook: RunHook, objects: str, kinds: list[str]
+) -> None:
+    """ENFORCE_OBJECTS adds AUTHORITY_ROLES to the printed loop, as permissions.bicep adds them to its grants."""
+    run = run_hook(EXOPROV_GRANTS_SKIPPED="true", ENFORCE_OBJECTS=objects)
+    assert run.returncode == 0, run.stderr
+    (loop,) = [line for line in run.stdout.splitlines() if line.strip().startswith("foreach ($role in ")]
+    expected = [*GRAPH_APP_ROLES, *(AUTHORITY_ROLES[kind] for kind in ("groups", "contacts") if kind in kinds)]
+    assert re.findall(r"'([^']+)'", loop.split(")")[0]) == expected
+    for kind, role in AUTHORITY_ROLES.items():
+        assert f"Contains(',{kind},')) {{ $graph_roles += \",'{role}'\" }}" in PS1.read_text()
 
 
 def test_both_hooks_define_the_same_role_ids_and_app_roles() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.auth import GRAPH_APP_ROLES
+from shared.auth import AUTHORITY_ROLES, GRAPH_APP_ROLES
 from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -157,7 +157,9 @@ def test_the_identity_has_exactly_the_listed_app_roles() -> None:
     permissions = bicep("app/permissions.bicep")
     grants = {n: r for n, r in permissions["resources"].items() if r["type"] == "Microsoft.Graph/appRoleAssignedTo"}
     assert set(grants) == {"graphGrants", "exchangeGrant"}
-    assert grants["graphGrants"]["config"]["loop_type"]["detail"]["array_name"] == "graphRoles"
+    assert grants["graphGrants"]["config"]["loop_type"]["detail"]["array_name"] == "grantedGraphRoles"
+    granted = permissions["variables"]["grantedGraphRoles"]["value"]["function"]["parameters"]
+    assert granted == {"arg_1": "graphRoles", "arg_2": "authorityRoles"}
     assert "'Exchange.ManageAsApp'" in (INFRA / "app" / "permissions.bicep").read_text()
     apps = {r["config"]["appId"] for r in permissions["resources"].values() if r["existing"]}
     assert apps == {"00000003-0000-0000-c000-000000000000", "00000002-0000-0ff1-ce00-000000000000"}
@@ -168,6 +170,22 @@ def test_the_bicep_grants_exactly_the_graph_roles_the_code_needs() -> None:
     assert bicep("app/permissions.bicep")["variables"]["graphRoles"]["value"] == list(GRAPH_APP_ROLES)
 
 
+def test_the_source_of_authority_roles_are_granted_only_for_the_kinds_enforced() -> None:
+    """ENFORCE_OBJECTS reaches permissions.bicep, which adds each kind's AUTHORITY_ROLES entry only when listed."""
+    permissions = bicep("app/permissions.bicep")
+    conditions = permissions["variables"]["authorityRoles"]["value"]["function"]["parameters"].values()
+    roles = {
+        c["operator"]["operands"]["condition"]["function"]["parameters"]["item_to_find"]: c["operator"]["operands"]
+        for c in conditions
+    }
+    assert {kind: (o["true_value"], o["false_value"]) for kind, o in roles.items()} == {
+        kind: ([role], []) for kind, role in AUTHORITY_ROLES.items()
+    }
+    assert permissions["parameters"]["enforceObjects"]["default"] == "mailboxes"
+    module = bicep("main.bicep")["modules"]["permissions"]["config"]["config"]
+    assert module["params"]["enforceObjects"] == "enforceObjects"
+
+
 def readme_section(title: str) -> str:
     """The text of one `## ` section of the README, without its heading."""
     sections = re.split(r"^## ", (ROOT / "README.md").read_text(), flags=re.M)
@@ -176,9 +194,10 @@ def readme_section(title: str) -> str:
 
 
 def test_the_readme_lists_exactly_the_graph_roles_the_code_needs() -> None:
-    """The table of 'Identity and permissions' is GRAPH_APP_ROLES in order; 'Deploy to Azure' names the same roles."""
+    """The tables of 'Identity and permissions' are GRAPH_APP_ROLES then AUTHORITY_ROLES, in order; 'Deploy to
+    Azure' names the same always-granted roles."""
     table = re.findall(r"^\| `([^`]+)` \|", readme_section("Identity and permissions"), flags=re.M)
-    assert table == list(GRAPH_APP_ROLES)
+    assert table == [*GRAPH_APP_ROLES, *AUTHORITY_ROLES.values()]
     graph_role = r"`((?:User|LicenseAssignment|Organization|Directory|GroupMember|OrgContact)\.\w+\.All)`"
     assert set(re.findall(graph_role, readme_section("Deploy to Azure"))) == set(GRAPH_APP_ROLES)
 

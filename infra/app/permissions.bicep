@@ -9,6 +9,8 @@
 extension microsoftGraphV1
 
 param principalId string
+@description('ENFORCE_OBJECTS: groups and contacts add the role that moves their source of authority.')
+param enforceObjects string = 'mailboxes'
 
 // Least privilege for the chain and the readiness report (docs/wire-protocols.md), resolved by name at deploy time.
 var graphRoles = [
@@ -20,6 +22,15 @@ var graphRoles = [
   'OrgContact.Read.All' // readiness report: synced org contacts
 ]
 
+// Moving a source of authority (PATCH onPremisesSyncBehavior) and reading it have one role per kind, with no
+// Read.All variant: granted only when the sweep enforces that kind (AUTHORITY_ROLES in shared/auth.py).
+var objects = split(toLower(replace(enforceObjects, ' ', '')), ',')
+var authorityRoles = concat(
+  contains(objects, 'groups') ? ['Group-OnPremisesSyncBehavior.ReadWrite.All'] : [],
+  contains(objects, 'contacts') ? ['Contacts-OnPremisesSyncBehavior.ReadWrite.All'] : []
+)
+var grantedGraphRoles = concat(graphRoles, authorityRoles)
+
 resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: '00000003-0000-0000-c000-000000000000'
 }
@@ -29,7 +40,7 @@ resource exchange 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
 }
 
 resource graphGrants 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
-  for role in graphRoles: {
+  for role in grantedGraphRoles: {
     principalId: principalId
     resourceId: graph.id
     appRoleId: filter(graph.appRoles, r => r.value == role)[0].id

@@ -30,6 +30,10 @@ exchange_recipient_administrator=31392ffb-586c-42d1-9346-e59415a2cc4e
 # What infra/app/permissions.bicep grants (GRAPH_APP_ROLES in shared/auth.py; tests/test_hooks.py keeps them
 # equal), for the commands printed when the deployment was told to grant nothing.
 graph_roles="'User.Read.All','User.ReadUpdate.All','LicenseAssignment.ReadWrite.All','LicenseAssignment.Read.All','GroupMember.Read.All','OrgContact.Read.All'"
+# The source-of-authority role of each kind ENFORCE_OBJECTS lists (AUTHORITY_ROLES), as permissions.bicep adds it.
+objects=",$(printf '%s' "${ENFORCE_OBJECTS:-mailboxes}" | tr -d ' ' | tr '[:upper:]' '[:lower:]'),"
+case "$objects" in *,groups,*) graph_roles="$graph_roles,'Group-OnPremisesSyncBehavior.ReadWrite.All'" ;; esac
+case "$objects" in *,contacts,*) graph_roles="$graph_roles,'Contacts-OnPremisesSyncBehavior.ReadWrite.All'" ;; esac
 graph_app=00000003-0000-0000-c000-000000000000
 exchange_app=00000002-0000-0ff1-ce00-000000000000
 exchange_manage_as_app=dc50a0fb-09a3-484d-be87-e023b12c6440

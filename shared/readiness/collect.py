@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from shared.directory import BATCH_ROUNDS, BatchRead, GraphDirectory
+from shared.directory import BATCH_ROUNDS, GraphCall, GraphDirectory
 from shared.enforcement import DIR_SYNCED_FILTER, TENANT_DEFAULT_PROPERTY, list_synced
 from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError, first_line
 from shared.exchange import BATCH_LIMIT, BatchItem, Command, ExchangeClient
@@ -221,7 +221,7 @@ class Reader:
         mail_enabled = [str(g["id"]) for g in listed if g.get("mailEnabled") is True]
         # A type cast is an advanced query: $count, and ConsistencyLevel in the item (a batch passes none on).
         reads = [
-            BatchRead(
+            GraphCall(
                 f"{gid}/children",
                 f"/groups/{gid}/members/microsoft.graph.group?$select=id&$count=true&$top=999",
                 ROLES["groups"],
@@ -232,7 +232,7 @@ class Reader:
         with_state = ROLES["group state"] in self.graph_roles
         if with_state:
             state = ROLES["group state"]
-            reads += [BatchRead(f"{gid}/state", f"/groups/{gid}/onPremisesSyncBehavior", state) for gid in mail_enabled]
+            reads += [GraphCall(f"{gid}/state", f"/groups/{gid}/onPremisesSyncBehavior", state) for gid in mail_enabled]
         answers = self._batched(self.directory, reads, "group")
         inventory.state_read = with_state and inventory.state_read
         groups = []
@@ -268,7 +268,7 @@ class Reader:
         answers: dict[str, Any] = {}
         if ROLES["contact state"] in self.graph_roles:
             state = ROLES["contact state"]
-            reads = [BatchRead(str(c["id"]), f"/contacts/{c['id']}/onPremisesSyncBehavior", state) for c in listed]
+            reads = [GraphCall(str(c["id"]), f"/contacts/{c['id']}/onPremisesSyncBehavior", state) for c in listed]
             answers = self._batched(self.directory, reads, "contact state")
             if reads and not answers:
                 log.info("v1.0 read no contact's onPremisesSyncBehavior; trying %s", CONTACT_STATE_VERSION)
@@ -293,7 +293,7 @@ class Reader:
             found += page
         return found
 
-    def _batched(self, directory: GraphDirectory, reads: list[BatchRead], what: str) -> dict[str, Any]:
+    def _batched(self, directory: GraphDirectory, reads: list[GraphCall], what: str) -> dict[str, Any]:
         """The bodies of the reads that succeeded, by key; the others are logged, and their objects say so."""
         answers = directory.batch(reads)
         failed = [answer.error for answer in answers.values() if answer.error]

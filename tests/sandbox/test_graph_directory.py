@@ -232,10 +232,11 @@ def test_the_wrapped_knob_serves_the_shape_of_learns_example(wire: Wire) -> None
     assert answer.body()["value"]["isCloudManaged"] is True and "isCloudManaged" not in answer.body()
 
 
-def test_writing_the_source_of_authority_is_not_served(wire: Wire) -> None:
-    """The sandbox serves no PATCH of onPremisesSyncBehavior (405), and counts the attempt as a Graph write."""
+def test_writing_the_source_of_authority_is_served_and_counted_as_a_graph_write(wire: Wire) -> None:
+    """A PATCH of onPremisesSyncBehavior answers 204 (tests/sandbox/test_graph_authority.py has the rest), and
+    counts as a Graph write."""
     path = f"/v1.0/groups/{directory_id(wire, 'groups', 'GroupGSWithMail')}/onPremisesSyncBehavior"
-    assert wire.send("PATCH", path, {"isCloudManaged": True}).status == 405
+    assert wire.send("PATCH", path, {"isCloudManaged": True}).status == 204
     assert wire.sandbox.stats()["graphWrites"] == 1
 
 

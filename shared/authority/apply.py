@@ -1,0 +1,243 @@
+"""Writing sources of authority: PATCH onPremisesSyncBehavior in `$batch`es of 20, level by level, each
+journaled before it is sent and read back after.
+
+A level starts only when the one below it has ended, and a parent whose child did not end `applied` in this run
+is held back. A 2xx whose read-back still shows the old value is read again a few times (Entra replicas lag);
+a write whose outcome is unclear (a 5xx, no answer) is read back and sent again only when it provably did not
+apply. PATCH sets a value, so sending it twice does no harm.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from shared.authority.objects import Kind, SyncedObject
+from shared.authority.read import read_states
+from shared.authority.report import KindReport
+from shared.directory import GRAPH_BATCH_LIMIT, BatchAnswer, GraphCall, GraphDirectory
+from shared.enforcement import BUDGET_NOTE, Progress, StopSignal
+from shared.errors import (
+    BudgetExhaustedError,
+    ExoprovError,
+    JournalUnavailableError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    ThrottledError,
+    UnexpectedAnswerError,
+)
+from shared.journal import Entry, Session
+from shared.logs import audit
+from shared.settings import Settings
+
+__all__ = ["READ_BACK_WAITS", "AuthorityWriter"]
+
+log = logging.getLogger("exoprov.authority")
+
+# Third-party tools re-read a converted object up to six times, two seconds apart, before they call it unconfirmed.
+READ_BACK_WAITS = (2.0, 4.0, 8.0)
+
+
+class AuthorityWriter:
+    """Sets isCloudManaged to `value` on objects of one kind, at most `enforce_concurrency` batches in flight."""
+
+    def __init__(
+        self,
+        directory: GraphDirectory,
+        kind: Kind,
+        report: KindReport,
+        settings: Settings,
+        *,
+        value: bool,
+        session: Session,
+        deadline: float,
+        cancel: threading.Event,
+        progress: Progress | None = None,
+    ) -> None:
+        self._directory = directory
+        self._kind = kind
+        self._report = report
+        self._value = value
+        self._session = session
+        self._deadline = deadline
+        self._cancel = cancel
+        self._concurrency = settings.enforce_concurrency
+        self._attempts = settings.http_max_attempts
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._stop = StopSignal(cancel, deadline)
+        self._done = 0
+        self._ended: dict[str, str] = {}  # outcome by object id: applied, failed, unknown, not attempted
+        self._intents: dict[str, Entry] = {}
+        self.journal_error: str | None = None
+
+    def run(self, levels: Sequence[Sequence[SyncedObject]], children: dict[str, tuple[str, ...]]) -> None:
+        """Write level by level; `children` holds back a parent whose child did not end `applied`."""
+        with ThreadPoolExecutor(self._concurrency, f"exoprov-{self._kind.name}") as pool:
+            for depth, level in enumerate(levels):
+                ready = [o for o in level if self._children_done(o, children)]
+                chunks = [ready[i : i + GRAPH_BATCH_LIMIT] for i in range(0, len(ready), GRAPH_BATCH_LIMIT)]
+                log.info("%s level %d: %d to write in %d batch(es)", self._kind.name, depth, len(ready), len(chunks))
+                # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
+                for future in [pool.submit(contextvars.copy_context().run, self._chunk, c) for c in chunks]:
+                    future.result()
+        self._stop.settle(self._report)
+
+    def _children_done(self, o: SyncedObject, children: dict[str, tuple[str, ...]]) -> bool:
+        unfinished = [c for c in children.get(o.id, ()) if self._ended.get(c) != "applied"]
+        if not unfinished:
+            return True
+        if self._stop.check():
+            self._skip([o])
+            return False
+        why = ", ".join(sorted(f"{c} ({self._ended.get(c, 'not written')})" for c in unfinished))
+        self._report.hold({**o.to_json(), "reason": f"its member group(s) did not convert in this run: {why}"})
+        return False
+
+    def _chunk(self, chunk: list[SyncedObject]) -> None:
+        """Journal one batch's intents, then write it until each object is settled or the attempts run out."""
+        if self._stop.check():
+            self._skip(chunk)
+            return
+        entries = {
+            o.id: self._session.entry(self._kind.action, o.id, o.mail or o.name, not self._value, self._value)
+            for o in chunk
+        }
+        try:
+            self._session.intend(entries.values())
+        except JournalUnavailableError as exc:
+            log.error("%s; no more %s are changed", exc, self._kind.name)
+            self._report_journal_error(str(exc))
+            self._skip(chunk, journaled=False)
+            return
+        with self._lock:
+            self._intents.update(entries)
+        pending = list(chunk)
+        for attempt in range(1, self._attempts + 1):
+            if attempt > 1 and self._stop.check():
+                for o in pending:
+                    self._settle(
+                        o, "failed", "it did not apply (throttled, or read back unchanged) and the run stopped"
+                    )
+                return
+            pending = self._write(pending, last=attempt == self._attempts)
+            if not pending:
+                return
+        for o in pending:
+            self._settle(o, "failed", f"the write did not apply after {self._attempts} attempts (HTTP_MAX_ATTEMPTS)")
+
+    def _write(self, chunk: list[SyncedObject], *, last: bool) -> list[SyncedObject]:
+        """Send one $batch; settle what can be settled and return the objects to write again."""
+        items = [
+            GraphCall(
+                o.id,
+                self._kind.state_url(o.id),
+                self._kind.state_role,
+                method="PATCH",
+                body={"isCloudManaged": self._value},
+            )
+            for o in chunk
+        ]
+        try:
+            answers = self._directory.batch(items)
+        except OutcomeUnknownError as exc:
+            answers = {o.id: BatchAnswer(0, None, exc) for o in chunk}
+        except PermissionDeniedError as exc:
+            self._stop.set(f"stopped: {exc}")
+            for o in chunk:
+                self._settle(o, "failed", str(exc))
+            return []
+        except BudgetExhaustedError:
+            self._stop.set(BUDGET_NOTE)
+            for o in chunk:
+                self._settle(o, "failed", "throttled, and the time budget ran out before it could be sent again")
+            return []
+        except ExoprovError as exc:
+            for o in chunk:
+                self._settle(o, "failed", str(exc))
+            return []
+        written, unclear, again = [], [], []
+        for o in chunk:
+            error = answers[o.id].error
+            if error is None:
+                written.append(o)
+            elif isinstance(error, (OutcomeUnknownError, UnexpectedAnswerError)):
+                unclear.append(o)
+            elif isinstance(error, ThrottledError) and not last:
+                again.append(o)
+            else:
+                self._settle(o, "failed", str(error))
+        again += self._confirm(written, unclear)
+        return again
+
+    def _confirm(self, written: list[SyncedObject], unclear: list[SyncedObject]) -> list[SyncedObject]:
+        """Read back what was written (waiting out replication) and what is unclear; return what did not apply."""
+        again: list[SyncedObject] = []
+        shows = (
+            read_states(self._directory, self._kind, [o.id for o in written + unclear]) if written or unclear else {}
+        )
+        lagging = [o for o in written if shows[o.id] is not self._value]
+        for wait in READ_BACK_WAITS:
+            if not lagging or self._cancel.wait(min(wait, max(0.0, self._deadline - time.monotonic()))):
+                break
+            shows.update(read_states(self._directory, self._kind, [o.id for o in lagging]))
+            lagging = [o for o in lagging if shows[o.id] is not self._value]
+        for o in written + unclear:
+            value = shows[o.id]
+            if value is self._value:
+                self._settle(o, "applied")
+            elif isinstance(value, str):
+                self._settle(o, "unknown", f"the write's outcome is unclear and reading it back failed: {value}")
+            elif o in written:
+                self._settle(
+                    o,
+                    "unknown",
+                    f"Graph accepted the write, but it still reads isCloudManaged {value} after "
+                    f"{sum(READ_BACK_WAITS):g} s; the next run reads it again",
+                )
+            else:
+                log.info("read-back shows %s unchanged; writing again", o.label)
+                again.append(o)
+        return again
+
+    def _settle(self, o: SyncedObject, outcome: str, error: str | None = None) -> None:
+        with self._lock:
+            intent = self._intents.pop(o.id)
+            self._ended[o.id] = outcome
+        self._session.record(intent.entry_id, outcome, error)
+        if outcome == "applied":
+            audit(self._kind.action, o.mail or o.name, not self._value, self._value)
+        else:
+            log.warning("%s %s isCloudManaged %s: %s: %s", self._kind.singular, o.label, self._value, outcome, error)
+        entry = {"identity": o.label, "id": o.id, "error": error or ""}
+        with self._lock:
+            if outcome == "applied":
+                self._report.changed += 1
+            elif outcome == "unknown":
+                self._report.unknown += 1
+                self._report.unknowns.append(entry)
+            else:
+                self._report.failed += 1
+                self._report.failures.append(entry)
+            self._done += 1
+            done = self._done
+        if self._progress:
+            self._progress(done, self._report.candidates)
+
+    def _skip(self, objects: list[SyncedObject], *, journaled: bool = True) -> None:
+        with self._lock:
+            self._report.not_attempted += len(objects)
+            for o in objects:
+                self._ended[o.id] = "not attempted"
+            withdrawn = [self._intents.pop(o.id).entry_id for o in objects if o.id in self._intents]
+        if journaled and withdrawn:
+            self._session.withdraw(withdrawn)
+
+    def _report_journal_error(self, message: str) -> None:
+        self._stop.set(f"stopped: {message}; nothing is changed without a journal entry")
+        with self._lock:
+            self.journal_error = self.journal_error or message

@@ -1,0 +1,118 @@
+"""One kind's part of a sweep: read (listing, states, nesting) -> plan (pure) -> apply (levels, verified)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared.authority.apply import AuthorityWriter
+from shared.authority.objects import Kind
+from shared.authority.plan import MAIL_ENABLED_LEFT, AuthorityPlan, plan_kind
+from shared.authority.read import read_synced
+from shared.authority.report import KindReport
+from shared.directory import GraphDirectory
+from shared.enforcement import Progress
+from shared.errors import ExoprovError, first_line
+from shared.journal import Session
+from shared.settings import Settings
+
+__all__ = ["KindSweep", "sweep_kind"]
+
+log = logging.getLogger("exoprov.authority")
+
+MAIL_ENABLED_NOTE = (
+    "converted distribution lists and mail-enabled security groups are managed in Exchange Online from then on, "
+    "read-only in Entra and Graph, and group writeback cannot provision them back to AD"
+)
+PREVIEW_NOTE = "moving a contact's source of authority is a preview feature of Microsoft Entra"
+
+
+class KindSweep:
+    """The result of one kind's sweep: its report section and what it matched of ENFORCE_EXCLUDE."""
+
+    def __init__(self, report: KindReport, matched: set[str], journal_error: str | None = None) -> None:
+        self.report = report
+        self.matched = matched
+        self.journal_error = journal_error
+
+
+def sweep_kind(
+    directory: GraphDirectory,
+    kind: Kind,
+    settings: Settings,
+    *,
+    apply: bool,
+    session: Session,
+    deadline: float,
+    cancel: threading.Event,
+    progress: Progress | None = None,
+) -> KindSweep:
+    """Plan one kind from a fresh read and, in apply mode and under its own brake, convert its candidates."""
+    report = KindReport(kind, "apply" if apply else "report", settings.enforce_max_changes)
+    if kind.preview:
+        report.notes.append(PREVIEW_NOTE)
+    started = directory.sent
+    try:
+        listing = read_synced(directory, kind)
+    except ExoprovError as exc:
+        log.error("the synced %s could not be read: %s", kind.name, exc)
+        report.error = first_line(exc)
+        report.complete = False
+        report.notes.append(f"the synced {kind.name} could not be read ({first_line(exc)}); none was changed")
+        report.requests = directory.sent - started
+        return KindSweep(report, set())
+    plan = plan_kind(listing, settings.enforce_exclude, mail_enabled=settings.enforce_mail_enabled_groups)
+    _copy(plan, report)
+    writer = None
+    limit = settings.enforce_max_changes
+    if limit and report.candidates > limit:
+        report.brake_engaged = True
+        report.notes.append(
+            f"{report.candidates} {kind.name} would change, more than ENFORCE_MAX_CHANGES={limit}; none was "
+            "changed. Review the report, then raise the limit or exclude some"
+        )
+    elif apply and plan.levels:
+        writer = AuthorityWriter(
+            directory,
+            kind,
+            report,
+            settings,
+            value=True,
+            session=session,
+            deadline=deadline,
+            cancel=cancel,
+            progress=progress,
+        )
+        writer.run(plan.levels, plan.children)
+    report.requests = directory.sent - started
+    log.info(
+        "%s: %d listed, %d candidates, %d changed, %d failed, %d unknown, %d held back",
+        kind.name,
+        report.scanned,
+        report.candidates,
+        report.changed,
+        report.failed,
+        report.unknown,
+        len(report.held_back_list),
+    )
+    return KindSweep(report, plan.matched_exclusions, writer.journal_error if writer else None)
+
+
+def _copy(plan: AuthorityPlan, report: KindReport) -> None:
+    report.scanned = plan.scanned
+    report.already_cloud_managed = plan.already_cloud_managed
+    report.excluded = plan.excluded
+    report.candidates = len(plan.candidates)
+    report.levels = len(plan.levels)
+    report.candidate_list = [{**o.to_json(), "level": depth} for depth, level in enumerate(plan.levels) for o in level]
+    report.out_of_scope_list = [held.to_json() for held in plan.out_of_scope]
+    for held in plan.held_back:
+        report.hold(held.to_json())
+    left = sum(held.reason == MAIL_ENABLED_LEFT for held in plan.out_of_scope)
+    if left:
+        report.notes.append(
+            f"{left} mail-enabled group(s) are left in AD; ENFORCE_MAIL_ENABLED_GROUPS=true converts them too: "
+            + MAIL_ENABLED_NOTE
+        )
+    elif any(o.mail_enabled for o in plan.candidates):
+        report.notes.append(MAIL_ENABLED_NOTE)
