@@ -78,6 +78,8 @@ class Knobs:
     authority_read_lag: float = 0.0
     # A rollback of a source of authority completes at the next sync cycle, this long after the PATCH (Connect
     # Sync runs every 30 minutes; short here so that tests can watch it, or call SandboxControl.resync()).
+    # Names of groups or contacts whose onPremisesSyncBehavior PATCH is refused (400): one object that fails.
+    authority_refused: list[str] = field(default_factory=list)
     sync_cycle_seconds: float = 30.0
     seed: int = 7
     denied_cmdlets: list[str] = field(default_factory=list)  # outside the identity's Exchange RBAC: 403

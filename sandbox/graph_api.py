@@ -481,6 +481,10 @@ class GraphApi:
         found = self._directory_object(kind, key)
         if found is None:
             return self._not_found(key)
+        if found.name in self.knobs.authority_refused:
+            # A fault for the client's sake (an object this run cannot change), not a documented refusal.
+            self.stats.count("faults", "authority_refused")
+            return self._error(400, "Request_BadRequest", f"Fault injected: {found.name} refuses this change.")
         outcome = self.tenant.change_authority(
             kind,
             found,

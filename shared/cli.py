@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["format_kind", "format_report", "format_undo", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
-CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json or --csv give all
+CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json gives all (--csv: every mailbox candidate)
 
 
 SETTINGS_HELP = {
@@ -41,15 +41,16 @@ SETTINGS_HELP = {
     "readiness": "EXCHANGE_ENDPOINT, GRAPH_ENDPOINT, CLOUD, AZURE_*, ENFORCE_RECIPIENT_TYPES, ENFORCE_EXCLUDE, HTTP_*",
 }
 EXIT_HELP = {
-    "sweep": "0 nothing failed; 1 a write failed, a kind could not be read, or a setting is wrong; 2 the brake "
-    "engaged for a kind (none of that kind changed); "
+    "sweep": "0 nothing failed; 1 a write failed, a kind could not be read, or a setting is wrong (whatever else "
+    "happened); 2 the brake engaged for a kind (none of that kind changed); "
     "130 interrupted (the report says what was done)",
     "doctor": "0 every check passed; 1 a check failed (each says how to fix it)",
     "worker": "0 stopped, or idle with --until-idle; 1 a setting is wrong; 3 --timeout ran out with work left",
     "submit": "0 queued (prints the requestId); 1 refused (names the field) or storage unreachable",
     "results": "0 done; 1 storage unreachable",
-    "undo": "0 nothing failed; 1 a mailbox failed, the run is unknown or unsettled, or a setting is wrong; "
-    "2 the brake engaged (nothing changed); 130 interrupted (the report says what was done)",
+    "undo": "0 nothing failed; 1 a write failed, a group stays converted because of its cloud members, the run is "
+    "unknown or unsettled, or a setting is wrong; 2 the brake engaged (nothing changed); 130 interrupted (the "
+    "report says what was done)",
     "journal": "0 done (also when nothing matches); 1 storage unreachable or a malformed --run",
     "readiness": "0 ready (no check fails, every check could be read); 1 a setting is wrong or the report could "
     "not be written; 4 not ready",
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="change nothing, only report what would change",
     )
     sweep.add_argument("--json", action="store_true", help="print the report as JSON")
-    sweep.add_argument("--csv", metavar="FILE", help="also write every candidate to FILE (identity, UPN, type)")
+    sweep.add_argument("--csv", metavar="FILE", help="also write every mailbox candidate to FILE (identity, UPN, type)")
 
     undo = command("undo", "set back what one sweep (or undo) run changed, from the journal")
     undo.add_argument("--run", required=True, metavar="ID", help="the runId of the run to take back")
@@ -313,9 +314,9 @@ def _cancellable(name: str, run: Callable[[threading.Event], Report]) -> Report:
 def _exit_code(report: Report) -> int:
     if report.interrupted:
         return EXIT_INTERRUPTED
-    if report.braked:
-        return EXIT_BRAKE
-    return EXIT_FAILED if report.broken else EXIT_OK
+    if report.broken:
+        return EXIT_FAILED  # before the brake: one kind's brake must not hide another kind's failure
+    return EXIT_BRAKE if report.braked else EXIT_OK
 
 
 def _journal(args: argparse.Namespace) -> int:
@@ -589,7 +590,13 @@ def format_kind(section: dict[str, Any]) -> list[str]:
             ("changed since (left)", len(section["changedSince"])),
             ("blocked (cloud members)", len(section["blocked"])),
             ("excluded", section["excluded"]),
-            ("to set back", section["candidates"]),
+            ("held back", len(section["heldBackList"])),
+            (
+                "to set back",
+                f"{section['candidates']} in {section['levels']} level(s), parents first"
+                if section["kind"] == "groups"
+                else section["candidates"],
+            ),
             ("set back", section["changed"]),
         ]
     else:
@@ -618,7 +625,7 @@ def format_kind(section: dict[str, Any]) -> list[str]:
     lines = [title, *(f"    {name:<24}{value}" for name, value in rows)]
     lines += [f"    error: {section['error']}"] if section.get("error") else []
     lines += [f"    note: {note}" for note in section["notes"]]
-    shown = section["candidateList"][:CANDIDATES_SHOWN]
+    shown: list[dict[str, Any]] = section["candidateList"][:CANDIDATES_SHOWN]
     if shown:
         more = (
             f" (the first {len(shown)} of {section['candidates']}; all: --json)"

@@ -80,18 +80,30 @@ class GraphDirectory:
         return self._http.sent
 
     def pages(
-        self, path: str, query: Mapping[str, str], *, role: str, advanced: bool = False
+        self,
+        path: str,
+        query: Mapping[str, str],
+        *,
+        role: str,
+        advanced: bool = False,
+        deadline: float | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield a listing page by page (`$top` 999), following `@odata.nextLink` to the end."""
+        """Yield a listing page by page (`$top` 999), following `@odata.nextLink` to the end.
+
+        `deadline` (time.monotonic) bounds every wait, as in ServiceClient.request."""
         params = {"$top": str(PAGE_SIZE), **query, **({"$count": "true"} if advanced else {})}
         url = f"{self._root}{path}?" + "&".join(f"{k}={quote(v, safe=',$')}" for k, v in params.items())
-        yield from self._follow(url, path, role, advanced)
+        yield from self._follow(url, path, role, advanced, deadline)
 
-    def follow(self, link: str, *, role: str, advanced: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def follow(
+        self, link: str, *, role: str, advanced: bool = False, deadline: float | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Yield the pages of a listing from an `@odata.nextLink` on (one found inside a $batch answer)."""
-        yield from self._follow(link, link.split("?", 1)[0].removeprefix(self._root), role, advanced)
+        yield from self._follow(link, link.split("?", 1)[0].removeprefix(self._root), role, advanced, deadline)
 
-    def _follow(self, first: str, path: str, role: str, advanced: bool) -> Iterator[list[dict[str, Any]]]:
+    def _follow(
+        self, first: str, path: str, role: str, advanced: bool, deadline: float | None
+    ) -> Iterator[list[dict[str, Any]]]:
         url: str | None = first
         page = 0
         while url:
@@ -102,6 +114,7 @@ class GraphDirectory:
                 headers=ADVANCED if advanced else None,
                 write=False,
                 operation=f"GET {path}" + (f" page {page}" if page > 1 else ""),
+                deadline=deadline,
             )
             payload = _payload(response, role)
             value = payload.get("value")
@@ -111,7 +124,7 @@ class GraphDirectory:
             link = payload.get("@odata.nextLink")
             url = link if isinstance(link, str) and link else None
 
-    def batch(self, reads: Sequence[GraphCall]) -> dict[str, BatchAnswer]:
+    def batch(self, reads: Sequence[GraphCall], deadline: float | None = None) -> dict[str, BatchAnswer]:
         """Every item's answer by key, sent 20 to a $batch; throttled items wait their Retry-After and go again.
 
         A throttled write was not applied, so sending it again is safe. Raises OutcomeUnknownError when a $batch
@@ -122,7 +135,7 @@ class GraphDirectory:
             throttled: list[GraphCall] = []
             for start in range(0, len(pending), GRAPH_BATCH_LIMIT):
                 chunk = pending[start : start + GRAPH_BATCH_LIMIT]
-                for read, answer in zip(chunk, self._send(chunk), strict=True):
+                for read, answer in zip(chunk, self._send(chunk, deadline), strict=True):
                     if isinstance(answer.error, ThrottledError):
                         throttled.append(read)
                         self._http.hold(answer.error.retry_after or 1.0)
@@ -133,12 +146,17 @@ class GraphDirectory:
             pending = throttled
         return answers
 
-    def _send(self, chunk: Sequence[GraphCall]) -> list[BatchAnswer]:
+    def _send(self, chunk: Sequence[GraphCall], deadline: float | None) -> list[BatchAnswer]:
         body = {"requests": [read.to_json(str(index)) for index, read in enumerate(chunk)]}
         write = any(read.write for read in chunk)
         methods = "/".join(sorted({read.method for read in chunk}))
         response = self._http.request(
-            "POST", f"{self._root}/$batch", body=body, write=write, operation=f"$batch {methods} x{len(chunk)}"
+            "POST",
+            f"{self._root}/$batch",
+            body=body,
+            write=write,
+            operation=f"$batch {methods} x{len(chunk)}",
+            deadline=deadline,
         )
         payload = _payload(response, chunk[0].role, write=write)
         by_id = {str(item.get("id")): item for item in payload.get("responses") or [] if isinstance(item, dict)}

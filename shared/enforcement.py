@@ -15,7 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from shared.authority.objects import KINDS
 from shared.authority.report import KindReport, outcome_fields
+from shared.authority.sweep import sweep_kind
 from shared.directory import GraphDirectory
 from shared.errors import (
     BadRequestError,
@@ -33,17 +35,14 @@ from shared.exchange import BATCH_LIMIT, Command, ExchangeClient
 from shared.journal import Entry, Session
 from shared.logs import audit
 from shared.recovery import CLOUD_MANAGED
+from shared.run_control import BUDGET_NOTE, Cancelled, Progress, StopSignal
 from shared.settings import Settings
 
 __all__ = [
-    "BUDGET_NOTE",
     "DIR_SYNCED_FILTER",
-    "StopSignal",
     "Applier",
-    "Cancelled",
     "ListedMailbox",
     "Plan",
-    "Progress",
     "Report",
     "TENANT_DEFAULT_PROPERTY",
     "exclusion_keys",
@@ -65,7 +64,6 @@ LIST_SELECT = (
     "IsExchangeCloudManaged",
 )
 DIR_SYNCED_FILTER = "IsDirSynced -eq 'True'"
-BUDGET_NOTE = "the time budget (ENFORCE_TIME_BUDGET_SECONDS) ran out; the next run carries on"
 TENANT_DEFAULT_PROPERTY = "BlockExchangeProvisioningFromOnPremEnabled"
 LISTING_RESTARTS = 5
 # Intents are written for this many $batches at once, one group ahead of sending them: one journal append
@@ -73,7 +71,6 @@ LISTING_RESTARTS = 5
 INTENT_GROUP_BATCHES = 50
 INTENT_RAMP = (1, 4, 16)
 
-Progress = Callable[[int, int], None]
 T = TypeVar("T")
 
 
@@ -207,8 +204,11 @@ class Report:
 
     @property
     def broken(self) -> bool:
-        """Something needs a person: a write failed, a kind could not be read, or the journal failed."""
-        return bool(self.total("failed") or self.journal_error or any(kind.error for kind in self.kinds))
+        """Something needs a person: a write failed, a kind could not be read, the journal failed, or an undo left
+        groups converted because of their cloud members."""
+        return bool(
+            self.total("failed") or self.journal_error or any(kind.error or kind.blocked for kind in self.kinds)
+        )
 
     def to_json(self) -> dict[str, Any]:
         sections = {kind.kind.name: kind.to_json() for kind in self.kinds}
@@ -280,16 +280,22 @@ def sweep(
     if "mailboxes" in settings.enforce_objects:
         assert exchange is not None, "a mailbox sweep needs the Exchange client"
         matched |= _sweep_mailboxes(exchange, settings, report, apply, session, deadline, progress, cancel)
+    stop = StopSignal(cancel, deadline)
     for name in settings.enforce_objects:
-        if name == "mailboxes" or report.interrupted:
+        if name == "mailboxes":
+            continue
+        kind = KINDS[name]
+        if stop.check():
+            skipped = KindReport(kind, report.mode, settings.enforce_max_changes, complete=False)
+            stop.settle(skipped)
+            skipped.notes.append(f"the {name} were not read: the run stopped before it reached them")
+            report.kinds.append(skipped)
+            matched |= settings.enforce_exclude
             continue
         assert directory is not None, "a group or contact sweep needs the Graph directory"
-        from shared.authority.objects import KINDS
-        from shared.authority.sweep import sweep_kind
-
         part = sweep_kind(
             directory(),
-            KINDS[name],
+            kind,
             settings,
             apply=apply,
             session=session,
@@ -380,46 +386,6 @@ def intent_groups(batches: int) -> list[tuple[int, int]]:
         groups.append((first, min(first + size, batches)))
         first += size
     return groups
-
-
-class Cancelled(Exception):
-    """The person running the sweep (or undo) asked it to stop."""
-
-
-INTERRUPTED_NOTE = "interrupted: the writes in flight were finished, the rest was not attempted"
-
-
-class StopSignal:
-    """Whether a run's writers stop submitting (Ctrl-C, the time budget, a refusal that ends the run), and the
-    first reason, shared by the threads of one writer."""
-
-    def __init__(self, cancel: threading.Event, deadline: float) -> None:
-        self.cancel = cancel
-        self.deadline = deadline
-        self.reason = ""
-        self.interrupted = False
-        self._lock = threading.Lock()
-
-    def check(self) -> bool:
-        """True once the run should stop; a Ctrl-C or the deadline become the reason if none came first."""
-        with self._lock:
-            if not self.reason and self.cancel.is_set():
-                self.interrupted = True
-                self.reason = INTERRUPTED_NOTE
-            if not self.reason and time.monotonic() >= self.deadline:
-                self.reason = BUDGET_NOTE
-            return bool(self.reason)
-
-    def set(self, reason: str) -> None:
-        with self._lock:
-            self.reason = self.reason or reason
-
-    def settle(self, report: Report | KindReport) -> None:
-        """Tell the report how the writer ended: incomplete, and why, when it stopped early."""
-        if self.reason:
-            report.complete = False
-            report.interrupted = report.interrupted or self.interrupted
-            report.notes.append(self.reason)
 
 
 def list_and_plan(

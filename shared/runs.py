@@ -7,12 +7,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from shared.enforcement import Progress, Report, sweep
+from shared.enforcement import Report, sweep
 from shared.errors import ConfigurationError, JournalUnavailableError, first_line
 from shared.events import emit
 from shared.journal import Session, new_run_id, run_session
 from shared.logs import correlation_scope
 from shared.recovery import settle_runs
+from shared.run_control import Progress
 from shared.wiring import Clients
 
 __all__ = ["could_not_start", "run_sweep", "run_undo"]

@@ -18,11 +18,12 @@ from typing import Any
 from shared.authority.objects import KINDS
 from shared.authority.undo import undo_kind
 from shared.directory import GraphDirectory
-from shared.enforcement import Applier, Cancelled, ListedMailbox, Progress, Report, exclusion_keys, list_synced
+from shared.enforcement import Applier, ListedMailbox, Report, exclusion_keys, list_synced
 from shared.errors import BudgetExhaustedError, ConfigurationError
 from shared.exchange import ExchangeClient
 from shared.journal import Entry, Journal, Session
 from shared.recovery import CLOUD_MANAGED
+from shared.run_control import Cancelled, Progress
 from shared.settings import Settings
 
 __all__ = ["undo"]

@@ -1,10 +1,11 @@
 """Writing sources of authority: PATCH onPremisesSyncBehavior in `$batch`es of 20, level by level, each
 journaled before it is sent and read back after.
 
-A level starts only when the one below it has ended, and a parent whose child did not end `applied` in this run
-is held back. A 2xx whose read-back still shows the old value is read again a few times (Entra replicas lag);
-a write whose outcome is unclear (a 5xx, no answer) is read back and sent again only when it provably did not
-apply. PATCH sets a value, so sending it twice does no harm.
+A level starts only when the one before it has ended, and an object whose prerequisites (a sweep: its member
+groups; an undo: the groups holding it) did not end `applied` in this run is held back. Once a batch has gone
+out, anything short of a clear answer per item is settled by reading the objects back: a 2xx whose read-back
+still shows the old value is read again a few times (Entra replicas lag), and a write whose outcome is unclear
+is sent again only when it provably did not apply. PATCH sets a value, so sending it twice does no harm.
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ from shared.authority.objects import Kind, SyncedObject
 from shared.authority.read import read_states
 from shared.authority.report import KindReport
 from shared.directory import GRAPH_BATCH_LIMIT, BatchAnswer, GraphCall, GraphDirectory
-from shared.enforcement import BUDGET_NOTE, Progress, StopSignal
 from shared.errors import (
     BudgetExhaustedError,
     ExoprovError,
     JournalUnavailableError,
     OutcomeUnknownError,
+    PermanentError,
     PermissionDeniedError,
     ThrottledError,
     UnexpectedAnswerError,
+    first_line,
 )
 from shared.journal import Entry, Session
 from shared.logs import audit
+from shared.run_control import BUDGET_NOTE, Progress, StopSignal
 from shared.settings import Settings
 
 __all__ = ["READ_BACK_WAITS", "AuthorityWriter"]
@@ -43,7 +46,7 @@ READ_BACK_WAITS = (2.0, 4.0, 8.0)
 
 
 class AuthorityWriter:
-    """Sets isCloudManaged to `value` on objects of one kind, at most `enforce_concurrency` batches in flight."""
+    """Sets isCloudManaged to `value` on objects of one kind, at most ENFORCE_CONCURRENCY batches in flight."""
 
     def __init__(
         self,
@@ -73,13 +76,16 @@ class AuthorityWriter:
         self._done = 0
         self._ended: dict[str, str] = {}  # outcome by object id: applied, failed, unknown, not attempted
         self._intents: dict[str, Entry] = {}
+        self._names: dict[str, str] = {}
         self.journal_error: str | None = None
 
-    def run(self, levels: Sequence[Sequence[SyncedObject]], children: dict[str, tuple[str, ...]]) -> None:
-        """Write level by level; `children` holds back a parent whose child did not end `applied`."""
+    def run(self, levels: Sequence[Sequence[SyncedObject]], after: dict[str, tuple[str, ...]], why: str) -> None:
+        """Write level by level; an object goes only when every id `after` names for it ended `applied`, and is
+        held back otherwise, `why` saying what those ids are to it ("its member group", "the group holding it")."""
+        self._names = {o.id: o.name for level in levels for o in level}
         with ThreadPoolExecutor(self._concurrency, f"exoprov-{self._kind.name}") as pool:
             for depth, level in enumerate(levels):
-                ready = [o for o in level if self._children_done(o, children)]
+                ready = [o for o in level if self._prerequisites_done(o, after.get(o.id, ()), why)]
                 chunks = [ready[i : i + GRAPH_BATCH_LIMIT] for i in range(0, len(ready), GRAPH_BATCH_LIMIT)]
                 log.info("%s level %d: %d to write in %d batch(es)", self._kind.name, depth, len(ready), len(chunks))
                 # Each batch runs in a copy of this context, so its log lines carry the run's correlation id.
@@ -87,19 +93,23 @@ class AuthorityWriter:
                     future.result()
         self._stop.settle(self._report)
 
-    def _children_done(self, o: SyncedObject, children: dict[str, tuple[str, ...]]) -> bool:
-        unfinished = [c for c in children.get(o.id, ()) if self._ended.get(c) != "applied"]
+    def _prerequisites_done(self, o: SyncedObject, first: tuple[str, ...], why: str) -> bool:
+        unfinished = [c for c in first if self._ended.get(c) != "applied"]
         if not unfinished:
             return True
         if self._stop.check():
             self._skip([o])
             return False
-        why = ", ".join(sorted(f"{c} ({self._ended.get(c, 'not written')})" for c in unfinished))
-        self._report.hold({**o.to_json(), "reason": f"its member group(s) did not convert in this run: {why}"})
+        names = ", ".join(sorted(f"{self._names.get(c, c)} ({self._ended.get(c, 'not written')})" for c in unfinished))
+        self._report.hold({**o.to_json(), "reason": f"{why} did not end applied in this run: {names}"})
+        with self._lock:
+            self._ended[o.id] = "held back"
         return False
 
     def _chunk(self, chunk: list[SyncedObject]) -> None:
-        """Journal one batch's intents, then write it until each object is settled or the attempts run out."""
+        """Journal one batch's intents, then write it until each object is settled or the attempts run out.
+
+        Whatever goes wrong after the intents are durable, every one of them ends with an outcome."""
         if self._stop.check():
             self._skip(chunk)
             return
@@ -111,18 +121,29 @@ class AuthorityWriter:
             self._session.intend(entries.values())
         except JournalUnavailableError as exc:
             log.error("%s; no more %s are changed", exc, self._kind.name)
-            self._report_journal_error(str(exc))
+            self._stop.set(f"stopped: {exc}; nothing is changed without a journal entry")
+            with self._lock:
+                self.journal_error = self.journal_error or str(exc)
             self._skip(chunk, journaled=False)
             return
         with self._lock:
             self._intents.update(entries)
+        try:
+            self._attempt_all(chunk)
+        except Exception as exc:
+            # A bug or an error nobody foresaw: the writes may have gone out, so their outcome is unknown.
+            log.exception("writing %d %s failed unexpectedly", len(chunk), self._kind.name)
+            self._stop.set(f"stopped: {first_line(exc)}")
+            for o in chunk:
+                if o.id in self._intents:
+                    self._settle(o, "unknown", f"the run failed while writing it: {first_line(exc)}")
+
+    def _attempt_all(self, chunk: list[SyncedObject]) -> None:
         pending = list(chunk)
         for attempt in range(1, self._attempts + 1):
             if attempt > 1 and self._stop.check():
                 for o in pending:
-                    self._settle(
-                        o, "failed", "it did not apply (throttled, or read back unchanged) and the run stopped"
-                    )
+                    self._settle(o, "failed", "it did not apply (throttled, or read back unchanged); the run stopped")
                 return
             pending = self._write(pending, last=attempt == self._attempts)
             if not pending:
@@ -132,77 +153,74 @@ class AuthorityWriter:
 
     def _write(self, chunk: list[SyncedObject], *, last: bool) -> list[SyncedObject]:
         """Send one $batch; settle what can be settled and return the objects to write again."""
-        items = [
-            GraphCall(
-                o.id,
-                self._kind.state_url(o.id),
-                self._kind.state_role,
-                method="PATCH",
-                body={"isCloudManaged": self._value},
-            )
-            for o in chunk
-        ]
+        body = {"isCloudManaged": self._value}
+        role = self._kind.state_role
+        calls = [GraphCall(o.id, self._kind.state_url(o.id), role, method="PATCH", body=body) for o in chunk]
         try:
-            answers = self._directory.batch(items)
-        except OutcomeUnknownError as exc:
-            answers = {o.id: BatchAnswer(0, None, exc) for o in chunk}
-        except PermissionDeniedError as exc:
-            self._stop.set(f"stopped: {exc}")
-            for o in chunk:
-                self._settle(o, "failed", str(exc))
-            return []
-        except BudgetExhaustedError:
-            self._stop.set(BUDGET_NOTE)
-            for o in chunk:
-                self._settle(o, "failed", "throttled, and the time budget ran out before it could be sent again")
-            return []
+            answers = self._directory.batch(calls, self._deadline)
         except ExoprovError as exc:
-            for o in chunk:
-                self._settle(o, "failed", str(exc))
-            return []
+            # Some items may have been applied in an earlier round of this call: read them all back.
+            if isinstance(exc, PermissionDeniedError):
+                self._stop.set(f"stopped: {exc}")
+            elif isinstance(exc, BudgetExhaustedError):
+                self._stop.set(BUDGET_NOTE)
+            answers = {o.id: BatchAnswer(0, None, OutcomeUnknownError(str(exc))) for o in chunk}
         written, unclear, again = [], [], []
         for o in chunk:
             error = answers[o.id].error
             if error is None:
                 written.append(o)
-            elif isinstance(error, (OutcomeUnknownError, UnexpectedAnswerError)):
-                unclear.append(o)
             elif isinstance(error, ThrottledError) and not last:
-                again.append(o)
+                again.append(o)  # a throttled item was not applied
+            elif isinstance(error, ThrottledError) or (
+                isinstance(error, PermanentError) and not isinstance(error, UnexpectedAnswerError)
+            ):
+                self._settle(o, "failed", str(error))  # refused: not applied
             else:
-                self._settle(o, "failed", str(error))
-        again += self._confirm(written, unclear)
-        return again
+                unclear.append(o)  # a 5xx, no answer, an answer that makes no sense: it may have applied
+        return again + self._confirm(written, unclear)
 
     def _confirm(self, written: list[SyncedObject], unclear: list[SyncedObject]) -> list[SyncedObject]:
         """Read back what was written (waiting out replication) and what is unclear; return what did not apply."""
-        again: list[SyncedObject] = []
-        shows = (
-            read_states(self._directory, self._kind, [o.id for o in written + unclear]) if written or unclear else {}
-        )
+        if not written and not unclear:
+            return []
+        shows = self._read([o.id for o in written + unclear])
         lagging = [o for o in written if shows[o.id] is not self._value]
+        waited = 0.0
         for wait in READ_BACK_WAITS:
-            if not lagging or self._cancel.wait(min(wait, max(0.0, self._deadline - time.monotonic()))):
+            pause = min(wait, max(0.0, self._deadline - time.monotonic()))
+            if not lagging or pause <= 0 or self._cancel.wait(pause):
                 break
-            shows.update(read_states(self._directory, self._kind, [o.id for o in lagging]))
+            waited += pause
+            shows.update(self._read([o.id for o in lagging]))
             lagging = [o for o in lagging if shows[o.id] is not self._value]
+        again = []
         for o in written + unclear:
             value = shows[o.id]
             if value is self._value:
                 self._settle(o, "applied")
             elif isinstance(value, str):
-                self._settle(o, "unknown", f"the write's outcome is unclear and reading it back failed: {value}")
+                self._settle(o, "unknown", f"the write's outcome could not be read back: {value}")
             elif o in written:
                 self._settle(
                     o,
                     "unknown",
-                    f"Graph accepted the write, but it still reads isCloudManaged {value} after "
-                    f"{sum(READ_BACK_WAITS):g} s; the next run reads it again",
+                    f"Graph accepted the write, but it still read isCloudManaged {value} {waited:g} s later; "
+                    "`exoprov undo` takes it back if it turns out converted",
                 )
             else:
                 log.info("read-back shows %s unchanged; writing again", o.label)
                 again.append(o)
         return again
+
+    def _read(self, ids: list[str]) -> dict[str, bool | str]:
+        """The states of `ids`, or for each the reason they could not be read (a refusal stops the run)."""
+        try:
+            return read_states(self._directory, self._kind, ids, self._deadline)
+        except ExoprovError as exc:
+            if isinstance(exc, PermissionDeniedError):
+                self._stop.set(f"stopped: {exc}")
+            return {object_id: first_line(exc) for object_id in ids}
 
     def _settle(self, o: SyncedObject, outcome: str, error: str | None = None) -> None:
         with self._lock:
@@ -236,8 +254,3 @@ class AuthorityWriter:
             withdrawn = [self._intents.pop(o.id).entry_id for o in objects if o.id in self._intents]
         if journaled and withdrawn:
             self._session.withdraw(withdrawn)
-
-    def _report_journal_error(self, message: str) -> None:
-        self._stop.set(f"stopped: {message}; nothing is changed without a journal entry")
-        with self._lock:
-            self.journal_error = self.journal_error or message

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from shared.authority.objects import MICROSOFT_365, Kind, SyncedObject
 from shared.authority.read import Listing
 
-__all__ = ["MAIL_ENABLED_LEFT", "AuthorityPlan", "Held", "plan_kind"]
+__all__ = ["MAIL_ENABLED_LEFT", "AuthorityPlan", "Held", "in_levels", "plan_kind"]
 
 MAIL_ENABLED_LEFT = "mail-enabled; ENFORCE_MAIL_ENABLED_GROUPS is false"
 
@@ -97,13 +97,9 @@ def _hold_back_parents(
         changed = False
         for object_id, o in list(candidates.items()):
             for child in listing.children.get(object_id, ()):
-                if child in candidates or child in converted:
+                if child in candidates or child in converted or listing.outside.get(child) is True:
                     continue
-                why = left.get(child) or (
-                    "is synced but was not in the listing (directory lag; the next run reads it again)"
-                    if child not in listed
-                    else "stays in AD"
-                )
+                why = left.get(child) or _outside(listing, child, listed)
                 reason = f"its member group {names.get(child, child)} {why}, and children are converted first"
                 plan.held_back.append(Held(o, reason))
                 left[object_id] = "is held back"
@@ -113,21 +109,44 @@ def _hold_back_parents(
 
 
 def _order(plan: AuthorityPlan, listing: Listing, candidates: dict[str, SyncedObject], names: dict[str, str]) -> None:
-    """Levels by Kahn's algorithm over candidate children; what is left nests in a cycle and is held back."""
+    """Levels over candidate children; what nests in a cycle is held back."""
     children = {i: tuple(c for c in listing.children.get(i, ()) if c in candidates) for i in candidates}
     plan.children = {i: kids for i, kids in children.items() if kids}
-    done: set[str] = set()
-    remaining = dict(candidates)
-    while remaining:
-        level = [o for i, o in remaining.items() if all(c in done for c in children[i])]
-        if not level:
-            break
-        plan.levels.append(level)
-        for o in level:
-            done.add(o.id)
-            del remaining[o.id]
-    for object_id, o in remaining.items():
-        cycle = ", ".join(sorted(names.get(c, c) for c in children[object_id] if c in remaining))
+    plan.levels, cyclic = in_levels(candidates, children)
+    stuck = {o.id for o in cyclic}
+    for o in cyclic:
+        cycle = ", ".join(sorted(names.get(c, c) for c in children[o.id] if c in stuck))
         plan.held_back.append(
             Held(o, f"it nests in a cycle of groups (with {cycle}), so no order converts children first")
         )
+
+
+def in_levels(
+    objects: dict[str, SyncedObject], first: dict[str, tuple[str, ...]]
+) -> tuple[list[list[SyncedObject]], list[SyncedObject]]:
+    """Kahn's algorithm: levels in which each object comes after every id `first` names for it (all ids among
+    `objects`), and the objects no order can place (a cycle, or what depends on one)."""
+    levels: list[list[SyncedObject]] = []
+    done: set[str] = set()
+    remaining = dict(objects)
+    while remaining:
+        level = [o for i, o in remaining.items() if all(c in done for c in first.get(i, ()))]
+        if not level:
+            break
+        levels.append(level)
+        for o in level:
+            done.add(o.id)
+            del remaining[o.id]
+    return levels, list(remaining.values())
+
+
+def _outside(listing: Listing, child: str, listed: set[str]) -> str:
+    """Why a member group from AD that is neither a candidate nor converted keeps its parent back."""
+    if child in listed:
+        return "stays in AD"
+    state = listing.outside.get(child)
+    if state is False:
+        return "was rolled back to AD and waits for the next sync cycle"
+    if isinstance(state, str):
+        return f"could not be read ({state})"
+    return "is synced but was not in the listing (directory lag; the next run reads it again)"

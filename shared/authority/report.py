@@ -78,7 +78,9 @@ class KindReport:
                 "changedByRun": self.changed_by_run,
                 "changedSince": self.changed_since,
                 "blocked": self.blocked,
+                "levels": self.levels,
                 **outcomes,
+                "heldBackList": self.held_back_list,
             }
         return {
             "kind": self.kind.name,

@@ -11,9 +11,9 @@ from shared.authority.plan import MAIL_ENABLED_LEFT, AuthorityPlan, plan_kind
 from shared.authority.read import read_synced
 from shared.authority.report import KindReport
 from shared.directory import GraphDirectory
-from shared.enforcement import Progress
-from shared.errors import ExoprovError, first_line
+from shared.errors import BudgetExhaustedError, ExoprovError, first_line
 from shared.journal import Session
+from shared.run_control import Progress
 from shared.settings import Settings
 
 __all__ = ["KindSweep", "sweep_kind"]
@@ -53,14 +53,24 @@ def sweep_kind(
         report.notes.append(PREVIEW_NOTE)
     started = directory.sent
     try:
-        listing = read_synced(directory, kind)
+        listing = read_synced(directory, kind, deadline)
     except ExoprovError as exc:
         log.error("the synced %s could not be read: %s", kind.name, exc)
-        report.error = first_line(exc)
         report.complete = False
-        report.notes.append(f"the synced {kind.name} could not be read ({first_line(exc)}); none was changed")
+        if isinstance(exc, BudgetExhaustedError):
+            report.notes.append(f"reading the synced {kind.name} did not finish within the time budget; none changed")
+        else:
+            report.error = first_line(exc)
+            report.notes.append(f"the synced {kind.name} could not be read ({first_line(exc)}); none was changed")
         report.requests = directory.sent - started
-        return KindSweep(report, set())
+        # Nothing was listed, so no exclusion can be called unmatched for this kind.
+        return KindSweep(report, set(settings.enforce_exclude))
+    if listing.errors:
+        report.complete = False
+        report.notes.append(
+            f"{len(listing.errors)} {kind.name} could not be read and are held back (see heldBackList); "
+            "the next run reads them again"
+        )
     plan = plan_kind(listing, settings.enforce_exclude, mail_enabled=settings.enforce_mail_enabled_groups)
     _copy(plan, report)
     writer = None
@@ -83,7 +93,7 @@ def sweep_kind(
             cancel=cancel,
             progress=progress,
         )
-        writer.run(plan.levels, plan.children)
+        writer.run(plan.levels, plan.children, "its member group(s)")
     report.requests = directory.sent - started
     log.info(
         "%s: %d listed, %d candidates, %d changed, %d failed, %d unknown, %d held back",

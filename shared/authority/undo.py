@@ -1,8 +1,9 @@
 """Undo of one kind's conversions: set isCloudManaged back to false where the object still reads what the run
-wrote, is not excluded, and (for a group) has no cloud-only member that the next sync would drop.
+wrote, is not excluded, and (for a group) has no member born in the cloud that the next sync would drop.
 
 Undo removes nothing: Microsoft's rollback steps remove the cloud members first, and an object rolled back
-waits for the next sync cycle of the sync client before AD takes it over again (docs/exchange-behaviour.md, B33).
+waits for the next sync cycle before AD takes it over again (docs/exchange-behaviour.md, B33). Groups go back
+parents first, the mirror of the sweep's children first: a group stays converted while a group holding it does.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 
 from shared.authority.apply import AuthorityWriter
 from shared.authority.objects import GROUPS, Kind, SyncedObject
-from shared.authority.read import read_states
+from shared.authority.plan import in_levels
+from shared.authority.read import all_members, read_states
 from shared.authority.report import KindReport
 from shared.directory import GraphCall, GraphDirectory
-from shared.enforcement import Progress
-from shared.errors import first_line
+from shared.errors import ExoprovError, first_line
 from shared.journal import Entry, Session
+from shared.run_control import Progress
 from shared.settings import Settings
 
 __all__ = ["CLOUD_ONLY_SELECT", "undo_kind"]
@@ -28,8 +30,11 @@ log = logging.getLogger("exoprov.authority")
 CLOUD_ONLY_SELECT = "id,displayName,mail,userPrincipalName,onPremisesSyncEnabled,onPremisesSecurityIdentifier"
 TAKEOVER_NOTE = (
     "a rollback completes at the next sync cycle: until then the object reads isCloudManaged false and "
-    "onPremisesSyncEnabled null, and can still be changed in the cloud; then AD takes it over again"
+    "onPremisesSyncEnabled null, and can still be changed in the cloud; then AD takes it over again. After that, "
+    "the next sweep in apply mode converts it again unless ENFORCE_EXCLUDE names it (or ENFORCE_OBJECTS leaves "
+    "the kind out)"
 )
+GROUP_TYPE = "#microsoft.graph.group"
 
 
 def undo_kind(
@@ -45,36 +50,50 @@ def undo_kind(
     cancel: threading.Event,
     progress: Progress | None = None,
 ) -> tuple[KindReport, str | None]:
-    """Plan (and with `apply`, write) the rollback of the conversions in `entries`; returns the section and any
-    journal error."""
+    """Plan (and with `apply`, write) the rollback of the run's conversions in `entries`; returns the section
+    and any journal error."""
     report = KindReport(kind, "apply" if apply else "report", settings.enforce_max_changes, undoes=undoes)
     started = directory.sent
-    latest = {e.target_id.lower(): e for e in entries if e.action == kind.action and e.outcome == "applied"}
+    # An unknown outcome may have applied: a fresh read decides, as for an applied one.
+    latest = {
+        e.target_id.lower(): e for e in entries if e.action == kind.action and e.outcome in ("applied", "unknown")
+    }
     report.changed_by_run = len(latest)
-    found = _read(directory, kind, report, [e for e in latest.values() if e.after is True])
-    kept = {object_id: o for object_id, o in found.items() if not o.keys & settings.enforce_exclude}
-    report.excluded = len(found) - len(kept)
-    members = _cloud_only_members(directory, list(kept), report) if kind is GROUPS else {}
-    candidates: list[SyncedObject] = []
-    for object_id, o in kept.items():
-        if object_id not in members and kind is GROUPS:
-            continue  # its members could not be read: a failure already
-        cloud_only = [name for member_id, name in members.get(object_id, []) if member_id not in kept]
-        if cloud_only:
-            report.blocked.append({**o.to_json(), "cloudOnlyMembers": cloud_only})
-        else:
-            candidates.append(o)
-    report.candidates = len(candidates)
-    report.candidate_list = [o.to_json() for o in candidates]
+    rollbacks = [e for e in latest.values() if e.after is not True]
+    if rollbacks:
+        report.notes.append(
+            f"{len(rollbacks)} of that run's writes set {kind.name} back to AD (an undo run); undo does not convert "
+            "them again: the next sweep in apply mode does, children first"
+        )
+    try:
+        found = _read(directory, kind, report, [e for e in latest.values() if e.after is True], deadline)
+        kept = {object_id: o for object_id, o in found.items() if not o.keys & settings.enforce_exclude}
+        report.excluded = len(found) - len(kept)
+        # Every converted group's members: the cloud-born ones block its rollback, the groups among them must wait
+        # for it (an excluded group still holds its members in the cloud).
+        members = _members(directory, list(found), report, deadline) if kind is GROUPS else {}
+    except ExoprovError as exc:
+        report.error, report.complete = first_line(exc), False
+        report.notes.append(f"the {kind.name} could not be read back ({first_line(exc)}); none was set back")
+        report.requests = directory.sent - started
+        return report, None
+    candidates, parents = _plan(kind, report, found, kept, members)
+    levels, cyclic = in_levels(candidates, parents)
+    for o in cyclic:
+        report.hold({**o.to_json(), "reason": "it nests in a cycle of groups the run converted; left converted"})
+    report.candidates = sum(len(level) for level in levels)
+    report.levels = len(levels)
+    report.candidate_list = [{**o.to_json(), "level": depth} for depth, level in enumerate(levels) for o in level]
     _explain(report)
     writer = None
     limit = settings.enforce_max_changes
-    if limit and len(candidates) > limit:
+    if limit and report.candidates > limit:
         report.brake_engaged = True
         report.notes.append(
-            f"{len(candidates)} {kind.name} would be set back, more than ENFORCE_MAX_CHANGES={limit}; none was changed"
+            f"{report.candidates} {kind.name} would be set back, more than ENFORCE_MAX_CHANGES={limit}; none was "
+            "changed"
         )
-    elif apply and candidates:
+    elif apply and levels:
         writer = AuthorityWriter(
             directory,
             kind,
@@ -86,21 +105,61 @@ def undo_kind(
             cancel=cancel,
             progress=progress,
         )
-        writer.run([candidates], {})
+        writer.run(levels, parents, "the group holding it")
         if report.changed:
             report.notes.append(TAKEOVER_NOTE)
     report.requests = directory.sent - started
     return report, writer.journal_error if writer else None
 
 
-def _read(directory: GraphDirectory, kind: Kind, report: KindReport, wanted: list[Entry]) -> dict[str, SyncedObject]:
+def _plan(
+    kind: Kind,
+    report: KindReport,
+    found: dict[str, SyncedObject],
+    kept: dict[str, SyncedObject],
+    members: dict[str, list[dict[str, Any]]],
+) -> tuple[dict[str, SyncedObject], dict[str, tuple[str, ...]]]:
+    """The objects to set back, and for each the converted groups holding it that must go first; groups with
+    cloud members, and the groups they hold, stay converted with the reason."""
+    candidates: dict[str, SyncedObject] = {}
+    for object_id, o in kept.items():
+        cloud_only = [_member_name(m) for m in members.get(object_id, []) if _born_in_cloud(m)]
+        if kind is GROUPS and object_id not in members:
+            continue  # its members could not be read: already a failure
+        if cloud_only:
+            report.blocked.append({**o.to_json(), "cloudOnlyMembers": cloud_only})
+        else:
+            candidates[object_id] = o
+    holders: dict[str, list[str]] = {}
+    for parent, listed in members.items():
+        for m in listed:
+            child = str(m.get("id", "")).lower()
+            if m.get("@odata.type") == GROUP_TYPE and child in found:
+                holders.setdefault(child, []).append(parent)
+    changed = True
+    while changed:  # a group held by one that stays converted stays too, and so on down
+        changed = False
+        for object_id in list(candidates):
+            staying = [p for p in holders.get(object_id, []) if p not in candidates]
+            if staying:
+                o = candidates.pop(object_id)
+                names = ", ".join(sorted(found[p].name for p in staying))
+                report.hold({**o.to_json(), "reason": f"the group holding it stays cloud-managed: {names}"})
+                changed = True
+    parents = {i: tuple(p for p in holders.get(i, []) if p in candidates) for i in candidates}
+    return candidates, parents
+
+
+def _read(
+    directory: GraphDirectory, kind: Kind, report: KindReport, wanted: list[Entry], deadline: float
+) -> dict[str, SyncedObject]:
     """The objects the run converted that still read as converted; the rest go to changedSince or failures."""
     calls = [
         GraphCall(f"{e.target_id}/object", f"/{kind.name}/{e.target_id}?$select={kind.select}", kind.list_role)
         for e in wanted
     ]
-    answers = directory.batch(calls)
-    states = read_states(directory, kind, [e.target_id for e in wanted])
+    answers = directory.batch(calls, deadline)
+    states = read_states(directory, kind, [e.target_id for e in wanted], deadline)
     found: dict[str, SyncedObject] = {}
     for entry in wanted:
         answer, state = answers[f"{entry.target_id}/object"], states[entry.target_id]
@@ -118,28 +177,23 @@ def _read(directory: GraphDirectory, kind: Kind, report: KindReport, wanted: lis
     return found
 
 
-def _cloud_only_members(
-    directory: GraphDirectory, group_ids: list[str], report: KindReport
-) -> dict[str, list[tuple[str, str]]]:
-    """Each group's members that AD does not know (born in the cloud), by group; a group whose members could not
-    be read is a failure and has no entry. A member with an on-premises SID came from AD and is not counted."""
+def _members(
+    directory: GraphDirectory, group_ids: list[str], report: KindReport, deadline: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Each group's direct members; a group whose members could not be read is a failure and has no entry."""
     url = "/groups/{}/members?$select=" + CLOUD_ONLY_SELECT + "&$top=999"
-    answers = directory.batch([GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in group_ids])
-    members: dict[str, list[tuple[str, str]]] = {}
+    answers = directory.batch([GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in group_ids], deadline)
+    members: dict[str, list[dict[str, Any]]] = {}
     for gid in group_ids:
-        answer = answers[gid]
-        if answer.error is not None or not isinstance(answer.body, dict):
-            why = first_line(answer.error) if answer.error is not None else f"HTTP {answer.status}"
+        listed = all_members(directory, answers[gid], GROUPS.list_role, deadline)
+        if isinstance(listed, str):
             _fail(
-                report, gid, f"its members could not be read ({why}); not set back, since cloud members would be lost"
+                report,
+                gid,
+                f"its members could not be read ({listed}); not set back, since cloud members would be lost",
             )
-            continue
-        listed = [m for m in answer.body.get("value") or [] if isinstance(m, dict)]
-        link = answer.body.get("@odata.nextLink")
-        if isinstance(link, str) and link:
-            for page in directory.follow(link, role=GROUPS.list_role):
-                listed += page
-        members[gid] = [(str(m.get("id", "")).lower(), _member_name(m)) for m in listed if _born_in_cloud(m)]
+        else:
+            members[gid] = listed
     return members
 
 
@@ -162,6 +216,7 @@ def _fail(report: KindReport, identity: str, error: str) -> None:
 
 def _explain(report: KindReport) -> None:
     if report.blocked:
+        report.complete = False
         report.notes.append(
             f"{len(report.blocked)} group(s) keep their cloud source of authority: they have members born in the "
             "cloud, which AD would drop when it takes the group over. Remove those members (in Exchange Online for "
