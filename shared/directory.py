@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from urllib3 import HTTPHeaderDict
 
-from shared.errors import ExoprovError, ThrottledError, UnexpectedAnswerError
+from shared.errors import BudgetExhaustedError, ExoprovError, ThrottledError, UnexpectedAnswerError
 from shared.graph import error_message, map_graph_error
 from shared.http import RETRY_AFTER_CAP_SECONDS, Response, ServiceClient, parse_retry_after
 
@@ -59,11 +59,13 @@ class GraphCall:
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    """What one read of a $batch answered: its status and body, or the error it ended with."""
+    """What one call of a $batch answered: its status and body, or the error it ended with. `sent` is false when
+    the call never went out (the time budget was spent before its first send)."""
 
     status: int
     body: Any
     error: ExoprovError | None = None
+    sent: bool = True
 
 
 class GraphDirectory:
@@ -124,25 +126,39 @@ class GraphDirectory:
             link = payload.get("@odata.nextLink")
             url = link if isinstance(link, str) and link else None
 
-    def batch(self, reads: Sequence[GraphCall], deadline: float | None = None) -> dict[str, BatchAnswer]:
+    def batch(
+        self, reads: Sequence[GraphCall], deadline: float | None = None, *, partial: bool = False
+    ) -> dict[str, BatchAnswer]:
         """Every item's answer by key, sent 20 to a $batch; throttled items wait their Retry-After and go again.
 
-        A throttled write was not applied, so sending it again is safe. Raises OutcomeUnknownError when a $batch
-        holding writes went out and no answer came back: any of its writes may have been applied."""
+        A throttled write was not applied, so sending it again is safe. A $batch that fails as a whole raises
+        (OutcomeUnknownError when it held writes and no answer came back); with `partial`, its items carry that
+        error instead and the answers already had are kept, and once the time budget is spent (BudgetExhaustedError,
+        raised before anything is sent) the items not sent carry that."""
         answers: dict[str, BatchAnswer] = {}
         pending = list(reads)
+        went_out: set[str] = set()
         for _ in range(BATCH_ROUNDS):
             throttled: list[GraphCall] = []
             for start in range(0, len(pending), GRAPH_BATCH_LIMIT):
                 chunk = pending[start : start + GRAPH_BATCH_LIMIT]
-                for read, answer in zip(chunk, self._send(chunk, deadline), strict=True):
+                try:
+                    sent = self._send(chunk, deadline)
+                except ExoprovError as exc:
+                    if not partial:
+                        raise
+                    # Only the budget check is sure to come before the send; any other error may follow it.
+                    unsent = isinstance(exc, BudgetExhaustedError)
+                    sent = [BatchAnswer(0, None, exc, sent=not unsent or r.key in went_out) for r in chunk]
+                went_out.update(r.key for r, a in zip(chunk, sent, strict=True) if a.sent)
+                for read, answer in zip(chunk, sent, strict=True):
                     if isinstance(answer.error, ThrottledError):
                         throttled.append(read)
                         self._http.hold(answer.error.retry_after or 1.0)
                     answers[read.key] = answer
             if not throttled:
                 break
-            log.info("%d of %d batched reads were throttled; sending them again", len(throttled), len(pending))
+            log.info("%d of %d batched calls were throttled; sending them again", len(throttled), len(pending))
             pending = throttled
         return answers
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared.authority.objects import KINDS
-from shared.authority.report import KindReport, outcome_fields
+from shared.authority.report import KindReport, not_reached, outcome_fields
 from shared.authority.sweep import sweep_kind
 from shared.directory import GraphDirectory
 from shared.errors import (
@@ -277,20 +277,21 @@ def sweep(
         objects=settings.enforce_objects,
     )
     matched: set[str] = set()
+    unlisted: list[str] = []  # kinds whose listing failed: an exclusion meant for them cannot be checked
     if "mailboxes" in settings.enforce_objects:
         assert exchange is not None, "a mailbox sweep needs the Exchange client"
-        matched |= _sweep_mailboxes(exchange, settings, report, apply, session, deadline, progress, cancel)
+        found = _sweep_mailboxes(exchange, settings, report, apply, session, deadline, progress, cancel)
+        matched |= found if found is not None else set()
+        unlisted += [] if found is not None else ["mailboxes"]
     stop = StopSignal(cancel, deadline)
     for name in settings.enforce_objects:
         if name == "mailboxes":
             continue
         kind = KINDS[name]
         if stop.check():
-            skipped = KindReport(kind, report.mode, settings.enforce_max_changes, complete=False)
-            stop.settle(skipped)
-            skipped.notes.append(f"the {name} were not read: the run stopped before it reached them")
-            report.kinds.append(skipped)
-            matched |= settings.enforce_exclude
+            report.kinds.append(not_reached(kind, report.mode, settings.enforce_max_changes, stop.reason))
+            report.interrupted = report.interrupted or stop.interrupted
+            unlisted.append(name)
             continue
         assert directory is not None, "a group or contact sweep needs the Graph directory"
         part = sweep_kind(
@@ -306,8 +307,9 @@ def sweep(
         report.kinds.append(part.report)
         report.interrupted = report.interrupted or part.report.interrupted
         report.journal_error = report.journal_error or part.journal_error
-        matched |= part.matched
-    _note_unmatched(report, settings.enforce_exclude, matched)
+        matched |= part.matched if part.matched is not None else set()
+        unlisted += [] if part.matched is not None else [name]
+    _note_unmatched(report, settings.enforce_exclude, matched, unlisted)
     report.duration_seconds = time.monotonic() - started
     log.info("sweep finished: %s", report.to_json())
     return report
@@ -322,8 +324,9 @@ def _sweep_mailboxes(
     deadline: float,
     progress: Progress | None,
     cancel: threading.Event,
-) -> set[str]:
-    """The mailboxes' part of a sweep; returns the ENFORCE_EXCLUDE entries that named a listed mailbox."""
+) -> set[str] | None:
+    """The mailboxes' part of a sweep; returns the ENFORCE_EXCLUDE entries that named a listed mailbox, or None
+    when the listing did not finish."""
     try:
         report.tenant_default_cloud_managed = read_tenant_default(exchange, deadline)
     except ExoprovError as exc:
@@ -335,11 +338,11 @@ def _sweep_mailboxes(
     except BudgetExhaustedError as exc:
         report.complete = False
         report.notes.append(f"the listing did not finish within the time budget ({exc}); nothing changed")
-        return set(settings.enforce_exclude)  # unknown: name none of them as unmatched
+        return None
     except Cancelled:
         report.complete, report.interrupted = False, True
         report.notes.append("interrupted during the listing; nothing was changed")
-        return set(settings.enforce_exclude)
+        return None
     if report.tenant_default_cloud_managed:
         report.notes.append("the tenant default is on: newly licensed synced mailboxes are cloud-managed already")
     _copy_counts(plan, report)
@@ -355,13 +358,15 @@ def _sweep_mailboxes(
     return plan.matched_exclusions
 
 
-def _note_unmatched(report: Report, exclude: frozenset[str], matched: set[str]) -> None:
-    """Name the ENFORCE_EXCLUDE entries that matched nothing any kind listed: what they were meant to protect is not."""
+def _note_unmatched(report: Report, exclude: frozenset[str], matched: set[str], unlisted: list[str]) -> None:
+    """Name the ENFORCE_EXCLUDE entries that matched nothing listed: what they were meant to protect is not, unless
+    it is of a kind that could not be listed (the note says which)."""
     report.unmatched_exclusions = sorted(exclude - matched)
     if report.unmatched_exclusions:
+        unchecked = f" ({' and '.join(unlisted)} could not be listed: an entry meant for one is among these)"
         report.notes.append(
-            f"ENFORCE_EXCLUDE entries that match nothing the sweep listed: {', '.join(report.unmatched_exclusions)}; "
-            "check them: the object they were meant for is not protected"
+            f"ENFORCE_EXCLUDE entries that match nothing the sweep listed: {', '.join(report.unmatched_exclusions)}"
+            f"{unchecked if unlisted else ''}; check them: the object they were meant for is not protected"
         )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.authority.objects import KINDS
+from shared.authority.report import not_reached
 from shared.authority.undo import undo_kind
 from shared.directory import GraphDirectory
 from shared.enforcement import Applier, ListedMailbox, Report, exclusion_keys, list_synced
@@ -23,7 +24,7 @@ from shared.errors import BudgetExhaustedError, ConfigurationError
 from shared.exchange import ExchangeClient
 from shared.journal import Entry, Journal, Session
 from shared.recovery import CLOUD_MANAGED
-from shared.run_control import Cancelled, Progress
+from shared.run_control import INTERRUPTED_NOTE, Cancelled, Progress, StopSignal
 from shared.settings import Settings
 
 __all__ = ["undo"]
@@ -63,9 +64,8 @@ def undo(
         candidates = _plan(exchange, settings, flips, report, deadline, cancel) if flips else []
     except (BudgetExhaustedError, Cancelled) as exc:
         report.complete, report.interrupted = False, isinstance(exc, Cancelled)
-        report.notes.append(f"the listing did not finish ({exc or 'interrupted'}); nothing was changed")
-        report.duration_seconds = time.monotonic() - started
-        return report
+        report.notes.append(f"the listing did not finish ({exc or 'interrupted'}); no mailbox was changed")
+        candidates = []
     report.candidates = len(candidates)
     report.candidate_list = [m.to_json() for m, _ in candidates]
     limit = settings.enforce_max_changes
@@ -85,8 +85,13 @@ def undo(
                 "the next sweep in apply mode flips these mailboxes again unless they are in ENFORCE_EXCLUDE "
                 "(or ENFORCE_MODE is report)"
             )
+    stop = StopSignal(cancel, deadline)
     for kind in KINDS.values():
-        if report.interrupted or not any(e.action == kind.action for e in entries):
+        if not any(e.action == kind.action for e in entries):
+            continue
+        if stop.check() or report.interrupted:
+            why = stop.reason or INTERRUPTED_NOTE
+            report.kinds.append(not_reached(kind, report.mode, settings.enforce_max_changes, why, undoes=run_id))
             continue
         assert directory is not None, "undoing group or contact conversions needs the Graph directory"
         section, journal_error = undo_kind(

@@ -109,9 +109,17 @@ def test_b32_a_synced_child_missing_from_the_listing_holds_its_parent_back() -> 
     """Listings lag: a synced member group the listing did not return is waited for, not ignored."""
     tree = listing(group("parent"), children={"parent": ["late"]})
     tree.child_names["id-late"] = "late"
+    tree.child_synced["id-late"] = True
     plan = plan_kind(tree, frozenset(), mail_enabled=False)
     assert plan.levels == []
     assert "its member group late is synced but was not in the listing" in reasons(plan)["parent"]
+
+
+def test_b32_a_member_group_that_left_directory_sync_does_not_hold_its_parent() -> None:
+    """onPremisesSyncEnabled false (sync turned off for it) leaves the child in the cloud: the parent goes."""
+    tree = listing(group("parent"), children={"parent": ["gone"]})
+    tree.child_synced["id-gone"] = False
+    assert names(plan_kind(tree, frozenset(), mail_enabled=False).levels) == [["parent"]]
 
 
 def test_an_object_whose_state_could_not_be_read_is_held_back_and_so_is_its_parent() -> None:

@@ -12,7 +12,7 @@ from tests.conftest import APP_SETTINGS, ROOT
 
 @pytest.mark.timeout(240)
 def test_the_benchmark_harness_runs_and_writes_its_tables(tmp_path, monkeypatch) -> None:
-    """A small `python -m bench.run` writes every section, with the sweep's exact request count."""
+    """A small `python -m bench.run` writes every section, with the sweeps' exact request counts."""
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     output = tmp_path / "RESULTS.md"
@@ -27,6 +27,8 @@ def test_the_benchmark_harness_runs_and_writes_its_tables(tmp_path, monkeypatch)
             "10",
             "--coldstart-runs",
             "1",
+            "--groups",
+            "300",
             "--output",
             str(output),
         ],
@@ -43,3 +45,5 @@ def test_the_benchmark_harness_runs_and_writes_its_tables(tmp_path, monkeypatch)
     assert "10 succeeded" in text and "| `function_app` |" in text
     # The readiness report: its requests exactly as docs/readiness.md counts them, and no write.
     assert "| 2,000 | 40 | 20 |" in text and "| 4 (4) | 8 (8) | 0 |" in text
+    # The group sweep: 300 groups in chains of three, converted children first, requests exactly the formula.
+    assert "| 300 | 3 | 300 |" in text and "| 61 (61) | 300 | yes |" in text

@@ -20,12 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from shared.authority.objects import Kind, SyncedObject
 from shared.authority.read import read_states
 from shared.authority.report import KindReport
-from shared.directory import GRAPH_BATCH_LIMIT, BatchAnswer, GraphCall, GraphDirectory
+from shared.directory import GRAPH_BATCH_LIMIT, GraphCall, GraphDirectory
 from shared.errors import (
     BudgetExhaustedError,
-    ExoprovError,
     JournalUnavailableError,
-    OutcomeUnknownError,
     PermanentError,
     PermissionDeniedError,
     ThrottledError,
@@ -37,12 +35,13 @@ from shared.logs import audit
 from shared.run_control import BUDGET_NOTE, Progress, StopSignal
 from shared.settings import Settings
 
-__all__ = ["READ_BACK_WAITS", "AuthorityWriter"]
+__all__ = ["READ_BACK_GRACE", "READ_BACK_WAITS", "AuthorityWriter"]
 
 log = logging.getLogger("exoprov.authority")
 
 # Third-party tools re-read a converted object up to six times, two seconds apart, before they call it unconfirmed.
 READ_BACK_WAITS = (2.0, 4.0, 8.0)
+READ_BACK_GRACE = 60.0  # seconds a read-back may run past the time budget (the budget leaves 300 s to the timeout)
 
 
 class AuthorityWriter:
@@ -97,13 +96,9 @@ class AuthorityWriter:
         unfinished = [c for c in first if self._ended.get(c) != "applied"]
         if not unfinished:
             return True
-        if self._stop.check():
-            self._skip([o])
-            return False
         names = ", ".join(sorted(f"{self._names.get(c, c)} ({self._ended.get(c, 'not written')})" for c in unfinished))
         self._report.hold({**o.to_json(), "reason": f"{why} did not end applied in this run: {names}"})
-        with self._lock:
-            self._ended[o.id] = "held back"
+        self._skip([o], outcome="held back")  # a candidate never written: counted as not attempted
         return False
 
     def _chunk(self, chunk: list[SyncedObject]) -> None:
@@ -156,25 +151,26 @@ class AuthorityWriter:
         body = {"isCloudManaged": self._value}
         role = self._kind.state_role
         calls = [GraphCall(o.id, self._kind.state_url(o.id), role, method="PATCH", body=body) for o in chunk]
-        try:
-            answers = self._directory.batch(calls, self._deadline)
-        except ExoprovError as exc:
-            # Some items may have been applied in an earlier round of this call: read them all back.
-            if isinstance(exc, PermissionDeniedError):
-                self._stop.set(f"stopped: {exc}")
-            elif isinstance(exc, BudgetExhaustedError):
-                self._stop.set(BUDGET_NOTE)
-            answers = {o.id: BatchAnswer(0, None, OutcomeUnknownError(str(exc))) for o in chunk}
+        answers = self._directory.batch(calls, self._deadline, partial=True)
         written, unclear, again = [], [], []
         for o in chunk:
-            error = answers[o.id].error
+            answer = answers[o.id]
+            error = answer.error
             if error is None:
                 written.append(o)
+            elif isinstance(error, BudgetExhaustedError):
+                self._stop.set(BUDGET_NOTE)
+                if answer.sent:  # sent before and throttled: not applied
+                    self._settle(o, "failed", "throttled, and the time budget ran out before it could be sent again")
+                else:
+                    self._skip([o])
             elif isinstance(error, ThrottledError) and not last:
                 again.append(o)  # a throttled item was not applied
             elif isinstance(error, ThrottledError) or (
                 isinstance(error, PermanentError) and not isinstance(error, UnexpectedAnswerError)
             ):
+                if isinstance(error, PermissionDeniedError):
+                    self._stop.set(f"stopped: {error}")
                 self._settle(o, "failed", str(error))  # refused: not applied
             else:
                 unclear.append(o)  # a 5xx, no answer, an answer that makes no sense: it may have applied
@@ -214,13 +210,14 @@ class AuthorityWriter:
         return again
 
     def _read(self, ids: list[str]) -> dict[str, bool | str]:
-        """The states of `ids`, or for each the reason they could not be read (a refusal stops the run)."""
-        try:
-            return read_states(self._directory, self._kind, ids, self._deadline)
-        except ExoprovError as exc:
-            if isinstance(exc, PermissionDeniedError):
-                self._stop.set(f"stopped: {exc}")
-            return {object_id: first_line(exc) for object_id in ids}
+        """The states of `ids`, or for each the reason it could not be read (a refusal stops the run). A read-back
+        may run READ_BACK_GRACE_SECONDS past the budget: an outcome known is worth more than a few seconds."""
+        found: dict[str, bool | str] = {}
+        for object_id, state in read_states(self._directory, self._kind, ids, self._deadline + READ_BACK_GRACE).items():
+            if isinstance(state, PermissionDeniedError):
+                self._stop.set(f"stopped: {state}")
+            found[object_id] = state if isinstance(state, bool) else first_line(state)
+        return found
 
     def _settle(self, o: SyncedObject, outcome: str, error: str | None = None) -> None:
         with self._lock:
@@ -246,11 +243,16 @@ class AuthorityWriter:
         if self._progress:
             self._progress(done, self._report.candidates)
 
-    def _skip(self, objects: list[SyncedObject], *, journaled: bool = True) -> None:
+    def _skip(self, objects: list[SyncedObject], *, journaled: bool = True, outcome: str = "not attempted") -> None:
+        """Objects the run does not write after all; intents already journaled for them are withdrawn."""
         with self._lock:
             self._report.not_attempted += len(objects)
             for o in objects:
-                self._ended[o.id] = "not attempted"
+                self._ended[o.id] = outcome
             withdrawn = [self._intents.pop(o.id).entry_id for o in objects if o.id in self._intents]
+            self._done += len(objects)
+            done = self._done
         if journaled and withdrawn:
             self._session.withdraw(withdrawn)
+        if self._progress and objects:
+            self._progress(done, self._report.candidates)

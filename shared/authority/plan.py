@@ -100,6 +100,8 @@ def _hold_back_parents(
                 if child in candidates or child in converted or listing.outside.get(child) is True:
                     continue
                 why = left.get(child) or _outside(listing, child, listed)
+                if why is None:
+                    continue
                 reason = f"its member group {names.get(child, child)} {why}, and children are converted first"
                 plan.held_back.append(Held(o, reason))
                 left[object_id] = "is held back"
@@ -140,13 +142,17 @@ def in_levels(
     return levels, list(remaining.values())
 
 
-def _outside(listing: Listing, child: str, listed: set[str]) -> str:
-    """Why a member group from AD that is neither a candidate nor converted keeps its parent back."""
+def _outside(listing: Listing, child: str, listed: set[str]) -> str | None:
+    """Why a member group from AD that is neither a candidate nor converted keeps its parent back; None when it
+    does not (it left directory sync: onPremisesSyncEnabled false, managed in the cloud since)."""
     if child in listed:
         return "stays in AD"
+    synced = listing.child_synced.get(child)
+    if synced is False:
+        return None
+    if synced is True:
+        return "is synced but was not in the listing (directory lag; the next run reads it again)"
     state = listing.outside.get(child)
     if state is False:
         return "was rolled back to AD and waits for the next sync cycle"
-    if isinstance(state, str):
-        return f"could not be read ({state})"
-    return "is synced but was not in the listing (directory lag; the next run reads it again)"
+    return f"could not be read ({state or 'no answer'})"

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.authority.objects import GROUPS, Kind, SyncedObject, cloud_managed
 from shared.directory import ADVANCED, BatchAnswer, GraphCall, GraphDirectory
-from shared.errors import PermissionDeniedError, first_line
+from shared.errors import ExoprovError, PermissionDeniedError, UnexpectedAnswerError, first_line
 
 __all__ = ["Listing", "all_members", "listed_keys", "read_states", "read_synced", "state_read"]
 
@@ -38,7 +38,9 @@ class Listing:
     states: dict[str, bool] = field(default_factory=dict)  # isCloudManaged, by id; absent when unread
     children: dict[str, tuple[str, ...]] = field(default_factory=dict)  # member groups from AD; absent: unread
     child_names: dict[str, str] = field(default_factory=dict)
-    # Member groups from AD that the synced listing does not return: their isCloudManaged, or why it is unknown.
+    child_synced: dict[str, bool | None] = field(default_factory=dict)  # each member group's onPremisesSyncEnabled
+    # Member groups from AD with onPremisesSyncEnabled null (converted, or rolled back and waiting for the sync):
+    # their isCloudManaged, or why it could not be read.
     outside: dict[str, bool | str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # why an object's state or members could not be read
 
@@ -66,13 +68,15 @@ def read_synced(directory: GraphDirectory, kind: Kind, deadline: float | None = 
         if isinstance(state, bool):
             listing.states[o.id] = state
         else:
-            listing.errors[o.id] = f"its onPremisesSyncBehavior could not be read: {state}"
+            listing.errors[o.id] = f"its onPremisesSyncBehavior could not be read: {first_line(state)}"
         if kind is GROUPS:
             _take_children(listing, directory, o.id, answers.get(f"{o.id}/children"), deadline)
     listed = {o.id for o in listing.objects}
-    gone = sorted({c for kids in listing.children.values() for c in kids} - listed)
+    children = {c for kids in listing.children.values() for c in kids}
+    gone = sorted(c for c in children - listed if listing.child_synced.get(c) is None)
     if gone:
-        listing.outside = read_states(directory, kind, gone, deadline)
+        states = read_states(directory, kind, gone, deadline)
+        listing.outside = {c: v if isinstance(v, bool) else first_line(v) for c, v in states.items()}
     return listing
 
 
@@ -92,23 +96,26 @@ def state_read(kind: Kind, object_id: str) -> GraphCall:
 
 def read_states(
     directory: GraphDirectory, kind: Kind, ids: list[str], deadline: float | None = None
-) -> dict[str, bool | str]:
-    """Each object's isCloudManaged, or the reason it could not be read, in batches of 20."""
-    answers = directory.batch([state_read(kind, object_id) for object_id in ids], deadline)
+) -> dict[str, bool | ExoprovError]:
+    """Each object's isCloudManaged, or the error its read ended with, in batches of 20 (never raises for one)."""
+    answers = directory.batch([state_read(kind, object_id) for object_id in ids], deadline, partial=True)
     return {object_id: _state(answers.get(f"{object_id}/state")) for object_id in ids}
 
 
 def all_members(
     directory: GraphDirectory, answer: BatchAnswer | None, role: str, deadline: float | None = None
 ) -> list[dict[str, Any]] | str:
-    """The members one batched member read returned, following its nextLink; or why it failed."""
+    """The members one batched member read returned, following its nextLink; or why they could not all be read."""
     if answer is None or answer.error is not None or not isinstance(answer.body, dict):
         return _why(answer)
     members = [m for m in answer.body.get("value") or [] if isinstance(m, dict)]
     link = answer.body.get("@odata.nextLink")
-    if isinstance(link, str) and link:
-        for page in directory.follow(link, role=role, advanced=True, deadline=deadline):
-            members += page
+    try:
+        if isinstance(link, str) and link:
+            for page in directory.follow(link, role=role, advanced=True, deadline=deadline):
+                members += page
+    except ExoprovError as exc:
+        return f"a later page failed: {first_line(exc)}"  # one group's lost page is that group's problem only
     return members
 
 
@@ -121,7 +128,10 @@ def _take_children(
         return
     from_ad = [m for m in members if m.get("id") and (_synced(m) or m.get("onPremisesSecurityIdentifier"))]
     for member in from_ad:
-        listing.child_names[str(member["id"]).lower()] = str(member.get("displayName") or member["id"])
+        child = str(member["id"]).lower()
+        listing.child_names[child] = str(member.get("displayName") or member["id"])
+        synced = member.get("onPremisesSyncEnabled")
+        listing.child_synced[child] = synced if isinstance(synced, bool) else None
     listing.children[group_id] = tuple(str(m["id"]).lower() for m in from_ad)
 
 
@@ -129,9 +139,11 @@ def _synced(item: dict[str, Any]) -> bool:
     return item.get("onPremisesSyncEnabled") is True
 
 
-def _state(answer: BatchAnswer | None) -> bool | str:
-    value = cloud_managed(answer.body) if answer is not None and answer.error is None else None
-    return value if value is not None else _why(answer)
+def _state(answer: BatchAnswer | None) -> bool | ExoprovError:
+    if answer is not None and answer.error is not None:
+        return answer.error
+    value = cloud_managed(answer.body) if answer is not None else None
+    return value if value is not None else UnexpectedAnswerError(_why(answer))
 
 
 def _why(answer: BatchAnswer | None) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.authority.objects import Kind
 
-__all__ = ["KindReport", "outcome_fields"]
+__all__ = ["KindReport", "not_reached", "outcome_fields"]
 
 
 def outcome_fields(report: Any) -> dict[str, Any]:
@@ -95,3 +95,10 @@ class KindReport:
             "outOfScopeList": self.out_of_scope_list,
             "heldBackList": self.held_back_list,
         }
+
+
+def not_reached(kind: Kind, mode: str, max_changes: int, why: str, undoes: str | None = None) -> KindReport:
+    """The section of a kind the run stopped before (Ctrl-C, the time budget): incomplete, and saying so."""
+    report = KindReport(kind, mode, max_changes, complete=False, undoes=undoes)
+    report.notes.append(f"{why}; the {kind.name} were not read, so none was changed")
+    return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 
 from shared.authority.apply import AuthorityWriter
 from shared.authority.objects import Kind
@@ -27,13 +28,14 @@ MAIL_ENABLED_NOTE = (
 PREVIEW_NOTE = "moving a contact's source of authority is a preview feature of Microsoft Entra"
 
 
+@dataclass
 class KindSweep:
-    """The result of one kind's sweep: its report section and what it matched of ENFORCE_EXCLUDE."""
+    """The result of one kind's sweep: its section, what it matched of ENFORCE_EXCLUDE (None: the kind could
+    not be listed, so nothing can be said), and a journal error."""
 
-    def __init__(self, report: KindReport, matched: set[str], journal_error: str | None = None) -> None:
-        self.report = report
-        self.matched = matched
-        self.journal_error = journal_error
+    report: KindReport
+    matched: set[str] | None
+    journal_error: str | None = None
 
 
 def sweep_kind(
@@ -63,16 +65,16 @@ def sweep_kind(
             report.error = first_line(exc)
             report.notes.append(f"the synced {kind.name} could not be read ({first_line(exc)}); none was changed")
         report.requests = directory.sent - started
-        # Nothing was listed, so no exclusion can be called unmatched for this kind.
-        return KindSweep(report, set(settings.enforce_exclude))
-    if listing.errors:
-        report.complete = False
-        report.notes.append(
-            f"{len(listing.errors)} {kind.name} could not be read and are held back (see heldBackList); "
-            "the next run reads them again"
-        )
+        return KindSweep(report, None)
     plan = plan_kind(listing, settings.enforce_exclude, mail_enabled=settings.enforce_mail_enabled_groups)
     _copy(plan, report)
+    unread = [held for held in plan.held_back if held.object.id in listing.errors]
+    if unread:
+        report.complete = False
+        report.notes.append(
+            f"{len(unread)} {kind.name} could not be read and are held back (see heldBackList); the next run reads "
+            "them again"
+        )
     writer = None
     limit = settings.enforce_max_changes
     if limit and report.candidates > limit:

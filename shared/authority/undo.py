@@ -18,7 +18,7 @@ from shared.authority.plan import in_levels
 from shared.authority.read import all_members, read_states
 from shared.authority.report import KindReport
 from shared.directory import GraphCall, GraphDirectory
-from shared.errors import ExoprovError, first_line
+from shared.errors import BudgetExhaustedError, ExoprovError, first_line
 from shared.journal import Entry, Session
 from shared.run_control import Progress
 from shared.settings import Settings
@@ -73,11 +73,20 @@ def undo_kind(
         # for it (an excluded group still holds its members in the cloud).
         members = _members(directory, list(found), report, deadline) if kind is GROUPS else {}
     except ExoprovError as exc:
-        report.error, report.complete = first_line(exc), False
+        report.complete = False
+        if not isinstance(exc, BudgetExhaustedError):
+            report.error = first_line(exc)
         report.notes.append(f"the {kind.name} could not be read back ({first_line(exc)}); none was set back")
         report.requests = directory.sent - started
         return report, None
     candidates, parents = _plan(kind, report, found, kept, members)
+    unread = [f["identity"] for f in report.failures]
+    if kind is GROUPS and unread and candidates:
+        # A group that could not be read may hold one of these: setting a child back before it would leave a cloud
+        # group holding a group AD manages again, so every group stays converted this time.
+        for o in candidates.values():
+            report.hold({**o.to_json(), "reason": f"some groups of the run could not be read ({', '.join(unread)})"})
+        candidates, parents = {}, {}
     levels, cyclic = in_levels(candidates, parents)
     for o in cyclic:
         report.hold({**o.to_json(), "reason": "it nests in a cycle of groups the run converted; left converted"})
@@ -158,15 +167,16 @@ def _read(
         GraphCall(f"{e.target_id}/object", f"/{kind.name}/{e.target_id}?$select={kind.select}", kind.list_role)
         for e in wanted
     ]
-    answers = directory.batch(calls, deadline)
+    answers = directory.batch(calls, deadline, partial=True)
     states = read_states(directory, kind, [e.target_id for e in wanted], deadline)
     found: dict[str, SyncedObject] = {}
     for entry in wanted:
         answer, state = answers[f"{entry.target_id}/object"], states[entry.target_id]
         if answer.status == 404:
             report.changed_since.append({"identity": entry.target, "reason": "it no longer exists"})
-        elif answer.error is not None or isinstance(state, str):
-            why = first_line(answer.error) if answer.error is not None else state
+        elif answer.error is not None or not isinstance(state, bool):
+            error = answer.error if answer.error is not None else state
+            why = first_line(error) if isinstance(error, BaseException) else str(error)
             _fail(report, entry.target, f"it could not be read ({why}); not set back")
         elif state is not True:
             reason = "reads isCloudManaged false now, not the true this run wrote (rolled back since)"
@@ -182,7 +192,8 @@ def _members(
 ) -> dict[str, list[dict[str, Any]]]:
     """Each group's direct members; a group whose members could not be read is a failure and has no entry."""
     url = "/groups/{}/members?$select=" + CLOUD_ONLY_SELECT + "&$top=999"
-    answers = directory.batch([GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in group_ids], deadline)
+    calls = [GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in group_ids]
+    answers = directory.batch(calls, deadline, partial=True)
     members: dict[str, list[dict[str, Any]]] = {}
     for gid in group_ids:
         listed = all_members(directory, answers[gid], GROUPS.list_role, deadline)
