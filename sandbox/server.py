@@ -4,7 +4,7 @@ Routes (all on one loopback port):
     GET  /msi/token                         App Service managed-identity protocol (api-version 2019-08-01)
     POST /adminapi/beta/{tenant}/InvokeCommand and /$batch
     *    /v1.0/... and /beta/...            Microsoft Graph: users, licenses, groups, contacts, $batch
-    *    /_sandbox/...                      control: health, stats, knobs, reset, mailboxes, sync-mail
+    *    /_sandbox/...                      control: health, stats, knobs, reset, mailboxes, sync-mail, advance
 """
 
 from __future__ import annotations
@@ -50,13 +50,28 @@ class Sandbox:
     def __init__(self, seed: str | dict[str, Any] = "default", knobs: dict[str, Any] | None = None) -> None:
         self.identity_header = secrets.token_urlsafe(16)
         self.lock = threading.Lock()
+        self.skipped = 0.0  # seconds the tenant's clock is ahead of the wall clock (POST /_sandbox/advance)
         self.reset(seed, knobs or {})
+
+    def now(self) -> float:
+        """The tenant's clock: the wall clock plus whatever a test skipped (delays, lags, sync)."""
+        return time.time() + self.skipped
+
+    def advance(self, seconds: float) -> float:
+        """Move the tenant's clock on, as if `seconds` had passed; what waits on it (a new user's sync, a
+        mailbox being created, a conversion, replication) comes due now instead of after a sleep."""
+        if not seconds >= 0:
+            raise ValueError(f"cannot move the clock back or by {seconds!r}")
+        with self.lock:
+            self.skipped += seconds
+        return self.now()
 
     def reset(self, seed: str | dict[str, Any], knobs: dict[str, Any]) -> None:
         with self.lock:
             self.knobs = Knobs()
             self.knobs.update(knobs)
-            self.tenant = Tenant(load_seed(seed))
+            self.skipped = 0.0
+            self.tenant = Tenant(load_seed(seed), clock=self.now)
             self.apply_tenant_knobs()
             self.issuer = TokenIssuer(self.tenant.id)
             self.stats = Stats()
@@ -332,6 +347,12 @@ class Handler(BaseHTTPRequestHandler):
             except (OSError, ValueError, KeyError) as exc:
                 return Reply.json(400, {"error": f"cannot reset: {exc}"})
             return Reply.json(200, {"ok": True, "tenant": box.tenant.id})
+        if name == "advance" and self.command == "POST":
+            try:
+                now = box.advance(float(body.get("seconds", 0)))
+            except (TypeError, ValueError) as exc:
+                return Reply.json(400, {"error": str(exc)})
+            return Reply.json(200, {"ok": True, "now": now, "skipped": box.skipped})
         if name == "rotate-keys":
             box.issuer.rotate()  # every token issued so far now fails with 401
             return Reply.json(200, {"ok": True})

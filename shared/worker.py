@@ -65,7 +65,8 @@ class Worker:
     def stop(self, *_: Any) -> None:
         """Ask the loop to end: nothing new is taken, what is in hand is finished."""
         if not self._stop.is_set():
-            log.warning("stopping: finishing %d message(s) in hand", len(self._in_flight))
+            in_hand = sum(1 for future in list(self._in_flight) if not future.done())  # not yet pruned: finished ones
+            log.warning("stopping: finishing %d message(s) in hand", in_hand)
         self._stop.set()
 
     def install_signal_handlers(self) -> None:

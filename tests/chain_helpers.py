@@ -45,11 +45,20 @@ def submit(clients: Clients, *messages: dict[str, Any] | str, base64_encoded: bo
         storage.send(REQUESTS, text)
 
 
-def run_worker(clients: Clients, timeout: float = 90) -> int:
+def run_worker(clients: Clients, timeout: float = 90, **options: Any) -> int:
     """The worker, in this process, until every queue of the chain is empty."""
+    return in_process_worker(clients, **options).run(until_idle=True, timeout=timeout)
+
+
+def in_process_worker(clients: Clients, **options: Any) -> Worker:
+    """A worker as `exoprov worker` makes it (lease from the settings), in this process."""
     settings = clients.settings
-    worker = Worker(clients.storage(), clients.dispatcher(), concurrency=6, retry_seconds=settings.queue_retry_seconds)
-    return worker.run(until_idle=True, timeout=timeout)
+    chosen: dict[str, Any] = {
+        "concurrency": 6,
+        "retry_seconds": settings.queue_retry_seconds,
+        "lease_seconds": settings.worker_lease_seconds,
+    }
+    return Worker(clients.storage(), clients.dispatcher(), **{**chosen, **options})
 
 
 def collect_results(clients: Clients) -> dict[str, list[dict[str, Any]]]:

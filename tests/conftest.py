@@ -163,6 +163,35 @@ def record_figures(figures: dict[str, Any]) -> None:
         handle.write(json.dumps(figures) + "\n")
 
 
+# The longest tests (mostly waiting: leases, lags, subprocess workers), longest first. pytest-xdist hands out
+# tests in collection order as workers free up, so a long test collected late makes the run's tail; these go
+# first instead, and the many short tests fill in around them. Whole modules keep their own order (test_chain's
+# module fixture runs once). A name that no longer matches is simply not moved.
+RUN_FIRST = (
+    "tests/test_chain.py",
+    "tests/test_crash_recovery.py::test_killed_worker_requests_finish_within_90_seconds",
+    "tests/test_faults.py::test_a_kill_loop_yields_exactly_one_correct_result_per_request",
+    "tests/test_faults.py::test_the_worker_killed_mid_message",
+    "tests/test_journal.py::test_with_faults_the_journal_holds_one_settled_entry_per_mailbox_the_tenant_saw_written",
+    "tests/test_crash_recovery.py::test_a_lost_renewal_while_the_step_runs_gives_no_second_result",
+    "tests/test_demo.py",
+    "tests/test_bench.py",
+    "tests/test_faults.py",
+    "tests/test_journal.py::test_undo_under_faults_reverts_the_runs_flips",
+    "tests/test_journal.py::test_a_journal_lost_mid_run_stops_the_writes_at_the_next_group",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(RUN_FIRST):
+            if item.nodeid == prefix or item.nodeid.startswith((prefix + "::", prefix + "[")):
+                return index
+        return len(RUN_FIRST)
+
+    items.sort(key=rank)  # stable: within a rank, and for every other test, the collection's order
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the main process: a fresh table for this run
         FIGURES_FILE.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from shared.runs import run_sweep
-from tests.chain_helpers import collect_results, fresh_clients, request, run_worker, submit
+from tests.chain_helpers import collect_results, fresh_clients, in_process_worker, request, run_worker, submit
 from tests.conftest import ROOT, SandboxHandle, record_figures
 
 pytestmark = pytest.mark.faults
@@ -132,7 +133,7 @@ def test_azurite_stopped_and_restarted_mid_chain(faulty, azurite, monkeypatch) -
 
     def runner() -> int:
         faulty.knobs(latency=0.2)
-        worker = _worker_process()
+        worker = _worker_thread()  # what is pinned is storage going away, not the worker's process
         try:
             _wait_for(lambda: faulty.stats()["requestsTotal"] >= 10)
             assert _results_so_far() < REQUESTS, "the outage must hit a chain in progress"
@@ -140,9 +141,9 @@ def test_azurite_stopped_and_restarted_mid_chain(faulty, azurite, monkeypatch) -
             time.sleep(3.0)
             azurite.start()
             faulty.knobs(latency=0.0)
-            return worker.wait(timeout=240)
+            return worker.result(timeout=240)
         finally:
-            _reap(worker)
+            worker.stop()
 
     figures = provision_under("azurite-restart", faulty, {}, runner=runner, events=1)
     assert figures["succeeded"] == REQUESTS
@@ -189,6 +190,32 @@ def _worker_process(until_idle: bool = True) -> subprocess.Popen[bytes]:
     if until_idle:
         args.append("--until-idle")
     return subprocess.Popen(args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class _WorkerThread:
+    """`exoprov worker --no-sweep --until-idle` in a thread of this process: its exit code, or a stop."""
+
+    def __init__(self) -> None:
+        self.worker = in_process_worker(fresh_clients())
+        self._exit: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="fault-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._exit.append(self.worker.run(until_idle=True, timeout=200))
+
+    def result(self, timeout: float) -> int:
+        self._thread.join(timeout)
+        assert self._exit, "the worker did not finish"
+        return self._exit[0]
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self._thread.join(30)
+
+
+def _worker_thread() -> _WorkerThread:
+    return _WorkerThread()
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:

@@ -275,3 +275,17 @@ def test_odata_literal_doubles_apostrophes(clients: Clients, sandbox) -> None:
 def test_enforce_concurrency_defaults_to_two_batches_in_flight() -> None:
     """Exchange's per-tenant limit is unpublished and shared with every admin tool: two in flight by default."""
     assert Settings.from_env({}).enforce_concurrency == 2
+
+
+def test_the_tenants_clock_can_be_moved_on_instead_of_waiting(clients: Clients, sandbox) -> None:
+    """A user created with a sync delay is unknown to Graph until the tenant's clock passes it; advancing the
+    clock (what a test does instead of sleeping) brings it due at once, and a reset puts the clock back."""
+    sandbox.add_user(upn="synced.later@contoso.com", syncDelaySeconds=600)
+    assert clients.graph().get_user("synced.later@contoso.com") is None
+    assert sandbox.advance(599) == 599
+    assert clients.graph().get_user("synced.later@contoso.com") is None
+    assert sandbox.advance(2) == 601
+    user = clients.graph().get_user("synced.later@contoso.com")
+    assert user is not None and user.user_principal_name == "synced.later@contoso.com"
+    sandbox.reset()
+    assert sandbox.advance(0) == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 from tests.chain_helpers import collect_results, fresh_clients, request, submit
 from tests.conftest import ROOT
@@ -32,6 +35,38 @@ def stopped(worker: subprocess.Popen[str]) -> str:
     return text
 
 
+@contextlib.contextmanager
+def fast_again_after_the_license_step(clients, sandbox) -> Iterator[None]:
+    """Tenant calls back to no latency once the (slow) license step has sent the mailbox step: only it is slow."""
+    done = threading.Event()
+
+    def watch() -> None:
+        storage = clients.storage()
+        while not done.wait(0.25):
+            if storage.pending(("provision-mailbox", "provision-configure", "provision-results")):
+                sandbox.knobs(latency=0.0)
+                return
+
+    watcher = threading.Thread(target=watch, name="latency-off", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def license_step_in_hand(clients, sandbox) -> bool:
+    """The request step is settled and the license step is running: its message is taken (on the queue but
+    invisible) and it is talking to the tenant. With 1 s per tenant call it stays in hand for seconds."""
+    storage = clients.storage()
+    if storage.pending(("provision-requests",)) or not storage.pending(("provision-license",)):
+        return False
+    if list(storage.queue("provision-license").peek_messages()):
+        return False  # still visible: not taken yet
+    return bool(sandbox.stats()["requestsTotal"] > 0)
+
+
 def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> None:
     """SIGTERM while a step is in flight: the step completes, its next message is sent, the worker exits 0."""
     sandbox.knobs(replication_lag=0)  # this test is about the step in hand, not about waiting for Entra
@@ -41,9 +76,10 @@ def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> 
     submit(clients, request("sigterm", "slowpoke@contoso.com"))
     worker = start_worker("--no-sweep")
     try:
-        deadline = time.monotonic() + 20
-        while sandbox.stats()["requestsTotal"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)  # wait until the license step is talking to the tenant
+        deadline = time.monotonic() + 30
+        while not license_step_in_hand(clients, sandbox):
+            assert time.monotonic() < deadline, "the license step never started"
+            time.sleep(0.05)
         os.kill(worker.pid, signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     finally:
@@ -100,7 +136,8 @@ def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env
     clients = fresh_clients()
     submit(clients, request("slow-step", "slow.step@contoso.com"))
     worker = Worker(clients.storage(), clients.dispatcher(), concurrency=4, retry_seconds=0, lease_seconds=1)
-    assert worker.run(until_idle=True, timeout=120) == 0
+    with fast_again_after_the_license_step(clients, sandbox):
+        assert worker.run(until_idle=True, timeout=120) == 0
     (result,) = collect_results(clients)["slow-step"]
     assert result["status"] == "succeeded"
     assert worker.handled == 4  # request, license, mailbox, configure: each delivered once
