@@ -31,6 +31,7 @@ __all__ = ["Job", "Worker"]
 log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
+IDLE_POLL_MIN = 0.1
 IDLE_PROGRESS_SECONDS = 60.0
 RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived
 EXIT_OK, EXIT_TIMEOUT = 0, 3
@@ -60,6 +61,10 @@ class Worker:
     progress_every: float = 2.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _in_flight: set[Future[None]] = field(default_factory=set)
+    # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
+    # each queue trigger on its own), so the poison queues cost one call per IDLE_POLL_MAX, not one per loop.
+    _next_poll: dict[str, float] = field(default_factory=dict)
+    _gap: dict[str, float] = field(default_factory=dict)
     handled: int = 0
 
     def stop(self, *_: Any) -> None:
@@ -110,7 +115,7 @@ class Worker:
                     if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
                         last_counts, last_said = counts, self.clock()
                         self.progress(*counts)
-                idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(0.1, idle_wait * 2))
+                idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, idle_wait * 2))
                 self._stop.wait(idle_wait)
             for future in list(self._in_flight):
                 future.result()
@@ -128,17 +133,25 @@ class Worker:
             return -1
 
     def _fill(self, pool: ThreadPoolExecutor) -> int:
-        """Take messages from every queue while there is room in the pool; return how many were taken."""
+        """Take messages from every queue that is due while there is room in the pool; return how many were taken."""
         took = 0
         for queue in self._all_queues():
             room = self.concurrency - len(self._in_flight)
             if room <= 0:
                 break
+            now = self.clock()
+            if self._next_poll.get(queue, now) > now:
+                continue
+            got = 0
             for message in self.storage.queue(queue).receive_messages(
                 messages_per_page=min(room, 32), max_messages=room, visibility_timeout=self.lease_seconds
             ):
                 self._in_flight.add(pool.submit(self._process, queue, message))
-                took += 1
+                got += 1
+            # A queue that gave messages is polled again at once; an empty one waits twice as long as last time.
+            self._gap[queue] = 0.0 if got else min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, 2 * self._gap.get(queue, 0.0)))
+            self._next_poll[queue] = now + self._gap[queue]
+            took += got
         return took
 
     def _process(self, queue: str, message: Any) -> None:
