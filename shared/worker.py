@@ -62,7 +62,7 @@ class Worker:
     _stop: threading.Event = field(default_factory=threading.Event)
     _in_flight: set[Future[None]] = field(default_factory=set)
     # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
-    # each queue trigger on its own), so the poison queues cost one call per IDLE_POLL_MAX, not one per loop.
+    # each queue trigger on its own), so an idle queue (the poison ones, mostly) costs one call per IDLE_POLL_MAX.
     _next_poll: dict[str, float] = field(default_factory=dict)
     _gap: dict[str, float] = field(default_factory=dict)
     handled: int = 0
@@ -135,12 +135,14 @@ class Worker:
     def _fill(self, pool: ThreadPoolExecutor) -> int:
         """Take messages from every queue that is due while there is room in the pool; return how many were taken."""
         took = 0
+        # A step in hand is about to send the next step's message: while any is, the chain queues are not backed off.
+        busy = bool(self._in_flight)
         for queue in self._all_queues():
             room = self.concurrency - len(self._in_flight)
             if room <= 0:
                 break
             now = self.clock()
-            if self._next_poll.get(queue, now) > now:
+            if self._next_poll.get(queue, now) > now and not (busy and queue in CHAIN_QUEUES):
                 continue
             got = 0
             for message in self.storage.queue(queue).receive_messages(

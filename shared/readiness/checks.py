@@ -217,7 +217,8 @@ def _synced_contacts(inventory: Inventory) -> Check:
         "warn",
         (Finding(c.id, c.name, "contact", f"{c.mail}; {_state(c)}") for c in left),
         "Move their source of authority to the cloud with Graph (onPremisesSyncBehavior isCloudManaged, a preview "
-        "feature for contacts), or keep managing them in AD with the Exchange Management Tools.",
+        "feature for contacts; the sweep does it with ENFORCE_OBJECTS=contacts), or keep managing them in AD with "
+        "the Exchange Management Tools.",
         "No mail contact is still managed in AD.",
     )
 
@@ -244,7 +245,8 @@ def _synced_groups(inventory: Inventory) -> Check:
         findings,
         "Move their source of authority to the cloud with Graph (onPremisesSyncBehavior isCloudManaged), in the "
         "order listed: a conversion is not recursive, so member groups go first. A mail-enabled group is then "
-        "managed in Exchange Online and is not written back to AD.",
+        "managed in Exchange Online and is not written back to AD. The sweep does it, children first, with "
+        "ENFORCE_OBJECTS=groups and ENFORCE_MAIL_ENABLED_GROUPS=true.",
         "No mail-enabled group is still managed in AD.",
     )
 
