@@ -28,6 +28,7 @@ def test_make_run_shows_both_jobs_working(monkeypatch) -> None:
     # The group and contact sweep (report mode): the mail-enabled groups are left alone, the synced contact listed.
     assert "GroupGDWithMail <gd@contoso.com>: mail-enabled; ENFORCE_MAIL_ENABLED_GROUPS is false" in out
     assert "ContactWithMail <partner@fabrikam.com>: contact" in out
+    assert "match nothing the sweep listed" not in out
     for line in (
         "hr-1001  succeeded  UserMailbox",
         "hr-1002  succeeded  SharedMailbox",
