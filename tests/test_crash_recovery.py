@@ -141,7 +141,10 @@ def test_a_lost_renewal_while_the_step_runs_gives_no_second_result(chain_env, sa
     assert sandbox.stats()["requests"]["graph POST assignLicense"] == 1
     assert failed, "no renewal was refused"
     said = [r.getMessage() for r in caplog.records if "could not renew" in r.getMessage()]
-    assert len(said) == 1 and "\n" not in said[0], said  # once per message, in one line
+    # Once per delivery, in one line: the first delivery's renewals all fail, yet it says so once. On a loaded machine
+    # the second delivery's renewal can time out too (1 s per attempt) and say so once; a keeper that logged every
+    # failed renewal would say it at least five times over the seconds the step runs.
+    assert 1 <= len(said) <= 2 and not any("\n" in line for line in said), said
     # The first delivery lost its pop receipt to a second one: the message was delivered again meanwhile.
     assert any("could not be settled" in r.getMessage() for r in caplog.records)
 
