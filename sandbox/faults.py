@@ -80,6 +80,8 @@ class Knobs:
     # Sync runs every 30 minutes; short here so that tests can watch it, or call SandboxControl.resync()).
     # Names of groups or contacts whose onPremisesSyncBehavior PATCH is refused (400): one object that fails.
     authority_refused: list[str] = field(default_factory=list)
+    # Names of groups whose members listing answers 503 (one group the client cannot read through).
+    members_unreadable: list[str] = field(default_factory=list)
     sync_cycle_seconds: float = 30.0
     seed: int = 7
     denied_cmdlets: list[str] = field(default_factory=list)  # outside the identity's Exchange RBAC: 403

@@ -513,6 +513,10 @@ class GraphApi:
         group = self._directory_object("groups", key)
         if not isinstance(group, Group):
             return self._not_found(key)
+        if group.name in self.knobs.members_unreadable:
+            # A fault for the client's sake: one group whose members cannot be read (a 503 without Retry-After).
+            self.stats.count("faults", "members_unreadable")
+            return self._error(503, "UnknownError", "Fault injected: the members of this group cannot be read now.")
         if call.param("$filter"):
             # Learn allows some member filters in advanced queries; the sandbox serves none, loudly.
             return self._error(

@@ -210,6 +210,18 @@ def test_undo_goes_parents_first_and_keeps_a_child_whose_parent_stays(soa: Any) 
     assert partial["changed"] == 1 and partial["excluded"] == 1  # SoaGrandparent only
 
 
+def test_undo_keeps_every_group_converted_when_one_of_the_run_cannot_be_read(soa: Any) -> None:
+    """A group whose members cannot be read may hold others: undo sets no group back, names it, and exits 1."""
+    run = sweep(apply=True)
+    soa.knobs(members_unreadable=["SoaParent"])
+    report = run_undo(clients(), run["runId"], apply=True)
+    section = report.to_json()["groups"]
+    assert section["changed"] == 0 and report.broken and soa.stats()["graphWrites"] == 4  # the run's own
+    assert [f["identity"] for f in section["failures"]] == ["SoaParent"]
+    held = {item["displayName"]: item["reason"] for item in section["heldBackList"]}
+    assert set(held) == {"SoaChild", "SoaGrandparent"} and "could not be read (SoaParent)" in held["SoaChild"]
+
+
 def test_a_failure_in_one_kind_is_exit_1_even_when_another_kind_braked() -> None:
     """Exit codes: a failed write or an unreadable kind wins over the brake of another kind."""
     from shared.authority.objects import CONTACTS, GROUPS

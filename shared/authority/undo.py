@@ -71,7 +71,7 @@ def undo_kind(
         report.excluded = len(found) - len(kept)
         # Every converted group's members: the cloud-born ones block its rollback, the groups among them must wait
         # for it (an excluded group still holds its members in the cloud).
-        members = _members(directory, list(found), report, deadline) if kind is GROUPS else {}
+        members = _members(directory, found, report, deadline) if kind is GROUPS else {}
     except ExoprovError as exc:
         report.complete = False
         if not isinstance(exc, BudgetExhaustedError):
@@ -188,21 +188,18 @@ def _read(
 
 
 def _members(
-    directory: GraphDirectory, group_ids: list[str], report: KindReport, deadline: float
+    directory: GraphDirectory, groups: dict[str, SyncedObject], report: KindReport, deadline: float
 ) -> dict[str, list[dict[str, Any]]]:
     """Each group's direct members; a group whose members could not be read is a failure and has no entry."""
     url = "/groups/{}/members?$select=" + CLOUD_ONLY_SELECT + "&$top=999"
-    calls = [GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in group_ids]
+    calls = [GraphCall(gid, url.format(gid), GROUPS.list_role) for gid in groups]
     answers = directory.batch(calls, deadline, partial=True)
     members: dict[str, list[dict[str, Any]]] = {}
-    for gid in group_ids:
+    for gid, group in groups.items():
         listed = all_members(directory, answers[gid], GROUPS.list_role, deadline)
         if isinstance(listed, str):
-            _fail(
-                report,
-                gid,
-                f"its members could not be read ({listed}); not set back, since cloud members would be lost",
-            )
+            why = f"its members could not be read ({listed}); not set back, since cloud members would be lost"
+            _fail(report, group.mail or group.name, why)
         else:
             members[gid] = listed
     return members
