@@ -35,13 +35,57 @@ from shared.logs import audit
 from shared.run_control import BUDGET_NOTE, Progress, StopSignal
 from shared.settings import Settings
 
-__all__ = ["READ_BACK_GRACE", "READ_BACK_WAITS", "AuthorityWriter"]
+__all__ = ["READ_BACK_GRACE", "READ_BACK_WAITS", "AuthorityWriter", "write_levels"]
 
 log = logging.getLogger("exoprov.authority")
 
 # Third-party tools re-read a converted object up to six times, two seconds apart, before they call it unconfirmed.
 READ_BACK_WAITS = (2.0, 4.0, 8.0)
 READ_BACK_GRACE = 60.0  # seconds a read-back may run past the time budget (the budget leaves 300 s to the timeout)
+
+
+def write_levels(
+    directory: GraphDirectory,
+    kind: Kind,
+    report: KindReport,
+    settings: Settings,
+    levels: Sequence[Sequence[SyncedObject]],
+    after: dict[str, tuple[str, ...]],
+    why: str,
+    *,
+    value: bool,
+    apply: bool,
+    brake_note: str,
+    session: Session,
+    deadline: float,
+    cancel: threading.Event,
+    progress: Progress | None = None,
+) -> str | None:
+    """A kind's candidates, level by level, into the report; then the brake (`brake_note` follows the count) or,
+    in apply mode, the writes (AuthorityWriter.run). Returns the writer's journal error, if any."""
+    report.candidates = sum(len(level) for level in levels)
+    report.levels = len(levels)
+    report.candidate_list = [{**o.to_json(), "level": depth} for depth, level in enumerate(levels) for o in level]
+    limit = settings.enforce_max_changes
+    if limit and report.candidates > limit:
+        report.brake_engaged = True
+        report.notes.append(f"{report.candidates} {kind.name} {brake_note.format(limit=limit)}")
+        return None
+    if not (apply and levels):
+        return None
+    writer = AuthorityWriter(
+        directory,
+        kind,
+        report,
+        settings,
+        value=value,
+        session=session,
+        deadline=deadline,
+        cancel=cancel,
+        progress=progress,
+    )
+    writer.run(levels, after, why)
+    return writer.journal_error
 
 
 class AuthorityWriter:

@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from shared.authority.apply import AuthorityWriter
+from shared.authority.apply import write_levels
 from shared.authority.objects import Kind
 from shared.authority.plan import MAIL_ENABLED_LEFT, AuthorityPlan, plan_kind
 from shared.authority.read import read_synced
@@ -75,27 +75,23 @@ def sweep_kind(
             f"{len(unread)} {kind.name} could not be read and are held back (see heldBackList); the next run reads "
             "them again"
         )
-    writer = None
-    limit = settings.enforce_max_changes
-    if limit and report.candidates > limit:
-        report.brake_engaged = True
-        report.notes.append(
-            f"{report.candidates} {kind.name} would change, more than ENFORCE_MAX_CHANGES={limit}; none was "
-            "changed. Review the report, then raise the limit or exclude some"
-        )
-    elif apply and plan.levels:
-        writer = AuthorityWriter(
-            directory,
-            kind,
-            report,
-            settings,
-            value=True,
-            session=session,
-            deadline=deadline,
-            cancel=cancel,
-            progress=progress,
-        )
-        writer.run(plan.levels, plan.children, "its member group(s)")
+    journal_error = write_levels(
+        directory,
+        kind,
+        report,
+        settings,
+        plan.levels,
+        plan.children,
+        "its member group(s)",
+        value=True,
+        apply=apply,
+        brake_note="would change, more than ENFORCE_MAX_CHANGES={limit}; none was changed. Review the report, "
+        "then raise the limit or exclude some",
+        session=session,
+        deadline=deadline,
+        cancel=cancel,
+        progress=progress,
+    )
     report.requests = directory.sent - started
     log.info(
         "%s: %d listed, %d candidates, %d changed, %d failed, %d unknown, %d held back",
@@ -107,16 +103,13 @@ def sweep_kind(
         report.unknown,
         len(report.held_back_list),
     )
-    return KindSweep(report, plan.matched_exclusions, writer.journal_error if writer else None)
+    return KindSweep(report, plan.matched_exclusions, journal_error)
 
 
 def _copy(plan: AuthorityPlan, report: KindReport) -> None:
     report.scanned = plan.scanned
     report.already_cloud_managed = plan.already_cloud_managed
     report.excluded = plan.excluded
-    report.candidates = len(plan.candidates)
-    report.levels = len(plan.levels)
-    report.candidate_list = [{**o.to_json(), "level": depth} for depth, level in enumerate(plan.levels) for o in level]
     report.out_of_scope_list = [held.to_json() for held in plan.out_of_scope]
     for held in plan.held_back:
         report.hold(held.to_json())

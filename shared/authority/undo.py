@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from shared.authority.apply import AuthorityWriter
+from shared.authority.apply import write_levels
 from shared.authority.objects import GROUPS, Kind, SyncedObject
 from shared.authority.plan import in_levels
 from shared.authority.read import all_members, read_states
@@ -90,35 +90,27 @@ def undo_kind(
     levels, cyclic = in_levels(candidates, parents)
     for o in cyclic:
         report.hold({**o.to_json(), "reason": "it nests in a cycle of groups the run converted; left converted"})
-    report.candidates = sum(len(level) for level in levels)
-    report.levels = len(levels)
-    report.candidate_list = [{**o.to_json(), "level": depth} for depth, level in enumerate(levels) for o in level]
     _explain(report)
-    writer = None
-    limit = settings.enforce_max_changes
-    if limit and report.candidates > limit:
-        report.brake_engaged = True
-        report.notes.append(
-            f"{report.candidates} {kind.name} would be set back, more than ENFORCE_MAX_CHANGES={limit}; none was "
-            "changed"
-        )
-    elif apply and levels:
-        writer = AuthorityWriter(
-            directory,
-            kind,
-            report,
-            settings,
-            value=False,
-            session=session,
-            deadline=deadline,
-            cancel=cancel,
-            progress=progress,
-        )
-        writer.run(levels, parents, "the group holding it")
-        if report.changed:
-            report.notes.append(TAKEOVER_NOTE)
+    journal_error = write_levels(
+        directory,
+        kind,
+        report,
+        settings,
+        levels,
+        parents,
+        "the group holding it",
+        value=False,
+        apply=apply,
+        brake_note="would be set back, more than ENFORCE_MAX_CHANGES={limit}; none was changed",
+        session=session,
+        deadline=deadline,
+        cancel=cancel,
+        progress=progress,
+    )
+    if report.changed:
+        report.notes.append(TAKEOVER_NOTE)
     report.requests = directory.sent - started
-    return report, writer.journal_error if writer else None
+    return report, journal_error
 
 
 def _plan(
