@@ -205,6 +205,19 @@ def test_with_throttled_batch_items_the_report_is_the_same(sandbox: SandboxHandl
     assert writes(stats) == {"graph": 0}
 
 
+def test_a_source_of_authority_answered_in_learns_wrapped_shape_reads_the_same(
+    sandbox: SandboxHandle, env: dict[str, str]
+) -> None:
+    """onPremisesSyncBehavior inside "value" (Learn's example) is read like the plain entity: same state read."""
+
+    def states(report: ReadinessReport) -> list[str]:
+        return [f.detail for check in ("synced-groups", "synced-contacts") for f in report.check(check).objects]
+
+    calm = states(fresh_report(sandbox, env, readiness_seed()))
+    assert all("not converting" in detail for detail in calm), calm  # the state was read, not guessed
+    assert states(fresh_report(sandbox, env, readiness_seed(), graph_sync_behavior_wrapped=True)) == calm
+
+
 def test_a_tenant_with_nothing_left_passes_every_check(sandbox: SandboxHandle, env: dict[str, str]) -> None:
     """Cloud-managed mailboxes, no mail users, groups moved, no hybrid, default on: all pass but the manual one."""
     report = fresh_report(sandbox, env, READY_SEED)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from shared.authority.objects import cloud_managed
 from shared.directory import BATCH_ROUNDS, GraphCall, GraphDirectory
 from shared.enforcement import DIR_SYNCED_FILTER, TENANT_DEFAULT_PROPERTY, list_synced
 from shared.errors import ExoprovError, PermissionDeniedError, ThrottledError, UnexpectedAnswerError, first_line
@@ -245,7 +246,7 @@ class Reader:
                     str(group.get("displayName") or gid),
                     group.get("mail") or None,
                     _group_kind(group),
-                    _cloud_managed(answers.get(f"{gid}/state")),
+                    cloud_managed(answers.get(f"{gid}/state")),
                     tuple(children or ()),
                     children_read=children is not None or gid not in mail_enabled,
                 )
@@ -281,7 +282,7 @@ class Reader:
                 str(c.get("displayName") or c["id"]),
                 c.get("mail") or None,
                 "contact",
-                _cloud_managed(answers.get(str(c["id"]))),
+                cloud_managed(answers.get(str(c["id"]))),
             )
             for c in listed
         ]
@@ -359,11 +360,6 @@ def _group_kind(group: dict[str, Any]) -> str:
     if group.get("mailEnabled") is True:
         return "mail-enabled security group" if group.get("securityEnabled") is True else "distribution group"
     return "security group"
-
-
-def _cloud_managed(body: Any) -> bool | None:
-    value = body.get("isCloudManaged") if isinstance(body, dict) else None
-    return value if isinstance(value, bool) else None
 
 
 def _attempt(read: Callable[[], None]) -> BaseException | None:
