@@ -3,6 +3,10 @@
 #   make test   set up, then ruff, mypy and pytest (which first makes sure Debian's chromium is installed)
 
 PYTHON ?= python3
+# A shell that sets PYTHONDONTWRITEBYTECODE makes every process (each xdist worker, each `exoprov` the tests
+# start) compile the project from source and pytest rewrite every test module again: about 25 s of CPU per
+# suite. The caches land in __pycache__/, which git ignores.
+unexport PYTHONDONTWRITEBYTECODE
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

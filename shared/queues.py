@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,9 @@ class Storage:
     settings: Settings
     _queues: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Told (queue, seconds until visible) after each send: the worker polls a queue it just fed when the message
+    # shows, instead of when its idle backoff next comes round.
+    _on_send: list[Callable[[str, float], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         from azure.storage.blob import BlobServiceClient
@@ -110,6 +114,13 @@ class Storage:
         seconds = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay)))
         self.queue(name).send_message(text, visibility_timeout=seconds or None, time_to_live=-1)
         log.info("queue %s: sent %d bytes, visible in %d s", name, len(text), seconds)
+        for listener in list(self._on_send):
+            listener(name, seconds)
+
+    def on_send(self, listener: Callable[[str, float], None]) -> Callable[[], None]:
+        """Call `listener(queue, seconds until visible)` after every send; returns the call that stops it."""
+        self._on_send.append(listener)
+        return lambda: self._on_send.remove(listener)
 
     def pending(self, names: tuple[str, ...]) -> int:
         """Messages in the queues, invisible (delayed or in hand) ones included."""

@@ -33,6 +33,7 @@ log = logging.getLogger("exoprov.worker")
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
 IDLE_POLL_MIN = 0.1
 IDLE_PROGRESS_SECONDS = 60.0
+IDLE_COUNT_SECONDS = 0.5  # `until_idle` counts the queued messages at most this often
 RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived
 EXIT_OK, EXIT_TIMEOUT = 0, 3
 
@@ -60,11 +61,16 @@ class Worker:
     progress: Callable[[int, int], None] | None = None  # (messages handled, messages still queued)
     progress_every: float = 2.0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)  # a send, a finished step or a stop
     _in_flight: set[Future[None]] = field(default_factory=set)
     # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
     # each queue trigger on its own), so an idle queue (the poison ones, mostly) costs one call per IDLE_POLL_MAX.
+    # Apart from that, when the messages this worker's own steps sent there become visible.
     _next_poll: dict[str, float] = field(default_factory=dict)
     _gap: dict[str, float] = field(default_factory=dict)
+    _fed: dict[str, list[float]] = field(default_factory=dict)
+    _poll_lock: threading.Lock = field(default_factory=threading.Lock)
+    _counted_at: float = float("-inf")
     handled: int = 0
 
     def stop(self, *_: Any) -> None:
@@ -73,6 +79,7 @@ class Worker:
             in_hand = sum(1 for future in list(self._in_flight) if not future.done())  # not yet pruned: finished ones
             log.warning("stopping: finishing %d message(s) in hand", in_hand)
         self._stop.set()
+        self._wake.set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -80,45 +87,52 @@ class Worker:
 
     def run(self, *, until_idle: bool = False, timeout: float | None = None) -> int:
         """Process messages until stopped, idle (with `until_idle`) or out of time (exit 3)."""
+        stop_listening = self.storage.on_send(self._sent)
+        try:
+            with ThreadPoolExecutor(self.concurrency + len(self.jobs), "exoprov-worker") as pool:
+                code = self._loop(pool, until_idle, timeout)
+                for future in list(self._in_flight):
+                    future.result()
+                return code
+        finally:
+            stop_listening()
+
+    def _loop(self, pool: ThreadPoolExecutor, until_idle: bool, timeout: float | None) -> int:
         started = self.clock()
         due = {job.name: _next_run(job) for job in self.jobs}
         running: dict[str, Future[None]] = {}
-        idle_wait = 0.1
         last_progress = last_said = started
         last_counts = (-1, -1)
-        with ThreadPoolExecutor(self.concurrency + len(self.jobs), "exoprov-worker") as pool:
-            while not self._stop.is_set():
-                self._in_flight = {f for f in self._in_flight if not f.done()}
-                try:
-                    took = self._fill(pool)
-                except Exception as exc:  # storage unreachable: wait and poll again, never die
-                    log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
-                    self._stop.wait(IDLE_POLL_MAX)
-                    continue
-                for job in self.jobs:
-                    busy = job.name in running and not running[job.name].done()
-                    if datetime.now(UTC) >= due[job.name] and not busy:  # a run still going skips its next turn
-                        running[job.name] = pool.submit(_run_job, job)
-                        due[job.name] = _next_run(job)
-                if until_idle and not took and not self._in_flight and self._pending() == 0:
-                    log.info("all queues are empty; %d message(s) handled", self.handled)
-                    return EXIT_OK
-                if timeout is not None and self.clock() - started > timeout:
-                    left = self._pending()
-                    log.error("timed out after %.0f s with %d message(s) still queued", timeout, left)
-                    self.stop()
-                    return EXIT_TIMEOUT
-                if self.progress and self.clock() - last_progress >= self.progress_every:
-                    last_progress = self.clock()
-                    counts = (self.handled, self._pending())
-                    # An idle worker says so once a minute, not every two seconds.
-                    if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
-                        last_counts, last_said = counts, self.clock()
-                        self.progress(*counts)
-                idle_wait = 0.0 if took else min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, idle_wait * 2))
-                self._stop.wait(idle_wait)
-            for future in list(self._in_flight):
-                future.result()
+        while not self._stop.is_set():
+            self._wake.clear()  # before polling: whatever happens from here on ends the wait below at once
+            self._in_flight = {f for f in self._in_flight if not f.done()}
+            try:
+                took = self._fill(pool)
+            except Exception as exc:  # storage unreachable: wait and poll again, never die
+                log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
+                self._stop.wait(IDLE_POLL_MAX)
+                continue
+            for job in self.jobs:
+                busy = job.name in running and not running[job.name].done()
+                if datetime.now(UTC) >= due[job.name] and not busy:  # a run still going skips its next turn
+                    running[job.name] = pool.submit(_run_job, job)
+                    due[job.name] = _next_run(job)
+            if until_idle and not took and not self._in_flight and self._idle():
+                log.info("all queues are empty; %d message(s) handled", self.handled)
+                return EXIT_OK
+            if timeout is not None and self.clock() - started > timeout:
+                left = self._pending()
+                log.error("timed out after %.0f s with %d message(s) still queued", timeout, left)
+                self.stop()
+                return EXIT_TIMEOUT
+            if self.progress and self.clock() - last_progress >= self.progress_every:
+                last_progress = self.clock()
+                counts = (self.handled, self._pending())
+                # An idle worker says so once a minute, not every two seconds.
+                if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
+                    last_counts, last_said = counts, self.clock()
+                    self.progress(*counts)
+            self._wake.wait(0.0 if took else self._until_due())
         return EXIT_OK
 
     def _all_queues(self) -> tuple[str, ...]:
@@ -132,27 +146,69 @@ class Worker:
             log.warning("cannot count the queues (%s)", first_line(exc))
             return -1
 
+    def _idle(self) -> bool:
+        """No message queued anywhere. Counting costs a call per queue, so not while one of our own messages is
+        known to be on its way, and not more often than every IDLE_COUNT_SECONDS."""
+        now = self.clock()
+        with self._poll_lock:
+            ours_on_the_way = any(when > now for whens in self._fed.values() for when in whens)
+        if ours_on_the_way or now - self._counted_at < IDLE_COUNT_SECONDS:
+            return False
+        self._counted_at = now
+        return self._pending() == 0
+
+    def _sent(self, queue: str, seconds: float) -> None:
+        """A step of this worker sent a message: poll its queue when it shows, not when the backoff says."""
+        if queue in self._all_queues():
+            with self._poll_lock:
+                self._fed.setdefault(queue, []).append(self.clock() + seconds)
+            self._wake.set()
+
+    def _room(self) -> int:
+        return self.concurrency - sum(1 for future in self._in_flight if not future.done())
+
+    def _until_due(self) -> float:
+        """How long the loop may sleep: until the next queue is due, a step ends or a send wakes it; at most
+        IDLE_POLL_MAX, which also paces the scheduled jobs, the timeout and the progress line."""
+        if self._room() <= 0:
+            return IDLE_POLL_MAX  # a finished step wakes the loop
+        now = self.clock()
+        with self._poll_lock:
+            soonest = min(
+                [self._next_poll.get(queue, now) for queue in self._all_queues()]
+                + [when for whens in self._fed.values() for when in whens]
+            )
+        return min(IDLE_POLL_MAX, max(0.0, soonest - now))
+
     def _fill(self, pool: ThreadPoolExecutor) -> int:
         """Take messages from every queue that is due while there is room in the pool; return how many were taken."""
         took = 0
-        # A step in hand is about to send the next step's message: while any is, the chain queues are not backed off.
-        busy = bool(self._in_flight)
         for queue in self._all_queues():
-            room = self.concurrency - len(self._in_flight)
+            room = self._room()
             if room <= 0:
                 break
             now = self.clock()
-            if self._next_poll.get(queue, now) > now and not (busy and queue in CHAIN_QUEUES):
-                continue
+            with self._poll_lock:
+                shown = any(when <= now for when in self._fed.get(queue, []))  # one of ours is visible by now
+                if self._next_poll.get(queue, now) > now and not shown:
+                    continue
             got = 0
             for message in self.storage.queue(queue).receive_messages(
                 messages_per_page=min(room, 32), max_messages=room, visibility_timeout=self.lease_seconds
             ):
-                self._in_flight.add(pool.submit(self._process, queue, message))
+                future = pool.submit(self._process, queue, message)
+                future.add_done_callback(lambda _: self._wake.set())
+                self._in_flight.add(future)
                 got += 1
-            # A queue that gave messages is polled again at once; an empty one waits twice as long as last time.
-            self._gap[queue] = 0.0 if got else min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, 2 * self._gap.get(queue, 0.0)))
-            self._next_poll[queue] = now + self._gap[queue]
+            with self._poll_lock:
+                # A queue that gave messages is polled again at once; an empty one waits twice as long as last time,
+                # but only briefly when what we sent was due: it may show a moment later than our clock says.
+                if got or shown:
+                    gap = 0.0 if got else IDLE_POLL_MIN
+                else:
+                    gap = min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, 2 * self._gap.get(queue, 0.0)))
+                self._gap[queue], self._next_poll[queue] = gap, now + gap
+                self._fed[queue] = [when for when in self._fed.get(queue, []) if when > now]
             took += got
         return took
 
@@ -213,6 +269,7 @@ class Worker:
                     exc_info=not isinstance(exc, ExoprovError) and not type(exc).__module__.startswith("azure."),
                 )
                 client.update_message(settle, visibility_timeout=self.retry_seconds)
+                self._sent(queue, self.retry_seconds)  # it comes back then: poll for it, as for a message we sent
             return
         client.delete_message(settle)
         self.handled += 1

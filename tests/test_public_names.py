@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from collections import defaultdict
 from pathlib import Path
@@ -78,10 +79,14 @@ def _imports(path: Path, text: str | None = None) -> list[tuple[str, str]]:
     return found
 
 
-IMPORTED: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-for source in SOURCES:
-    for module, name in _imports(source):
-        IMPORTED[module][name].add(str(source.relative_to(ROOT)))
+@functools.cache
+def imported() -> dict[str, dict[str, set[str]]]:
+    """module -> name -> the files importing it; read when a test asks, not at collection (every xdist worker)."""
+    found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for source in SOURCES:
+        for module, name in _imports(source):
+            found[module][name].add(str(source.relative_to(ROOT)))
+    return found
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -96,7 +101,7 @@ def test_a_shared_module_exports_every_name_imported_from_it(module: str) -> Non
     )
     hidden = {
         name: sorted(files)
-        for name, files in IMPORTED[module].items()
+        for name, files in imported()[module].items()
         if not name.startswith("_") and name not in exported
     }
     assert hidden == {}, f"imported from shared.{module} but not in its __all__: {hidden}"
@@ -113,17 +118,17 @@ def test_no_name_is_exported_by_two_modules_of_shared() -> None:
 
 def test_the_import_scan_finds_from_imports_and_module_attributes() -> None:
     """The scan finds names taken by `from shared.x import name` and by `from shared import x` then `x.name`."""
-    assert "Settings" in IMPORTED["settings"]
-    assert "configure" in IMPORTED["logs"]  # shared/cli.py: from shared import logs; logs.configure(...)
-    assert "_LIVE" in IMPORTED["journal"]  # tests/test_journal.py: from shared import journal as journal_module
+    assert "Settings" in imported()["settings"]
+    assert "configure" in imported()["logs"]  # shared/cli.py: from shared import logs; logs.configure(...)
+    assert "_LIVE" in imported()["journal"]  # tests/test_journal.py: from shared import journal as journal_module
 
 
 def test_the_import_scan_covers_subpackages() -> None:
     """Modules of subpackages are checked under dotted names, and names imported from them are found."""
     assert {"readiness", "readiness.html", "readiness.csv_export", "readiness.model"} <= set(MODULES)
-    assert "render_html" in IMPORTED["readiness.html"]  # tests/test_readiness_page.py
-    assert "write_csv" in IMPORTED["readiness.csv_export"]
-    assert "build_report" in IMPORTED["readiness"]  # shared/cli.py: from shared.readiness import build_report
+    assert "render_html" in imported()["readiness.html"]  # tests/test_readiness_page.py
+    assert "write_csv" in imported()["readiness.csv_export"]
+    assert "build_report" in imported()["readiness"]  # shared/cli.py: from shared.readiness import build_report
 
 
 def test_the_import_scan_resolves_relative_and_dotted_imports() -> None:

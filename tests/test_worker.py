@@ -1,4 +1,4 @@
-"""The standalone worker as a process: clean shutdown on signals, and the sweep and the report on their schedules."""
+"""The standalone worker: clean shutdown on signals, the sweep and the report on their schedules, and its polling."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, cast
 
+from shared.dispatch import Dispatcher
+from shared.queues import REQUESTS, STEP_QUEUES
 from tests.chain_helpers import collect_results, fresh_clients, request, submit
 from tests.conftest import ROOT
 
@@ -142,3 +145,42 @@ def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env
     assert result["status"] == "succeeded"
     assert worker.handled == 4  # request, license, mailbox, configure: each delivered once
     assert sandbox.stats()["requests"]["graph POST assignLicense"] == 1
+
+
+class _Relay:
+    """A stand-in dispatcher: the request step sends the license step `delay` seconds later, which does nothing."""
+
+    def __init__(self, storage: Any, delay: float) -> None:
+        self.storage, self.delay = storage, delay
+        self.steps: list[str] = []
+
+    def handle(self, queue: str, text: str, message_id: str) -> None:
+        self.steps.append(queue)
+        if queue == REQUESTS:
+            self.storage.send(STEP_QUEUES["license"], text, delay=self.delay)
+
+    def handle_poison(self, queue: str, text: str) -> None:
+        raise AssertionError(f"nothing should reach {queue}")
+
+
+def test_the_worker_does_not_count_the_queues_while_its_own_message_is_on_its_way(chain_env, monkeypatch) -> None:
+    """A step that sends the next one 2 s later keeps the worker waiting for it, not counting every queue each turn."""
+    from shared.worker import Worker
+
+    clients = fresh_clients()
+    storage = clients.storage()
+    counts: list[int] = []
+    real_pending = storage.pending
+
+    def pending(names: tuple[str, ...]) -> int:
+        counts.append(real_pending(names))
+        return counts[-1]
+
+    monkeypatch.setattr(storage, "pending", pending)
+    relay = _Relay(storage, delay=2)
+    submit(clients, request("relay", "relay@contoso.com"))
+    worker = Worker(storage, cast(Dispatcher, relay), concurrency=2, retry_seconds=0, lease_seconds=30)
+    assert worker.run(until_idle=True, timeout=60) == 0
+    assert relay.steps == [REQUESTS, STEP_QUEUES["license"]]
+    # One count once the license step is done (0); at most one more if the message showed a moment late.
+    assert counts[-1] == 0 and len(counts) <= 2
