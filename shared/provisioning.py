@@ -177,8 +177,10 @@ class Chain:
                     self.settings.poll_max_seconds,
                 )
             assigned_at = self.clock()
+            # Waiting for our assignment to show is a new wait: its backoff starts again at 1 s, rather than
+            # going on from where the wait for the user's replication left it.
             message = dataclasses.replace(
-                message, state=dataclasses.replace(message.state, license_assigned_at=assigned_at)
+                message, state=dataclasses.replace(message.state, license_assigned_at=assigned_at, lag_polls=0)
             )
             confirmed = self.graph.get_user(user.id)
             if confirmed is None or sku.sku_id not in confirmed.licenses:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 
@@ -44,7 +45,13 @@ def lag_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def _waited_for(caplog: pytest.LogCaptureFixture, what: str) -> bool:
-    return any("waits" in r.getMessage() and f"({what} " in r.getMessage() for r in caplog.records)
+    return bool(_waits(caplog, what))
+
+
+def _waits(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    """The delays (as logged, "1.0") of each wait for replication counted from the progress field `what`."""
+    found = (re.search(rf"waits ([0-9.]+) s \({what} ", r.getMessage()) for r in caplog.records)
+    return [match.group(1) for match in found if match]
 
 
 # -- 1. assignLicense's answer is an acknowledgement; the outcome is read back --------------------------
@@ -59,6 +66,16 @@ def test_assign_license_is_confirmed_by_reading_the_user_back(chain_env, sandbox
     assert result["status"] == "succeeded" and result["recipientTypeDetails"] == "UserMailbox"
     assert _waited_for(lag_log, "licenseAssignedAt")
     assert sandbox.licenses()["confirm@contoso.com"] == [STANDARD]
+
+
+def test_the_wait_for_an_accepted_license_backs_off_from_one_second(chain_env, sandbox, lag_log) -> None:
+    """Waiting for our assignment to show is a wait of its own: 1 s first, whatever the wait for the user took."""
+    sandbox.add_user(upn="fresh.backoff@contoso.com", usageLocation="DE")
+    clients = fresh_clients()
+    submit(clients, request("fresh-backoff", "fresh.backoff@contoso.com"))
+    assert _one_result(clients, "fresh-backoff")["status"] == "succeeded"
+    assert _waits(lag_log, "userFirstSeenAt")  # the write was refused first: the user's replication was waited out
+    assert _waits(lag_log, "licenseAssignedAt")[0] == "1.0"
 
 
 def test_a_license_accepted_but_never_shown_ends_the_request_after_the_window(chain_env, sandbox, monkeypatch) -> None:
