@@ -5,6 +5,7 @@ Data lives in a folder (not in memory), so stopping and restarting Azurite keeps
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -36,10 +37,13 @@ class Azurite:
         )
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start Azurite on its ports; on ports chosen by the system (0) the first time, the same ones after."""
         if not AZURITE.exists():
             raise RuntimeError(f"{AZURITE} is missing; run 'make setup' (it installs Azurite with npm)")
         self.location.mkdir(parents=True, exist_ok=True)
-        log = open(self.location / "azurite.log", "ab")  # noqa: SIM115  # closed in stop(), with the process
+        log_path = self.location / "azurite.log"
+        log = open(log_path, "ab")  # noqa: SIM115  # closed in stop(), with the process
+        said_before = log.tell()
         self.process = subprocess.Popen(
             [
                 str(AZURITE),
@@ -59,7 +63,7 @@ class Azurite:
                 "--tableHost",
                 "127.0.0.1",
                 "--tablePort",
-                str(free_port()),
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -67,11 +71,12 @@ class Azurite:
         )
         self._log = log
         deadline = time.monotonic() + timeout
-        while not (_listening(self.blob_port) and _listening(self.queue_port)):
+        while (ports := _listening_on(log_path, said_before)) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Azurite did not start; see {self.location / 'azurite.log'}")
+                raise RuntimeError(f"Azurite did not start; see {log_path}")
             time.sleep(0.1)
+        self.blob_port, self.queue_port = ports
 
     def stop(self) -> None:
         """Stop Azurite by its process id (its process group: npm's shim starts node as a child)."""
@@ -85,7 +90,9 @@ class Azurite:
 
     @classmethod
     def on_free_ports(cls, location: Path) -> Azurite:
-        return cls(location, free_port(), free_port())
+        """An Azurite that takes the ports the system gives it when it starts: a port probed free beforehand can
+        be taken meanwhile (by another Azurite, or as the local end of any outgoing connection)."""
+        return cls(location, 0, 0)
 
 
 def free_port() -> int:
@@ -95,7 +102,13 @@ def free_port() -> int:
         return port
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+def _listening_on(log: Path, offset: int) -> tuple[int, int] | None:
+    """(blob port, queue port) once Azurite's log, from `offset` on, says both services listen."""
+    with log.open("rb") as said:
+        said.seek(offset)
+        text = said.read().decode("utf-8", "replace")
+    ports = {
+        service: int(port)
+        for service, port in re.findall(r"Azurite (Blob|Queue) service is successfully listening at \S+:(\d+)", text)
+    }
+    return (ports["Blob"], ports["Queue"]) if len(ports) == 2 else None

@@ -22,13 +22,13 @@ def test_the_benchmark_harness_runs_and_writes_its_tables(tmp_path, monkeypatch)
             "-m",
             "bench.run",
             "--sizes",
-            "2000",
+            "500",
             "--chain",
             "10",
             "--coldstart-runs",
             "1",
             "--groups",
-            "300",
+            "60",
             "--output",
             str(output),
         ],
@@ -40,10 +40,10 @@ def test_the_benchmark_harness_runs_and_writes_its_tables(tmp_path, monkeypatch)
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = output.read_text()
-    assert "| 2,000 | 200 | serial |" in text and "| 2,000 | 200 | exoprov |" in text
+    assert "| 500 | 50 | serial |" in text and "| 500 | 50 | exoprov |" in text
     assert "exactly that at every size" in text and "Retry-After violations: 0" in text
     assert "10 succeeded" in text and "| `function_app` |" in text
     # The readiness report: its requests exactly as docs/readiness.md counts them, and no write.
-    assert "| 2,000 | 40 | 20 |" in text and "| 4 (4) | 8 (8) | 0 |" in text
-    # The group sweep: 300 groups in chains of three, converted children first, requests exactly the formula.
-    assert "| 300 | 3 | 300 |" in text and "| 61 (61) | 300 | yes |" in text
+    assert "| 500 | 10 | 5 |" in text and "| 3 (3) | 5 (5) | 0 |" in text
+    # The group sweep: 60 groups in chains of three, converted children first, requests exactly the formula.
+    assert "| 60 | 3 | 60 |" in text and "| 13 (13) | 60 | yes |" in text
