@@ -57,11 +57,12 @@ class Dispatcher:
         if message is None:
             return
         with correlation_scope(message.request_id):
-            if self._verdict(self.ledger.read(message.request_id), message, text, queue) == "refused":
+            seen = self.ledger.read(message.request_id)
+            if self._verdict(seen, message, text, queue) == "refused":
                 return
             try:
                 with self.ledger.hold(message.request_id) as lease:
-                    state = self.ledger.read(message.request_id)  # what it is now that we hold it
+                    state = self.ledger.read_held(message.request_id, lease, seen)  # what it is now that we hold it
                     verdict = self._verdict(state, message, text, queue)
                     if verdict == "refused":
                         return
@@ -166,7 +167,7 @@ class Dispatcher:
                 return
             # Busy here is raised, not put back: a copy of the request would be a new message, a "duplicate".
             with self.ledger.hold(request_id) as lease:
-                state = self.ledger.read(request_id)
+                state = self.ledger.read_held(request_id, lease, state)
                 assert state is not None
                 if state.cursor > 0:
                     log.info("request %s: a redelivery of its request; the chain already goes on", request_id)

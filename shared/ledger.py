@@ -103,6 +103,13 @@ class Ledger:
             return None
         return ChainState.from_json(request_id, downloaded.readall().decode(), downloaded.properties.etag)
 
+    def read_held(self, request_id: str, lease: Any, seen: ChainState | None) -> ChainState | None:
+        """The request's state now that `lease` holds it: `seen` itself when the blob's ETag is still the one it was
+        read with (taking a lease leaves the ETag as it is), else read again. One read less per step."""
+        if seen is not None and seen.etag and getattr(lease, "etag", None) == seen.etag:
+            return seen
+        return self.read(request_id)
+
     @contextlib.contextmanager
     def hold(self, request_id: str) -> Iterator[Any]:
         """Hold the request's state for one step, so that two deliveries of one message never run at once."""

@@ -31,7 +31,7 @@ __all__ = ["Job", "Worker"]
 log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
-IDLE_POLL_MIN = 0.1
+IDLE_POLL_MIN = 0.25
 IDLE_PROGRESS_SECONDS = 60.0
 IDLE_COUNT_SECONDS = 0.5  # `until_idle` counts the queued messages at most this often
 RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived

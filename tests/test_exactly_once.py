@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from shared.ledger import Outbox
 from shared.messages import ChainProgress, StepMessage
 from shared.provisioning import backoff
 from shared.queues import REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE
@@ -255,3 +256,17 @@ def test_a_redelivery_during_the_first_deliverys_send_does_not_send_twice(chain_
     dispatcher.handle(REQUESTS, text, "m1")  # waits for the first delivery's hold, then finds it all sent
     first.join()
     assert len(collect_results(clients)["dup"]) == 1
+
+
+def test_a_state_seen_before_the_hold_is_used_only_while_its_etag_holds(chain_env, sandbox) -> None:
+    """The state read before taking the hold stands in for a second read only if nobody wrote the blob between."""
+    ledger = fresh_clients().dispatcher().ledger
+    seen = ledger.claim("etag-check", "message-1")
+    assert seen is not None
+    with ledger.hold("etag-check") as lease:
+        assert ledger.read_held("etag-check", lease, seen) is seen  # unchanged since: no second read
+        moved = ledger.advance(seen, Outbox(STEP_QUEUES["license"], "next", 0.0), lease=lease)  # another delivery
+    assert moved is not None
+    with ledger.hold("etag-check") as lease:
+        now = ledger.read_held("etag-check", lease, seen)  # written since it was seen: read again
+    assert now is not None and now.cursor == 1 and now.etag == moved.etag
