@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,24 @@ def collect_results(clients: Clients) -> dict[str, list[dict[str, Any]]]:
 
 def fresh_clients() -> Clients:
     return Clients.from_settings(Settings.from_env())
+
+
+@contextlib.contextmanager
+def fast_again_after_the_license_step(clients, sandbox) -> Iterator[None]:
+    """Tenant calls back to no latency once the (slow) license step has sent the mailbox step: only it is slow."""
+    done = threading.Event()
+
+    def watch() -> None:
+        storage = clients.storage()
+        while not done.wait(0.25):
+            if storage.pending(("provision-mailbox", "provision-configure", "provision-results")):
+                sandbox.knobs(latency=0.0)
+                return
+
+    watcher = threading.Thread(target=watch, name="latency-off", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

@@ -21,7 +21,7 @@ from shared.ledger import STEP_LEASE_SECONDS
 from shared.queues import RESULTS
 from shared.settings import Settings
 from shared.worker import Worker
-from tests.chain_helpers import collect_results, fresh_clients, request, submit
+from tests.chain_helpers import collect_results, fast_again_after_the_license_step, fresh_clients, request, submit
 from tests.conftest import ROOT, SandboxHandle
 
 pytestmark = pytest.mark.faults
@@ -134,7 +134,8 @@ def test_a_lost_renewal_while_the_step_runs_gives_no_second_result(chain_env, sa
 
     monkeypatch.setattr(license_queue, "update_message", flaky_renewal)
     worker = Worker(storage, clients.dispatcher(), concurrency=4, retry_seconds=0, lease_seconds=2)
-    assert worker.run(until_idle=True, timeout=150) == 0
+    with fast_again_after_the_license_step(clients, sandbox):
+        assert worker.run(until_idle=True, timeout=150) == 0
 
     (result,) = collect_results(clients)["renewal-lost"]
     assert result["status"] == "succeeded"

@@ -31,6 +31,7 @@ FAULTS = {
     "fault_503_rate": 0.05,
     "fault_item_429_rate": 0.05,
     "fault_504_rate": 0.03,
+    "retry_after": 0.2,  # throttled items still wait what they are told; told less, the run takes seconds, not 30
 }
 
 

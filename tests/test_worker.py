@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 from shared.dispatch import Dispatcher
 from shared.queues import REQUESTS, STEP_QUEUES
-from tests.chain_helpers import collect_results, fresh_clients, request, submit
+from tests.chain_helpers import collect_results, fast_again_after_the_license_step, fresh_clients, request, submit
 from tests.conftest import ROOT
 
 
@@ -36,27 +33,6 @@ def stopped(worker: subprocess.Popen[str]) -> str:
     text = worker.stderr.read()
     worker.stderr.close()
     return text
-
-
-@contextlib.contextmanager
-def fast_again_after_the_license_step(clients, sandbox) -> Iterator[None]:
-    """Tenant calls back to no latency once the (slow) license step has sent the mailbox step: only it is slow."""
-    done = threading.Event()
-
-    def watch() -> None:
-        storage = clients.storage()
-        while not done.wait(0.25):
-            if storage.pending(("provision-mailbox", "provision-configure", "provision-results")):
-                sandbox.knobs(latency=0.0)
-                return
-
-    watcher = threading.Thread(target=watch, name="latency-off", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
 
 
 def license_step_in_hand(clients, sandbox) -> bool:
