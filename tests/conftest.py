@@ -86,8 +86,9 @@ def clients(settings: Settings) -> Clients:
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite on free loopback ports for the whole session, its data in a temporary folder."""
-    emulator = Azurite.on_free_ports(tmp_path_factory.mktemp("azurite"))
+    """Azurite on free loopback ports for the whole session, its data in memory (a test that restarts storage
+    starts its own, folder-backed one)."""
+    emulator = Azurite.on_free_ports(tmp_path_factory.mktemp("azurite"), in_memory=True)
     emulator.start()
     try:
         yield emulator

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from sandbox.azurite import Azurite
 from shared.runs import run_sweep
 from tests.chain_helpers import collect_results, fresh_clients, in_process_worker, request, run_worker, submit
-from tests.conftest import ROOT, SandboxHandle, record_figures
+from tests.conftest import ROOT, SandboxHandle, empty_storage, record_figures
 
 pytestmark = pytest.mark.faults
 
@@ -127,9 +128,13 @@ def test_a_token_endpoint_outage(faulty) -> None:
     assert figures["succeeded"] == REQUESTS
 
 
-def test_azurite_stopped_and_restarted_mid_chain(faulty, azurite, monkeypatch) -> None:
+def test_azurite_stopped_and_restarted_mid_chain(faulty, tmp_path, monkeypatch) -> None:
     """Storage goes away for 3 s while the worker runs: it waits, carries on, nothing is lost."""
     monkeypatch.setenv("WORKER_LEASE_SECONDS", "5")
+    storage = Azurite.on_free_ports(tmp_path / "azurite")  # its own, keeping its data in a folder across the restart
+    storage.start()
+    monkeypatch.setenv("AzureWebJobsStorage", storage.connection_string)
+    empty_storage(fresh_clients().storage())
 
     def runner() -> int:
         faulty.knobs(latency=0.2)
@@ -137,15 +142,18 @@ def test_azurite_stopped_and_restarted_mid_chain(faulty, azurite, monkeypatch) -
         try:
             _wait_for(lambda: faulty.stats()["requestsTotal"] >= 10)
             assert _results_so_far() < REQUESTS, "the outage must hit a chain in progress"
-            azurite.stop()
+            storage.stop()
             time.sleep(3.0)
-            azurite.start()
+            storage.start()
             faulty.knobs(latency=0.0)
             return worker.result(timeout=240)
         finally:
             worker.stop()
 
-    figures = provision_under("azurite-restart", faulty, {}, runner=runner, events=1)
+    try:
+        figures = provision_under("azurite-restart", faulty, {}, runner=runner, events=1)
+    finally:
+        storage.stop()
     assert figures["succeeded"] == REQUESTS
 
 
