@@ -42,11 +42,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-# Eight processes on two cores: the suite mostly waits (leases, lags, subprocess workers), so more of them overlap;
-# measured on 2 cores: 4 processes 236 s, 8 processes 153 s, 12 processes 139 s at 30% more CPU.
+# Ten processes on two cores: much of the suite waits (leases, replication lags, subprocess workers), so more of
+# them overlap; measured on 2 cores (pytest alone): 6 processes 138 s, 8 about 125 s, 10 about 115 s, 12 115 s.
 # loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium").
 pytest: setup chromium
-	$(BIN)/pytest -n 8 --dist loadgroup
+	$(BIN)/pytest -n 10 --dist loadgroup
 
 # The readiness page tests open the page in Debian's chromium (Playwright's browser download is not reachable).
 # A cheap check when it is there; installs it with apt-get (as root or by sudo -n) when not. Not needed by `make run`.

@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import ROOT
 
+# One process scans the sources once (the scan is cached per process), rather than every xdist worker its own.
+pytestmark = pytest.mark.xdist_group("public-names")
+
 
 def _module_name(path: Path) -> str:
     """The dotted name under shared/: "journal", "readiness.html", "readiness" for shared/readiness/__init__.py."""
