@@ -112,6 +112,8 @@ def _listening_on(log: Path, offset: int) -> tuple[int, int] | None:
         text = said.read().decode("utf-8", "replace")
     ports = {
         service: int(port)
-        for service, port in re.findall(r"Azurite (Blob|Queue) service is successfully listening at \S+:(\d+)", text)
+        for service, port in re.findall(
+            r"Azurite (Blob|Queue) service is successfully listening at \S+:(\d+)\r?\n", text
+        )
     }
     return (ports["Blob"], ports["Queue"]) if len(ports) == 2 else None

@@ -60,8 +60,11 @@ class Worker:
     clock: Callable[[], float] = time.monotonic
     progress: Callable[[int, int], None] | None = None  # (messages handled, messages still queued)
     progress_every: float = 2.0
-    _stop: threading.Event = field(default_factory=threading.Event)
+    # A plain flag, not an Event: stop() runs as a signal handler, on the loop's own thread, possibly while that
+    # thread holds an Event's lock (inside clear() or wait()); taking that lock again would hang the worker.
+    _stopping: bool = False
     _wake: threading.Event = field(default_factory=threading.Event)  # a send, a finished step or a stop
+    _loop_thread: threading.Thread | None = None
     _in_flight: set[Future[None]] = field(default_factory=set)
     # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
     # each queue trigger on its own), so an idle queue (the poison ones, mostly) costs one call per IDLE_POLL_MAX.
@@ -71,15 +74,18 @@ class Worker:
     _fed: dict[str, list[float]] = field(default_factory=dict)
     _poll_lock: threading.Lock = field(default_factory=threading.Lock)
     _counted_at: float = float("-inf")
+    _count_due: float | None = None  # when `until_idle` may count the queues again, if it had to wait for that
+    _handled_lock: threading.Lock = field(default_factory=threading.Lock)
     handled: int = 0
 
     def stop(self, *_: Any) -> None:
-        """Ask the loop to end: nothing new is taken, what is in hand is finished."""
-        if not self._stop.is_set():
+        """Ask the loop to end: nothing new is taken, what is in hand is finished. Safe as a signal handler."""
+        if not self._stopping:
+            self._stopping = True
             in_hand = sum(1 for future in list(self._in_flight) if not future.done())  # not yet pruned: finished ones
             log.warning("stopping: finishing %d message(s) in hand", in_hand)
-        self._stop.set()
-        self._wake.set()
+        if threading.current_thread() is not self._loop_thread:
+            self._wake.set()  # the loop may be asleep; on its own thread (a signal handler) it is not, and must not
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -87,6 +93,7 @@ class Worker:
 
     def run(self, *, until_idle: bool = False, timeout: float | None = None) -> int:
         """Process messages until stopped, idle (with `until_idle`) or out of time (exit 3)."""
+        self._loop_thread = threading.current_thread()
         stop_listening = self.storage.on_send(self._sent)
         try:
             with ThreadPoolExecutor(self.concurrency + len(self.jobs), "exoprov-worker") as pool:
@@ -103,14 +110,16 @@ class Worker:
         running: dict[str, Future[None]] = {}
         last_progress = last_said = started
         last_counts = (-1, -1)
-        while not self._stop.is_set():
+        while not self._stopping:
             self._wake.clear()  # before polling: whatever happens from here on ends the wait below at once
+            if self._stopping:  # a stop between the check above and the clear: its wake-up is gone
+                break
             self._in_flight = {f for f in self._in_flight if not f.done()}
             try:
                 took = self._fill(pool)
             except Exception as exc:  # storage unreachable: wait and poll again, never die
                 log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
-                self._stop.wait(IDLE_POLL_MAX)
+                self._wake.wait(IDLE_POLL_MAX)
                 continue
             for job in self.jobs:
                 busy = job.name in running and not running[job.name].done()
@@ -138,6 +147,11 @@ class Worker:
     def _all_queues(self) -> tuple[str, ...]:
         return (*CHAIN_QUEUES, *POISON_QUEUES)
 
+    def _by_priority(self) -> tuple[str, ...]:
+        """The order free room is offered in: failures to answer first, then the chain's later steps before its
+        earlier ones, so that a backlog of new requests never starves the chains already under way."""
+        return (*POISON_QUEUES, *reversed(CHAIN_QUEUES))
+
     def _pending(self) -> int:
         """Messages still queued, or -1 when storage cannot say (which is never "idle")."""
         try:
@@ -152,7 +166,11 @@ class Worker:
         now = self.clock()
         with self._poll_lock:
             ours_on_the_way = any(when > now for whens in self._fed.values() for when in whens)
-        if ours_on_the_way or now - self._counted_at < IDLE_COUNT_SECONDS:
+        self._count_due = None
+        if ours_on_the_way:
+            return False
+        if now - self._counted_at < IDLE_COUNT_SECONDS:
+            self._count_due = self._counted_at + IDLE_COUNT_SECONDS  # the loop wakes for it
             return False
         self._counted_at = now
         return self._pending() == 0
@@ -177,15 +195,16 @@ class Worker:
             soonest = min(
                 [self._next_poll.get(queue, now) for queue in self._all_queues()]
                 + [when for whens in self._fed.values() for when in whens]
+                + ([] if self._count_due is None else [self._count_due])
             )
         return min(IDLE_POLL_MAX, max(0.0, soonest - now))
 
     def _fill(self, pool: ThreadPoolExecutor) -> int:
         """Take messages from every queue that is due while there is room in the pool; return how many were taken."""
         took = 0
-        for queue in self._all_queues():
+        for queue in self._by_priority():
             room = self._room()
-            if room <= 0:
+            if room <= 0 or self._stopping:
                 break
             now = self.clock()
             with self._poll_lock:
@@ -272,7 +291,8 @@ class Worker:
                 self._sent(queue, self.retry_seconds)  # it comes back then: poll for it, as for a message we sent
             return
         client.delete_message(settle)
-        self.handled += 1
+        with self._handled_lock:
+            self.handled += 1
 
 
 def _next_run(job: Job) -> datetime:

@@ -160,3 +160,19 @@ def test_the_worker_does_not_count_the_queues_while_its_own_message_is_on_its_wa
     assert relay.steps == [REQUESTS, STEP_QUEUES["license"]]
     # One count once the license step is done (0); at most one more if the message showed a moment late.
     assert counts[-1] == 0 and len(counts) <= 2
+
+
+def test_a_backlog_of_new_requests_does_not_starve_a_chain_under_way(chain_env) -> None:
+    """Free room goes to the chain's later steps first: a step waiting behind new requests is taken before them."""
+    from shared.worker import Worker
+
+    clients = fresh_clients()
+    storage = clients.storage()
+    submit(clients, *(request(f"new-{i}", f"new{i}@contoso.com") for i in range(3)))
+    storage.send(STEP_QUEUES["license"], "a step of a chain under way")
+    relay = _Relay(storage, delay=0)
+    worker = Worker(storage, cast(Dispatcher, relay), concurrency=1, retry_seconds=0, lease_seconds=30)
+    assert worker.run(until_idle=True, timeout=60) == 0
+    assert relay.steps[0] == STEP_QUEUES["license"]
+    # Each new request's license step is taken before the next new request.
+    assert relay.steps[1:] == [REQUESTS, STEP_QUEUES["license"]] * 3
