@@ -115,23 +115,24 @@ class Worker:
             if self._stopping:  # a stop between the check above and the clear: its wake-up is gone
                 break
             self._in_flight = {f for f in self._in_flight if not f.done()}
+            trouble = False
             try:
                 took = self._fill(pool)
-            except Exception as exc:  # storage unreachable: wait and poll again, never die
+            except Exception as exc:  # storage unreachable: wait and poll again, never die (the timeout still holds)
                 log.warning("cannot read the queues (%s); retrying in %.0f s", first_line(exc), IDLE_POLL_MAX)
-                self._wake.wait(IDLE_POLL_MAX)
-                continue
+                took, trouble = 0, True
             for job in self.jobs:
                 busy = job.name in running and not running[job.name].done()
                 if datetime.now(UTC) >= due[job.name] and not busy:  # a run still going skips its next turn
                     running[job.name] = pool.submit(_run_job, job)
                     due[job.name] = _next_run(job)
-            if until_idle and not took and not self._in_flight and self._idle():
+            if until_idle and not trouble and not took and not self._in_flight and self._idle():
                 log.info("all queues are empty; %d message(s) handled", self.handled)
                 return EXIT_OK
             if timeout is not None and self.clock() - started > timeout:
                 left = self._pending()
-                log.error("timed out after %.0f s with %d message(s) still queued", timeout, left)
+                queued = str(left) if left >= 0 else "an unknown number of"  # storage could not say
+                log.error("timed out after %.0f s with %s message(s) still queued", timeout, queued)
                 self.stop()
                 return EXIT_TIMEOUT
             if self.progress and self.clock() - last_progress >= self.progress_every:
@@ -141,7 +142,7 @@ class Worker:
                 if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
                     last_counts, last_said = counts, self.clock()
                     self.progress(*counts)
-            self._wake.wait(0.0 if took else self._until_due())
+            self._wake.wait(IDLE_POLL_MAX if trouble else 0.0 if took else self._until_due())
         return EXIT_OK
 
     def _all_queues(self) -> tuple[str, ...]:
