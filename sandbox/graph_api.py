@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -320,7 +320,7 @@ class GraphApi:
                 return refusal
         assert isinstance(top, int) and isinstance(offset, int) and callable(keep)
         selected = _names(call.param("$select"))
-        bad_select = self._unknown_property(collection, selected)
+        bad_select = self._unknown_property(collection.entity, collection.properties, selected)
         if bad_select is not None:
             return bad_select
         names = selected or collection.defaults
@@ -416,12 +416,12 @@ class GraphApi:
             return exact
         return next((found for found in objects.values() if found.id.lower() == key.lower()), None)
 
-    def _unknown_property(self, collection: Collection, selected: tuple[str, ...]) -> Reply | None:
-        """Graph's refusal of a $select naming a property the type does not have, or None."""
-        unknown = [name for name in selected if name not in collection.properties]
+    def _unknown_property(self, entity: str, known: Container[str], selected: Iterable[str]) -> Reply | None:
+        """Graph's refusal of a $select naming a property the type `entity` does not have, or None."""
+        unknown = [name for name in selected if name not in known]
         if not unknown:
             return None
-        message = f"Could not find a property named '{unknown[0]}' on type '{collection.entity}'."
+        message = f"Could not find a property named '{unknown[0]}' on type '{entity}'."
         return self._error(400, "Request_BadRequest", message)
 
     def _object(self, call: Call, kind: str, key: str) -> Reply:
@@ -431,7 +431,7 @@ class GraphApi:
             return self._not_found(key)
         collection = GROUPS if kind == "groups" else CONTACTS
         selected = _names(call.param("$select"))
-        refusal = self._unknown_property(collection, selected)
+        refusal = self._unknown_property(collection.entity, collection.properties, selected)
         if refusal is not None:
             return refusal
         row = _group_json(found) if isinstance(found, Group) else _contact_json(found)
@@ -446,13 +446,9 @@ class GraphApi:
         if found is None:
             return self._not_found(key)
         selected = _names(call.param("$select"))
-        unknown = [name for name in selected if name not in ("id", "isCloudManaged")]
-        if unknown:
-            return self._error(
-                400,
-                "Request_BadRequest",
-                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.onPremisesSyncBehavior'.",
-            )
+        refusal = self._unknown_property("microsoft.graph.onPremisesSyncBehavior", ("id", "isCloudManaged"), selected)
+        if refusal is not None:
+            return refusal
         # For authority_read_lag seconds after a PATCH a read still shows the old value (third-party scripts re-read up
         # to 6 x 2 s; nothing documents a lag, so it is off by default).
         entity = {"id": found.id, "isCloudManaged": shown_cloud_managed(found, self.tenant.clock())}
@@ -531,13 +527,9 @@ class GraphApi:
                 return refusal
         assert isinstance(top, int) and isinstance(offset, int)
         selected = _names(call.param("$select"))
-        unknown = [name for name in selected if name not in MEMBER_PROPERTIES]
-        if unknown:
-            return self._error(
-                400,
-                "Request_BadRequest",
-                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.directoryObject'.",
-            )
+        bad_select = self._unknown_property("microsoft.graph.directoryObject", MEMBER_PROPERTIES, selected)
+        if bad_select is not None:
+            return bad_select
         with self.tenant.lock:
             members = self.tenant.member_objects(group)
         context = f"{call.root}/$metadata#directoryObjects" + (f"({','.join(selected)})" if selected else "")
@@ -667,13 +659,9 @@ class GraphApi:
         selected = [n.strip() for n in select.split(",") if n.strip()]
         names = tuple(selected) if selected else DEFAULT_PROPERTIES
         known = self._user_json(user)
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            return self._error(
-                400,
-                "Request_BadRequest",
-                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'.",
-            )
+        refusal = self._unknown_property("microsoft.graph.user", known, names)
+        if refusal is not None:
+            return refusal
         context = f"{GRAPH_ROOT}/$metadata#users" + (f"({','.join(names)})" if select else "") + "/$entity"
         return Reply.json(200, {"@odata.context": context, **{n: known[n] for n in names}})
 
