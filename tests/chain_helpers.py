@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sandbox.azurite import free_port
 from shared.queues import REQUESTS, RESULTS
 from shared.settings import Settings
 from shared.wiring import Clients
@@ -80,6 +81,17 @@ def collect_results(clients: Clients) -> dict[str, list[dict[str, Any]]]:
 
 def fresh_clients() -> Clients:
     return Clients.from_settings(Settings.from_env())
+
+
+def unreachable_storage() -> tuple[str, int]:
+    """A storage connection string for a loopback port where nothing listens, and that port."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
+    connection = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        f"QueueEndpoint={endpoint};BlobEndpoint={endpoint}"
+    )
+    return connection, port
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.azurite import free_port
 from shared.cli import format_report
 from shared.doctor import run_doctor
 from shared.errors import ConfigurationError
@@ -23,7 +22,7 @@ from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
 from shared.worker import Worker
-from tests.chain_helpers import collect_results, exoprov, fresh_clients, run_worker, submit
+from tests.chain_helpers import collect_results, exoprov, fresh_clients, run_worker, submit, unreachable_storage
 from tests.conftest import ROOT
 
 
@@ -174,11 +173,7 @@ def test_bad_arguments_get_one_line_and_an_exit_code(args: tuple[str, ...], code
 @pytest.mark.parametrize("args", [("submit", "--upn", "a@contoso.com"), ("results",), ("worker", "--timeout", "5")])
 def test_unreachable_storage_fails_within_seconds_naming_the_endpoint(args: tuple[str, ...]) -> None:
     """Storage that does not answer: one line naming the endpoint within seconds, not 80 s and a traceback."""
-    port = free_port()
-    connection = (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1"
-    )
+    connection, port = unreachable_storage()
     started = time.monotonic()
     run = exoprov(
         *args,

@@ -11,7 +11,14 @@ from typing import Any, cast
 
 from shared.dispatch import Dispatcher
 from shared.queues import REQUESTS, STEP_QUEUES
-from tests.chain_helpers import collect_results, fast_again_after_the_license_step, fresh_clients, request, submit
+from tests.chain_helpers import (
+    collect_results,
+    fast_again_after_the_license_step,
+    fresh_clients,
+    request,
+    submit,
+    unreachable_storage,
+)
 from tests.conftest import ROOT
 
 
@@ -180,16 +187,9 @@ def test_a_backlog_of_new_requests_does_not_starve_a_chain_under_way(chain_env) 
 
 def test_the_timeout_still_ends_a_worker_whose_storage_does_not_answer(env, monkeypatch, caplog) -> None:
     """Storage gone while the worker runs: it keeps trying, and the timeout still ends it with exit 3."""
-    from sandbox.azurite import free_port
     from shared.worker import Worker
 
-    port = free_port()  # nothing listens there
-    endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;QueueEndpoint={endpoint};"
-        f"BlobEndpoint={endpoint}",
-    )
+    monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage()[0])
     storage = fresh_clients().storage()
     worker = Worker(storage, cast(Dispatcher, _Relay(storage, 0)), concurrency=1, retry_seconds=0, lease_seconds=30)
     assert worker.run(timeout=1) == 3
