@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
 
-.PHONY: setup run test lint typecheck pytest chromium bench sandbox clean
+.PHONY: setup run test lint typecheck pytest durations chromium bench sandbox clean
 
 setup: $(STAMP) $(NODE)
 
@@ -20,9 +20,8 @@ setup: $(STAMP) $(NODE)
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("exoprov needs Python 3.11 or 3.12, found " + sys.version.split()[0]) if sys.version_info[:2] not in ((3, 11), (3, 12)) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # Azurite (the storage emulator) for the queues, pinned in package-lock.json; runs on Node 20.
@@ -30,10 +29,16 @@ $(NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: setup
+run:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target setup
 	$(BIN)/python -m sandbox.demo
 
-test: lint typecheck pytest
+# Once Python's packages are in, Azurite's install, the linters, the type check and the chromium check run side by side
+# (all of them busy one core or more: on a fresh clone about 15 s less than one after the other); then the suite,
+# alone, with its output live.
+test:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck $(NODE) chromium
+	@$(MAKE) --no-print-directory pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,6 +52,11 @@ typecheck: $(STAMP)
 # loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium").
 pytest: setup chromium
 	$(BIN)/pytest -n 10 --dist loadgroup
+
+# The suite once more, writing each long test's duration to tests/durations.json: the next runs start the longest
+# first (see tests/durations.py). Worth it after adding or renaming long tests; commit the file.
+durations: setup chromium
+	$(BIN)/pytest -n 10 --dist loadgroup --record-durations
 
 # The readiness page tests open the page in Debian's chromium (Playwright's browser download is not reachable).
 # A cheap check when it is there; installs it with apt-get (as root or by sudo -n) when not. Not needed by `make run`.

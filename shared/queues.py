@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "STEP_QUEUES",
     "UNREADABLE",
     "Storage",
+    "environment_settings",
     "storage_endpoint",
     "storage_failure",
 ]
@@ -72,7 +74,11 @@ class Storage:
         settings = self.settings
         # The SDK's default retries take about 80 s to give up on an unreachable account; a person at a
         # prompt, and the worker's --timeout, need an answer in seconds. The queues retry work anyway.
-        timeouts: dict[str, Any] = {"connection_timeout": STORAGE_CONNECT_TIMEOUT_SECONDS, "read_timeout": 60}
+        timeouts: dict[str, Any] = {
+            "connection_timeout": STORAGE_CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": 60,
+            **environment_settings(),
+        }
         queues = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
         blobs = {"retry_policy": BlobRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
         if settings.storage:
@@ -125,6 +131,20 @@ class Storage:
     def pending(self, names: tuple[str, ...]) -> int:
         """Messages in the queues, invisible (delayed or in hand) ones included."""
         return sum(int(self.queue(n).get_queue_properties().approximate_message_count) for n in names)
+
+
+def environment_settings() -> dict[str, Any]:
+    """The storage clients' proxy and CA settings: what requests would find in the system, looked up once.
+
+    Left to requests, the lookup runs again on every call: about a fifth of the storage client's CPU. Without a
+    proxy, the CA bundle it would read (REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE) is handed over once instead.
+    """
+    from urllib.request import getproxies
+
+    if getproxies():  # environment, Windows registry or macOS settings; NO_PROXY is honoured per call
+        return {"use_env_settings": True}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return {"use_env_settings": False, **({"connection_verify": bundle} if bundle else {})}
 
 
 def storage_endpoint(settings: Settings) -> str:

@@ -22,6 +22,8 @@ from shared.settings import SETTINGS, Settings
 from shared.wiring import Clients, reset_process_clients
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's order: longest tests first, from tests/durations.json.
+pytest_plugins = ["tests.durations"]
 # The same examples on every run (CI must not flake), and no per-example deadline on a shared 2-core machine.
 hypothesis_settings.register_profile("exoprov", derandomize=True, deadline=None, max_examples=150)
 hypothesis_settings.load_profile("exoprov")
@@ -122,7 +124,16 @@ def chain_env(env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyP
 
 
 def empty_storage(storage: Storage) -> None:
-    storage.ensure()
+    """Empty the queues, the ledger and the journal; create them first where missing (a new Azurite, or a test
+    that removed one): creating all thirteen before every test was a fifth of the fixture's storage calls."""
+    try:
+        _empty(storage)
+    except ResourceNotFoundError:
+        storage.ensure()
+        _empty(storage)
+
+
+def _empty(storage: Storage) -> None:
     for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
         storage.queue(name).clear_messages()
     for blob in storage.ledger_container.list_blobs():
@@ -162,35 +173,6 @@ def record_figures(figures: dict[str, Any]) -> None:
     FIGURES_FILE.parent.mkdir(exist_ok=True)
     with FIGURES_FILE.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(figures) + "\n")
-
-
-# The longest tests (mostly waiting: leases, lags, subprocess workers), longest first. pytest-xdist hands out
-# tests in collection order as workers free up, so a long test collected late makes the run's tail; these go
-# first instead, and the many short tests fill in around them. Whole modules keep their own order (test_chain's
-# module fixture runs once). A name that no longer matches is simply not moved.
-RUN_FIRST = (
-    "tests/test_chain.py",
-    "tests/test_crash_recovery.py::test_killed_worker_requests_finish_within_90_seconds",
-    "tests/test_faults.py::test_a_kill_loop_yields_exactly_one_correct_result_per_request",
-    "tests/test_faults.py::test_the_worker_killed_mid_message",
-    "tests/test_journal.py::test_with_faults_the_journal_holds_one_settled_entry_per_mailbox_the_tenant_saw_written",
-    "tests/test_crash_recovery.py::test_a_lost_renewal_while_the_step_runs_gives_no_second_result",
-    "tests/test_demo.py",
-    "tests/test_bench.py",
-    "tests/test_faults.py",
-    "tests/test_journal.py::test_undo_under_faults_reverts_the_runs_flips",
-    "tests/test_journal.py::test_a_journal_lost_mid_run_stops_the_writes_at_the_next_group",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        for index, prefix in enumerate(RUN_FIRST):
-            if item.nodeid == prefix or item.nodeid.startswith((prefix + "::", prefix + "[")):
-                return index
-        return len(RUN_FIRST)
-
-    items.sort(key=rank)  # stable: within a rank, and for every other test, the collection's order
 
 
 def pytest_configure(config: pytest.Config) -> None:

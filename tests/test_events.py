@@ -8,13 +8,10 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.core.exceptions import AzureError, ServiceRequestError
-from pycep import BicepParser
 
 from shared.errors import ExoprovError, JournalUnavailableError
 from shared.events import COMMON_FIELDS, EVENTS, PREFIX, emit
@@ -24,6 +21,7 @@ from shared.runs import run_sweep
 from shared.runtime import run_scheduled_readiness, run_scheduled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients, reset_process_clients
+from tests.bicep import parse_bicep
 from tests.chain_helpers import collect_results, exoprov, fresh_clients, request, run_worker, submit
 from tests.conftest import ROOT
 from tests.test_function_app import Invocation
@@ -298,10 +296,20 @@ CONVERSIONS = {
 }
 
 
-@cache
 def _template() -> dict[str, Any]:
-    parsed: Any = BicepParser().parse(file_path=Path(MONITORING))
-    return dict(parsed)
+    return parse_bicep(MONITORING)
+
+
+def _query_names() -> list[str]:
+    """The names of the template's alert rules and panels, read from its text (the test below checks them against
+    the parsed template): enough to name the parametrized tests without parsing Bicep in every process."""
+    text = MONITORING.read_text(encoding="utf-8")
+    names = []
+    for group in ("rules", "panels"):
+        block = re.search(rf"^var {group} = \[\n(.*?)^\]", text, re.DOTALL | re.MULTILINE)
+        assert block, f"monitoring.bicep has no 'var {group}' list"
+        names += [f"{group}.{name}" for name in re.findall(r"^    name: '([^']+)'", block.group(1), re.MULTILINE)]
+    return sorted(names)
 
 
 def _resolve(text: str, variables: dict[str, Any], depth: int = 0) -> str:
@@ -331,11 +339,12 @@ def queries() -> dict[str, str]:
 def test_the_template_has_the_alerts_and_panels_the_issue_asks_for() -> None:
     """Four alert rules and the workbook's panels; the test below reads each one's query."""
     names = set(queries())
+    assert names == set(_query_names())
     assert {"rules.sweep-failed", "rules.request-failed", "rules.no-sweep", "rules.journal-failed"} <= names
     assert {"panels.progress", "panels.durations", "panels.writes", "panels.results", "panels.slowest"} <= names
 
 
-@pytest.mark.parametrize("name", sorted(queries()))
+@pytest.mark.parametrize("name", _query_names())
 def test_every_field_a_query_reads_is_one_the_product_writes(name: str) -> None:
     """Each query reads event lines by the product's prefix, filters on events of the table, and reads only
     their fields (or the common ones), each with the conversion its type takes."""

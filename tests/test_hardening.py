@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import csv
+import http.server
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.cli import format_report
 from shared.doctor import run_doctor
 from shared.errors import ConfigurationError
 from shared.messages import parse_request
+from shared.queues import RESULTS, Storage, environment_settings, storage_endpoint
 from shared.runs import run_sweep as journaled_sweep
 from shared.settings import Settings
 from shared.wiring import Clients
@@ -187,6 +191,48 @@ def test_unreachable_storage_fails_within_seconds_naming_the_endpoint(args: tupl
     assert time.monotonic() - started < 30
     assert run.returncode in (1, 3) and f"127.0.0.1:{port}" in run.stderr
     assert "Traceback" not in run.stderr and "a2V5" not in run.stderr
+
+
+def test_a_proxy_named_by_the_system_carries_the_storage_calls(chain_env, monkeypatch) -> None:
+    """HTTP_PROXY set: the storage calls go through that proxy, as requests would send them."""
+    seen: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (the name http.server calls)
+            seen.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        with pytest.raises(ResourceNotFoundError):
+            Storage(Settings.from_env()).pending((RESULTS,))
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert seen and seen[0].startswith(f"{storage_endpoint(Settings.from_env())}/{RESULTS}")
+
+
+def test_without_a_proxy_the_ca_bundle_requests_would_read_is_handed_over_once(monkeypatch) -> None:
+    """No proxy: the storage clients stop reading the environment per call and get the CA bundle it names."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    assert environment_settings() == {"use_env_settings": False, "connection_verify": "/etc/ssl/corporate.pem"}
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/requests.pem")
+    assert environment_settings()["connection_verify"] == "/etc/ssl/requests.pem"
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE")
+    assert environment_settings() == {"use_env_settings": False}
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.contoso.com:8080")
+    assert environment_settings() == {"use_env_settings": True}
 
 
 # -- 15. byte-order mark ----------------------------------------------------------------------------------------

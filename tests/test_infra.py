@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pycep import BicepParser
 
 from shared.auth import AUTHORITY_ROLES, GRAPH_APP_ROLES
 from shared.queues import CHAIN_QUEUES, JOURNAL_CONTAINER, LEDGER_CONTAINER, POISON_QUEUES, RESULTS, UNREADABLE
 from shared.settings import Settings
+from tests.bicep import parse_bicep
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
@@ -43,11 +42,8 @@ QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 
 
-@cache
 def bicep(name: str) -> dict[str, Any]:
-    parsed: Any = BicepParser().parse(file_path=INFRA / name)
-    assert isinstance(parsed, dict)
-    return parsed
+    return parse_bicep(INFRA / name)
 
 
 def app_settings() -> set[str]:

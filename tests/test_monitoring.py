@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from pycep import BicepParser
-
 from shared.cron import Schedule
+from tests.bicep import parse_bicep
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
@@ -25,11 +22,8 @@ API_VERSIONS = {
 }
 
 
-@cache
 def bicep(name: str) -> dict[str, Any]:
-    parsed: Any = BicepParser().parse(file_path=Path(INFRA / name))
-    assert isinstance(parsed, dict)
-    return parsed
+    return parse_bicep(INFRA / name)
 
 
 def monitoring() -> dict[str, Any]:
