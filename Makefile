@@ -30,14 +30,14 @@ $(NODE): package.json package-lock.json
 	touch $@
 
 run:
-	@$(MAKE) --no-print-directory -j2 --output-sync=target setup
+	@$(MAKE) --no-print-directory -j2 setup
 	$(BIN)/python -m sandbox.demo
 
-# Once Python's packages are in, Azurite's install, the linters, the type check and the chromium check run side by side
-# (all of them busy one core or more: on a fresh clone about 15 s less than one after the other); then the suite,
-# alone, with its output live.
+# Python's packages, Azurite's and the chromium check install side by side, and the linters and the type check run as
+# soon as Python's are in (a fresh clone: about 15 s less than one after the other); then the suite, alone, with its
+# output live. `run` and `test` each call make again: name one of them per `make -j` command, or both install at once.
 test:
-	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck $(NODE) chromium
+	@$(MAKE) --no-print-directory -j4 lint typecheck $(NODE) chromium
 	@$(MAKE) --no-print-directory pytest
 
 lint: $(STAMP)
@@ -48,15 +48,16 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 # Ten processes on two cores: much of the suite waits (leases, replication lags, subprocess workers), so more of
-# them overlap; measured on 2 cores (pytest alone): 6 processes 138 s, 8 about 125 s, 10 about 115 s, 12 115 s.
-# loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium").
+# them overlap; measured on 2 cores (pytest alone, longest first): 6 processes 137 s, 8 116 to 119 s, 10 105 to 114 s,
+# with both cores busy nearly all the run. loadgroup, not load: the browser tests share one Chromium on one worker
+# (xdist_group "chromium"); --no-loadscope-reorder keeps the order of tests/durations.py.
 pytest: setup chromium
-	$(BIN)/pytest -n 10 --dist loadgroup
+	$(BIN)/pytest -n 10 --dist loadgroup --no-loadscope-reorder
 
 # The suite once more, writing each long test's duration to tests/durations.json: the next runs start the longest
 # first (see tests/durations.py). Worth it after adding or renaming long tests; commit the file.
 durations: setup chromium
-	$(BIN)/pytest -n 10 --dist loadgroup --record-durations
+	$(BIN)/pytest -n 10 --dist loadgroup --no-loadscope-reorder --record-durations
 
 # The readiness page tests open the page in Debian's chromium (Playwright's browser download is not reachable).
 # A cheap check when it is there; installs it with apt-get (as root or by sudo -n) when not. Not needed by `make run`.

@@ -134,14 +134,17 @@ class Storage:
 
 
 def environment_settings() -> dict[str, Any]:
-    """The storage clients' proxy and CA settings: what requests would find in the system, looked up once.
+    """The storage clients' proxy and CA settings: what requests would find in the system, looked up once, when
+    the clients are made (so a proxy set later in the process is not seen).
 
     Left to requests, the lookup runs again on every call: about a fifth of the storage client's CPU. Without a
     proxy, the CA bundle it would read (REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE) is handed over once instead.
     """
     from urllib.request import getproxies
 
-    if getproxies():  # environment, Windows registry or macOS settings; NO_PROXY is honoured per call
+    proxies = getproxies()  # environment, Windows registry or macOS settings
+    proxies.pop("no", None)  # NO_PROXY alone names no proxy
+    if proxies:  # requests then reads them per call, NO_PROXY included
         return {"use_env_settings": True}
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     return {"use_env_settings": False, **({"connection_verify": bundle} if bundle else {})}

@@ -4,7 +4,8 @@ pytest-xdist hands tests out in collection order as its processes free up. Most 
 replication lags, worker processes, storage retries); started late, they make the run's tail while the cores
 idle, started first they wait while the many short tests keep the cores busy. A test that is not in the file
 (new, or renamed) keeps its place after the known ones. Tests of one xdist group keep their order and stay
-together: test_chain's module fixture runs once.
+together (test_chain's module fixture runs once), ranked by their sum. The Makefile turns off xdist's own
+reordering (`--no-loadscope-reorder`, which would put the groups first by their number of tests).
 
 `make durations` runs the suite with `--record-durations` and writes the file again (a run of some tests updates
 theirs and keeps the others').
@@ -13,6 +14,8 @@ theirs and keeps the others').
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,7 +35,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _plain(nodeid: str) -> str:
-    return nodeid.partition("@")[0]  # xdist's loadgroup appends "@group"
+    """The test's id without the "@group" xdist's loadgroup appends (an "@" inside [parameters] stays)."""
+    return re.sub(r"@[^@\[\]]*$", "", nodeid)
+
+
+def _known() -> dict[str, float]:
+    """What the file says, or nothing (with a warning) when it is unreadable: the order is never worth a failure."""
+    if not FILE.exists():
+        return {}
+    try:
+        known = json.loads(FILE.read_text(encoding="utf-8"))
+        if isinstance(known, dict) and all(isinstance(s, int | float) for s in known.values()):
+            return known
+    except (OSError, ValueError):
+        pass
+    warnings.warn(f"{FILE} is not a JSON object of seconds; tests run in collection order", stacklevel=1)
+    return {}
 
 
 def _group(item: pytest.Item) -> str | None:
@@ -40,10 +58,10 @@ def _group(item: pytest.Item) -> str | None:
     return str(mark.args[0]) if mark and mark.args else None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook renames the grouped tests
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook appends "@group" to the grouped tests' ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    known: dict[str, float] = json.loads(FILE.read_text(encoding="utf-8")) if FILE.exists() else {}
-    seconds = {item.nodeid: known.get(_plain(item.nodeid), 0.0) for item in items}
+    known = _known()
+    seconds = {item.nodeid: known.get(item.nodeid, 0.0) for item in items}
     by_group: dict[str, float] = defaultdict(float)
     for item in items:
         if (group := _group(item)) is not None:
@@ -62,8 +80,7 @@ class _Recorder:
         if exitstatus != 0:
             return  # a failed run's durations say little about a passing one
         # Merged into what the file knew, so that a run of some tests keeps the others' durations.
-        known: dict[str, float] = json.loads(FILE.read_text(encoding="utf-8")) if FILE.exists() else {}
-        merged = {nodeid: s for nodeid, s in known.items() if nodeid not in self.seconds}
+        merged = {nodeid: s for nodeid, s in _known().items() if nodeid not in self.seconds}
         merged |= {nodeid: round(s, 1) for nodeid, s in self.seconds.items() if s >= RECORD_FROM_SECONDS}
         ordered = dict(sorted(merged.items(), key=lambda pair: (-pair[1], pair[0])))
         FILE.write_text(json.dumps(ordered, indent=1) + "\n", encoding="utf-8")

@@ -210,6 +210,8 @@ def test_a_proxy_named_by_the_system_carries_the_storage_calls(chain_env, monkey
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
     threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
         with pytest.raises(ResourceNotFoundError):
             Storage(Settings.from_env()).pending((RESULTS,))
@@ -220,9 +222,11 @@ def test_a_proxy_named_by_the_system_carries_the_storage_calls(chain_env, monkey
 
 
 def test_without_a_proxy_the_ca_bundle_requests_would_read_is_handed_over_once(monkeypatch) -> None:
-    """No proxy: the storage clients stop reading the environment per call and get the CA bundle it names."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    """No proxy (NO_PROXY alone names none): the storage clients stop reading the environment per call and get
+    the CA bundle it names."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")  # names no proxy
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/corporate.pem")
     assert environment_settings() == {"use_env_settings": False, "connection_verify": "/etc/ssl/corporate.pem"}
