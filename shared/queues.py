@@ -137,8 +137,9 @@ def environment_settings() -> dict[str, Any]:
     """The storage clients' proxy and CA settings: what requests would find in the system, looked up once, when
     the clients are made (so a proxy set later in the process is not seen).
 
-    Left to requests, the lookup runs again on every call: about a fifth of the storage client's CPU. Without a
-    proxy, the CA bundle it would read (REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE) is handed over once instead.
+    Left to requests, the lookup runs again on every call: an eighth of the storage client's CPU (1.55 ms of it
+    per call against Azurite, 1.37 ms without). Without a proxy, the CA bundle requests would read
+    (REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE) is handed over once instead.
     """
     from urllib.request import getproxies
 
