@@ -26,12 +26,13 @@ from shared.errors import ExoprovError, StorageUnavailableError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
-__all__ = ["Job", "Worker"]
+__all__ = ["IDLE_POLL_MAX", "IDLE_POLL_MIN", "POISON_POLL_MAX", "Job", "Worker", "poll_gap"]
 
 log = logging.getLogger("exoprov.worker")
 
 IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
 IDLE_POLL_MIN = 0.25
+POISON_POLL_MAX = 8.0  # within host.json's maxPollingInterval (10 s), which the Functions host uses for every queue
 IDLE_PROGRESS_SECONDS = 60.0
 IDLE_COUNT_SECONDS = 0.5  # `until_idle` counts the queued messages at most this often
 RENEWALS_PER_LEASE = 3  # a message in hand is renewed every third of its lease: one lost renewal is survived
@@ -67,7 +68,8 @@ class Worker:
     _loop_thread: threading.Thread | None = None
     _in_flight: set[Future[None]] = field(default_factory=set)
     # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
-    # each queue trigger on its own), so an idle queue (the poison ones, mostly) costs one call per IDLE_POLL_MAX.
+    # each queue trigger on its own), so an idle queue costs one call per IDLE_POLL_MAX (POISON_POLL_MAX for the poison
+    # queues).
     # Apart from that, when the messages this worker's own steps sent there become visible.
     _next_poll: dict[str, float] = field(default_factory=dict)
     _gap: dict[str, float] = field(default_factory=dict)
@@ -212,21 +214,16 @@ class Worker:
                 shown = any(when <= now for when in self._fed.get(queue, []))  # one of ours is visible by now
                 if self._next_poll.get(queue, now) > now and not shown:
                     continue
-            got = 0
+            got, asked = 0, min(room, 32)
             for message in self.storage.queue(queue).receive_messages(
-                messages_per_page=min(room, 32), max_messages=room, visibility_timeout=self.lease_seconds
+                messages_per_page=asked, max_messages=room, visibility_timeout=self.lease_seconds
             ):
                 future = pool.submit(self._process, queue, message)
                 future.add_done_callback(lambda _: self._wake.set())
                 self._in_flight.add(future)
                 got += 1
             with self._poll_lock:
-                # A queue that gave messages is polled again at once; an empty one waits twice as long as last time,
-                # but only briefly when what we sent was due: it may show a moment later than our clock says.
-                if got or shown:
-                    gap = 0.0 if got else IDLE_POLL_MIN
-                else:
-                    gap = min(IDLE_POLL_MAX, max(IDLE_POLL_MIN, 2 * self._gap.get(queue, 0.0)))
+                gap = poll_gap(queue, self._gap.get(queue, 0.0), got=got, asked=asked, ours_due=shown)
                 self._gap[queue], self._next_poll[queue] = gap, now + gap
                 self._fed[queue] = [when for when in self._fed.get(queue, []) if when > now]
             took += got
@@ -294,6 +291,23 @@ class Worker:
         client.delete_message(settle)
         with self._handled_lock:
             self.handled += 1
+
+
+def poll_gap(queue: str, last_gap: float, *, got: int, asked: int, ours_due: bool) -> float:
+    """Seconds until `queue` is polled again, after a receive that asked for `asked` messages and got `got`.
+
+    A queue that gave all that was asked may hold more: at once. One that gave less was drained by that call
+    (polled again at once, it gave nothing: half of all receives were empty). One that gave nothing waits twice
+    as long as last time, but only briefly when a message we sent there was due: it may show a moment later
+    than our clock says. The poison queues back off furthest: only another runtime fills them unannounced
+    (our own sends wake the loop), and four of them polled every 2 s made a quarter of the test suite's receives.
+    """
+    if got >= asked:
+        return 0.0
+    if got or ours_due:
+        return IDLE_POLL_MIN
+    ceiling = POISON_POLL_MAX if queue.endswith(POISON_SUFFIX) else IDLE_POLL_MAX
+    return min(ceiling, max(IDLE_POLL_MIN, 2 * last_gap))
 
 
 def _next_run(job: Job) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -131,15 +132,16 @@ def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env
 
 
 class _Relay:
-    """A stand-in dispatcher: the request step sends the license step `delay` seconds later, which does nothing."""
+    """A stand-in dispatcher: the request step sends the license step `delay` seconds later (or, with None, sends
+    nothing), and the license step does nothing."""
 
-    def __init__(self, storage: Any, delay: float) -> None:
+    def __init__(self, storage: Any, delay: float | None) -> None:
         self.storage, self.delay = storage, delay
         self.steps: list[str] = []
 
     def handle(self, queue: str, text: str, message_id: str) -> None:
         self.steps.append(queue)
-        if queue == REQUESTS:
+        if queue == REQUESTS and self.delay is not None:
             self.storage.send(STEP_QUEUES["license"], text, delay=self.delay)
 
     def handle_poison(self, queue: str, text: str) -> None:
@@ -183,6 +185,48 @@ def test_a_backlog_of_new_requests_does_not_starve_a_chain_under_way(chain_env) 
     assert relay.steps[0] == STEP_QUEUES["license"]
     # Each new request's license step is taken before the next new request.
     assert relay.steps[1:] == [REQUESTS, STEP_QUEUES["license"]] * 3
+
+
+def test_a_queue_one_receive_drained_is_not_polled_again_at_once(chain_env, monkeypatch) -> None:
+    """Three requests taken by a receive that asked for four: the queue is empty, and no second call finds it so."""
+    from shared.worker import IDLE_POLL_MIN, Worker
+
+    clients = fresh_clients()
+    storage = clients.storage()
+    submit(clients, *(request(f"drained-{i}", f"drained{i}@contoso.com") for i in range(3)))
+    queue = storage.queue(REQUESTS)
+    receives: list[tuple[float, int]] = []
+    real_receive = queue.receive_messages
+
+    def receive(**options: Any) -> list[Any]:
+        got = list(real_receive(**options))
+        receives.append((time.monotonic(), len(got)))
+        return got
+
+    monkeypatch.setattr(queue, "receive_messages", receive)
+    relay = _Relay(storage, delay=None)
+    worker = Worker(storage, cast(Dispatcher, relay), concurrency=4, retry_seconds=0, lease_seconds=30)
+    assert worker.run(until_idle=True, timeout=60) == 0
+    assert relay.steps == [REQUESTS] * 3 and receives[0][1] == 3
+    assert all(later - earlier >= IDLE_POLL_MIN for (earlier, _), (later, _) in itertools.pairwise(receives))
+
+
+def test_an_empty_queue_backs_off_to_2_s_and_a_poison_queue_to_8_s() -> None:
+    """Each empty receive doubles the gap: a chain queue stops at 2 s, a poison queue (filled unannounced only by
+    another runtime) at 8 s; a full receive polls again at once, and a message of ours that is due, soon."""
+    from shared.worker import IDLE_POLL_MAX, IDLE_POLL_MIN, POISON_POLL_MAX, poll_gap
+
+    def gaps(queue: str) -> list[float]:
+        found = [0.0]
+        for _ in range(7):
+            found.append(poll_gap(queue, found[-1], got=0, asked=4, ours_due=False))
+        return found[1:]
+
+    assert gaps(STEP_QUEUES["license"]) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0] and IDLE_POLL_MAX == 2.0
+    assert gaps(STEP_QUEUES["license"] + "-poison") == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0] and POISON_POLL_MAX == 8.0
+    assert poll_gap(REQUESTS, 2.0, got=4, asked=4, ours_due=False) == 0.0
+    assert poll_gap(REQUESTS, 2.0, got=3, asked=4, ours_due=False) == IDLE_POLL_MIN
+    assert poll_gap(REQUESTS + "-poison", 8.0, got=0, asked=4, ours_due=True) == IDLE_POLL_MIN
 
 
 def test_the_timeout_still_ends_a_worker_whose_storage_does_not_answer(env, monkeypatch, caplog) -> None:
