@@ -30,7 +30,7 @@ __all__ = ["IDLE_POLL_MAX", "IDLE_POLL_MIN", "POISON_POLL_MAX", "Job", "Worker",
 
 log = logging.getLogger("exoprov.worker")
 
-IDLE_POLL_MAX = 2.0  # like the host's maxPollingInterval: back off to this when the queues are empty
+IDLE_POLL_MAX = 2.0  # an empty queue backs off to this (the host: to host.json's maxPollingInterval, 10 s)
 IDLE_POLL_MIN = 0.25
 POISON_POLL_MAX = 8.0  # within host.json's maxPollingInterval (10 s), which the Functions host uses for every queue
 IDLE_PROGRESS_SECONDS = 60.0
@@ -214,10 +214,16 @@ class Worker:
                 shown = any(when <= now for when in self._fed.get(queue, []))  # one of ours is visible by now
                 if self._next_poll.get(queue, now) > now and not shown:
                     continue
-            got, asked = 0, min(room, 32)
-            for message in self.storage.queue(queue).receive_messages(
-                messages_per_page=asked, max_messages=room, visibility_timeout=self.lease_seconds
-            ):
+            # One page, one call: the SDK's own iterator asks again after a page with fewer messages than wanted,
+            # and that second call finds nothing (a short page means nothing else was visible).
+            asked = min(room, 32)
+            pages = (
+                self.storage.queue(queue)
+                .receive_messages(messages_per_page=asked, max_messages=asked, visibility_timeout=self.lease_seconds)
+                .by_page()
+            )
+            got = 0
+            for message in next(pages, []):
                 future = pool.submit(self._process, queue, message)
                 future.add_done_callback(lambda _: self._wake.set())
                 self._in_flight.add(future)
@@ -297,7 +303,7 @@ def poll_gap(queue: str, last_gap: float, *, got: int, asked: int, ours_due: boo
     """Seconds until `queue` is polled again, after a receive that asked for `asked` messages and got `got`.
 
     A queue that gave all that was asked may hold more: at once. One that gave less was drained by that call
-    (polled again at once, it gave nothing: half of all receives were empty). One that gave nothing waits twice
+    (polled again at once, it gave nothing). One that gave nothing waits twice
     as long as last time, but only briefly when a message we sent there was due: it may show a moment later
     than our clock says. The poison queues back off furthest: only another runtime fills them unannounced
     (our own sends wake the loop), and four of them polled every 2 s made a quarter of the test suite's receives.
