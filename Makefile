@@ -49,8 +49,9 @@ typecheck: $(STAMP)
 
 # Ten processes on two cores: much of the suite waits (leases, replication lags, subprocess workers), so more of
 # them overlap; measured on 2 cores (pytest alone, longest first): 6 processes 137 s, 8 116 s, 10 101 to 105 s, 12 100
-# to 102 s, 14 99 s, with both cores busy nearly all the run (each process more costs memory and 2.5 s of CPU to start). loadgroup, not load: the browser tests share one Chromium on one worker
-# (xdist_group "chromium"); --no-loadscope-reorder keeps the order of tests/durations.py.
+# to 102 s, 14 99 s, with both cores busy nearly all the run (each process more costs memory and 2.5 s of CPU to
+# start). loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium");
+# --no-loadscope-reorder keeps the order of tests/durations.py.
 pytest: setup chromium
 	$(BIN)/pytest -n 10 --dist loadgroup --no-loadscope-reorder
 

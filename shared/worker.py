@@ -68,9 +68,8 @@ class Worker:
     _loop_thread: threading.Thread | None = None
     _in_flight: set[Future[None]] = field(default_factory=set)
     # Per queue: when it is polled next, and the gap that doubles while it stays empty (as the host backs off
-    # each queue trigger on its own), so an idle queue costs one call per IDLE_POLL_MAX (POISON_POLL_MAX for the poison
-    # queues).
-    # Apart from that, when the messages this worker's own steps sent there become visible.
+    # each queue trigger on its own), so an idle queue costs one call per IDLE_POLL_MAX (POISON_POLL_MAX for the
+    # poison queues). Apart from that, when the messages this worker's own steps sent there become visible.
     _next_poll: dict[str, float] = field(default_factory=dict)
     _gap: dict[str, float] = field(default_factory=dict)
     _fed: dict[str, list[float]] = field(default_factory=dict)
@@ -303,10 +302,10 @@ def poll_gap(queue: str, last_gap: float, *, got: int, asked: int, ours_due: boo
     """Seconds until `queue` is polled again, after a receive that asked for `asked` messages and got `got`.
 
     A queue that gave all that was asked may hold more: at once. One that gave less was drained by that call
-    (polled again at once, it gave nothing). One that gave nothing waits twice
-    as long as last time, but only briefly when a message we sent there was due: it may show a moment later
-    than our clock says. The poison queues back off furthest: only another runtime fills them unannounced
-    (our own sends wake the loop), and four of them polled every 2 s made a quarter of the test suite's receives.
+    (polled again at once, it gave nothing). One that gave nothing waits twice as long as last time, but only
+    briefly when a message we sent there was due: it may show a moment later than our clock says. The poison
+    queues back off furthest: only another runtime fills them unannounced (our own sends wake the loop), and
+    four of them polled every 2 s made a quarter of the test suite's receives.
     """
     if got >= asked:
         return 0.0

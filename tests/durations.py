@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,17 +39,21 @@ def _plain(nodeid: str) -> str:
 
 
 def _known() -> dict[str, float]:
-    """What the file says, or nothing (with a warning) when it is unreadable: the order is never worth a failure."""
-    if not FILE.exists():
-        return {}
+    """What the file says; nothing when it is missing or unreadable (the header says so): the order is never worth a
+    failed run."""
     try:
         known = json.loads(FILE.read_text(encoding="utf-8"))
-        if isinstance(known, dict) and all(isinstance(s, int | float) for s in known.values()):
-            return known
     except (OSError, ValueError):
-        pass
-    warnings.warn(f"{FILE} is not a JSON object of seconds; tests run in collection order", stacklevel=1)
+        return {}
+    if isinstance(known, dict) and all(isinstance(s, int | float) for s in known.values()):
+        return known
     return {}
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if FILE.exists() and not _known():
+        return f"{FILE.name}: not a JSON object of seconds; tests run in collection order (make durations)"
+    return None
 
 
 def _group(item: pytest.Item) -> str | None:
