@@ -74,13 +74,13 @@ class Storage:
         settings = self.settings
         # The SDK's default retries take about 80 s to give up on an unreachable account; a person at a
         # prompt, and the worker's --timeout, need an answer in seconds. The queues retry work anyway.
-        timeouts: dict[str, Any] = {
+        transport: dict[str, Any] = {
             "connection_timeout": STORAGE_CONNECT_TIMEOUT_SECONDS,
             "read_timeout": 60,
             **environment_settings(),
         }
-        queues = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
-        blobs = {"retry_policy": BlobRetry(initial_backoff=1, increment_base=2, retry_total=2), **timeouts}
+        queues = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2), **transport}
+        blobs = {"retry_policy": BlobRetry(initial_backoff=1, increment_base=2, retry_total=2), **transport}
         if settings.storage:
             self._service = QueueServiceClient.from_connection_string(settings.storage, **queues)
             self._blobs = BlobServiceClient.from_connection_string(settings.storage, **blobs)

@@ -15,7 +15,7 @@ from shared.dispatch import Dispatcher
 from shared.errors import InvalidRequestError
 from shared.messages import MAX_MESSAGE_BYTES, Request, decode_body, parse_request
 from shared.provisioning import UnreadableMessage
-from shared.queues import CHAIN_QUEUES, REQUESTS, RESULTS, UNREADABLE
+from shared.queues import CHAIN_QUEUES, POISON_QUEUES, REQUESTS, RESULTS, UNREADABLE
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients
 
@@ -163,10 +163,10 @@ def test_no_message_crashes_a_step(body: bytes | str, queue: str) -> None:
     clients = fresh_clients()
     clients.dispatcher().handle(queue, body, "message-1")
     storage = clients.storage()
-    parked = storage.pending((UNREADABLE, *(q + "-poison" for q in CHAIN_QUEUES)))
+    parked = storage.pending((UNREADABLE, *POISON_QUEUES))
     results = collect_results(clients)
     assert parked + sum(len(r) for r in results.values()) + storage.pending(CHAIN_QUEUES) >= 1
-    for name in (*CHAIN_QUEUES, UNREADABLE, RESULTS, *(q + "-poison" for q in CHAIN_QUEUES)):
+    for name in (*CHAIN_QUEUES, UNREADABLE, RESULTS, *POISON_QUEUES):
         storage.queue(name).clear_messages()
     for blob in storage.ledger_container.list_blobs():
         storage.ledger_container.delete_blob(blob.name)

@@ -11,7 +11,7 @@ import time
 from typing import Any, cast
 
 from shared.dispatch import Dispatcher
-from shared.queues import REQUESTS, STEP_QUEUES
+from shared.queues import POISON_SUFFIX, REQUESTS, STEP_QUEUES
 from tests.chain_helpers import (
     collect_results,
     fast_again_after_the_license_step,
@@ -223,10 +223,11 @@ def test_an_empty_queue_backs_off_to_2_s_and_a_poison_queue_to_8_s() -> None:
         return found[1:]
 
     assert gaps(STEP_QUEUES["license"]) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0] and IDLE_POLL_MAX == 2.0
-    assert gaps(STEP_QUEUES["license"] + "-poison") == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0] and POISON_POLL_MAX == 8.0
+    poison = STEP_QUEUES["license"] + POISON_SUFFIX
+    assert gaps(poison) == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0] and POISON_POLL_MAX == 8.0
     assert poll_gap(REQUESTS, 2.0, got=4, asked=4, ours_due=False) == 0.0
     assert poll_gap(REQUESTS, 2.0, got=3, asked=4, ours_due=False) == IDLE_POLL_MIN
-    assert poll_gap(REQUESTS + "-poison", 8.0, got=0, asked=4, ours_due=True) == IDLE_POLL_MIN
+    assert poll_gap(REQUESTS + POISON_SUFFIX, 8.0, got=0, asked=4, ours_due=True) == IDLE_POLL_MIN
 
 
 def test_the_timeout_still_ends_a_worker_whose_storage_does_not_answer(env, monkeypatch, caplog) -> None:
