@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from shared.errors import InvalidRequestError, RequestBusyError, first_line
@@ -25,20 +27,26 @@ from shared.messages import REQUEST_ID, Result, StepMessage, decode_body, parse_
 from shared.provisioning import Chain, Finish, Next, StepOutcome, UnreadableMessage
 from shared.queues import MAX_DEQUEUE_COUNT, POISON_SUFFIX, REQUESTS, RESULTS, STEP_QUEUES, UNREADABLE, Storage
 
-__all__ = ["Dispatcher"]
+__all__ = ["WAIT_IN_PLACE_SECONDS", "Dispatcher"]
 
 log = logging.getLogger("exoprov.dispatch")
 
 DeliveryVerdict = Literal["current", "stale", "refused"]
+# A step that asks to run again this soon (a replication lag's first look, a short Retry-After) runs again in the
+# same delivery; longer waits go back through the queue, so that a delivery never holds a slot of the runtime long.
+WAIT_IN_PLACE_SECONDS = 2.0
 
 
 class Dispatcher:
     """Runs the step for a queue message and sends what follows: the next message or the result."""
 
-    def __init__(self, chain: Chain, storage: Storage, ledger: Ledger) -> None:
+    def __init__(
+        self, chain: Chain, storage: Storage, ledger: Ledger, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.chain = chain
         self.storage = storage
         self.ledger = ledger
+        self.sleep = sleep
 
     def handle(self, queue: str, body: bytes | str, message_id: str) -> None:
         """Handle one message of a chain queue, as the runtime got it; raise to have the queue deliver it again later.
@@ -69,7 +77,7 @@ class Dispatcher:
                     assert state is not None
                     if verdict == "current":
                         try:
-                            outcome = self.chain.run(message)
+                            outcome = self._run_waiting_in_place(message)
                         except Exception as exc:
                             self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
                             raise
@@ -121,6 +129,20 @@ class Dispatcher:
                     self._send_outbox(self._record(state, Finish(failure), lease), lease, accepted_at)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
+
+    def _run_waiting_in_place(self, message: StepMessage) -> StepOutcome:
+        """Run the step; while it asks to run again within what is left of WAIT_IN_PLACE_SECONDS, wait here, under
+        the request's hold, and run it again: a round trip through the queue costs about eight storage
+        transactions and a poll's latency, more than a short wait is worth."""
+        left = WAIT_IN_PLACE_SECONDS
+        outcome = self.chain.run(message)
+        while isinstance(outcome, Next) and outcome.message.step == message.step and 0 < outcome.delay <= left:
+            left -= outcome.delay
+            log.debug("request %s: waits %.1f s within this delivery", message.request_id, outcome.delay)
+            self.sleep(outcome.delay)
+            message = outcome.message
+            outcome = self.chain.run(message)
+        return outcome
 
     def publish(self, request_id: str, result_json: str, accepted_at: float | None = None) -> None:
         """Send a result, unless one was already sent for this request; a sent one is a `result` event too
