@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 
 from sandbox.azurite import Azurite
 from sandbox.control import SandboxControl
+from sandbox.faults import Knobs
 from sandbox.main import SandboxProcess
 from shared.logs import CorrelationFilter
 from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Storage
@@ -54,9 +55,23 @@ def sandbox_process() -> Iterator[SandboxHandle]:
 
 @pytest.fixture
 def sandbox(sandbox_process: SandboxHandle) -> SandboxHandle:
-    """The sandbox reset to the default seed with no latency and no faults."""
-    sandbox_process.reset()
+    """The sandbox reset to the default seed with no latency, no faults and no replication lag.
+
+    Entra's replication lag (the sandbox's default, REPLICATION_LAG) costs a chain about 6 s of waiting; the tests
+    of waiting for it turn it on (`replication_lag`), the others would only wait.
+    """
+    sandbox_process.reset(replication_lag=0)
     return sandbox_process
+
+
+REPLICATION_LAG = Knobs().replication_lag  # the sandbox's default: reads lag behind writes, as Entra's do
+
+
+@pytest.fixture
+def replication_lag(sandbox: SandboxHandle) -> SandboxHandle:
+    """The sandbox with its default replication lag: for the tests of waiting for Entra to show a write."""
+    sandbox.knobs(replication_lag=REPLICATION_LAG)
+    return sandbox
 
 
 @pytest.fixture
@@ -136,15 +151,24 @@ def empty_storage(storage: Storage) -> None:
 def _empty(storage: Storage) -> None:
     for name in (*CHAIN_QUEUES, *POISON_QUEUES, RESULTS, UNREADABLE):
         storage.queue(name).clear_messages()
-    for blob in storage.ledger_container.list_blobs():
-        storage.ledger_container.delete_blob(blob.name)
+    if _holds_blobs(storage.ledger_container):
+        storage.ledger_container.delete_container()
+        storage.ledger_container.create_container()
     empty_journal(storage)
 
 
 def empty_journal(storage: Storage) -> None:
+    """Empty the journal's container, if there is one."""
     with contextlib.suppress(ResourceNotFoundError):
-        for blob in storage.journal_container.list_blobs():
-            storage.journal_container.delete_blob(blob.name)
+        if _holds_blobs(storage.journal_container):
+            storage.journal_container.delete_container()
+            storage.journal_container.create_container()
+
+
+def _holds_blobs(container: Any) -> bool:
+    """Whether a container holds a blob, in one call. One that does is dropped and made again (two calls), not
+    emptied blob by blob: Azurite drops a container at once (the service would take its time)."""
+    return next(iter(container.list_blobs(results_per_page=1)), None) is not None
 
 
 @pytest.fixture(autouse=True)

@@ -113,7 +113,6 @@ def test_killed_worker_requests_finish_within_90_seconds(crash_env, tmp_path, mo
 def test_a_lost_renewal_while_the_step_runs_gives_no_second_result(chain_env, sandbox, caplog, monkeypatch) -> None:
     """A message whose lease renewals fail comes back while its step runs; the request still gets one result."""
     caplog.set_level(logging.INFO, logger="exoprov")
-    sandbox.knobs(replication_lag=0)
     sandbox.add_user(upn="renewal.lost@contoso.com", usageLocation="DE")
     sandbox.knobs(latency=2.0)  # the license step takes several seconds; the lease is two
     clients = fresh_clients()

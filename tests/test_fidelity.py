@@ -38,8 +38,8 @@ def _one_result(clients: Clients, request_id: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def lag_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """The chain's INFO lines, where every wait for Entra replication is announced."""
+def lag_log(caplog: pytest.LogCaptureFixture, replication_lag) -> pytest.LogCaptureFixture:
+    """The chain's INFO lines, where every wait for Entra replication is announced, with the sandbox lagging."""
     caplog.set_level(logging.INFO, logger="exoprov.provisioning")
     return caplog
 

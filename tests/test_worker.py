@@ -56,7 +56,6 @@ def license_step_in_hand(clients, sandbox) -> bool:
 
 def test_sigterm_finishes_the_message_in_hand_then_exits(chain_env, sandbox) -> None:
     """SIGTERM while a step is in flight: the step completes, its next message is sent, the worker exits 0."""
-    sandbox.knobs(replication_lag=0)  # this test is about the step in hand, not about waiting for Entra
     sandbox.add_user(upn="slowpoke@contoso.com", usageLocation="DE")
     sandbox.knobs(latency=1.0)
     clients = fresh_clients()
@@ -117,7 +116,6 @@ def test_a_step_longer_than_the_lease_is_not_delivered_again_meanwhile(chain_env
     """A message in hand stays invisible while its step runs (as the host does), however long the step takes."""
     from shared.worker import Worker
 
-    sandbox.knobs(replication_lag=0)
     sandbox.add_user(upn="slow.step@contoso.com", usageLocation="DE")
     sandbox.knobs(latency=1.2)  # the license step takes several seconds, the lease is one
     clients = fresh_clients()
