@@ -47,16 +47,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-# Ten processes on two cores: much of the suite waits (leases, replication lags, subprocess workers), so more of
-# them overlap; measured on 2 cores (pytest alone, longest first): 6 processes 137 s, 8 116 s, 10 101 to 105 s, 12 100
-# to 102 s, 14 99 s, with both cores busy nearly all the run (each process more costs memory and 2.5 s of CPU to
-# start). loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium");
+# Ten processes on two cores: much of the suite waits (leases, deadlines, subprocess workers), so more of them
+# overlap; measured on 2 cores (pytest alone, in the order of tests/durations.py): 8 processes 99 s (the cores 17%
+# idle), 10 92 to 94 s (8% idle), 12 95 s (3% idle: each process more costs memory and about 2 s of CPU to start).
+# loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium");
 # --no-loadscope-reorder keeps the order of tests/durations.py.
 pytest: setup chromium
 	$(BIN)/pytest -n 10 --dist loadgroup --no-loadscope-reorder
 
-# The suite once more, writing each long test's duration to tests/durations.json: the next runs start the longest
-# first (see tests/durations.py). Worth it after adding or renaming long tests; commit the file.
+# The suite once more, writing each long test's seconds and CPU seconds to tests/durations.json: the next runs start
+# the long ones first, busy and waiting ones in turn (see tests/durations.py). Worth it after adding or renaming long
+# tests; commit the file.
 durations: setup chromium
 	$(BIN)/pytest -n 10 --dist loadgroup --no-loadscope-reorder --record-durations
 

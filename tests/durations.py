@@ -1,11 +1,14 @@
-"""Longest tests first: the suite's order, from the durations a previous run recorded in tests/durations.json.
+"""The suite's order, from what a previous run recorded in tests/durations.json: each long test's seconds and CPU.
 
-pytest-xdist hands tests out in collection order as its processes free up. Most long tests mostly wait (leases,
-replication lags, worker processes, storage retries); started late, they make the run's tail while the cores
-idle, started first they wait while the many short tests keep the cores busy. A test that is not in the file
-(new, or renamed) keeps its place after the known ones. Tests of one xdist group keep their order and stay
-together (test_chain's module fixture runs once), ranked by their sum. The Makefile turns off xdist's own
-reordering (`--no-loadscope-reorder`, which would put the groups first by their number of tests).
+pytest-xdist hands tests out in collection order as its processes free up. Long tests are of two kinds: busy ones
+(the fault suite, the demo: chains whose storage traffic keeps both cores working) and waiting ones (leases,
+deadlines, storage retries: seconds of sleep for a fraction of a second of CPU). Started together, the busy ones
+crowd the cores while the waiting ones, started next, leave them idle. So the long tests go first, longest first
+within each kind, alternating between the kinds: the waits overlap the busy tests' work, and the many short tests
+fill in after them. A test that is not in the file (new, renamed or short) keeps its place after the known ones.
+Tests of one xdist group keep their order and stay together (test_chain's module fixture runs once), ranked by
+their sum. The Makefile turns off xdist's own reordering (`--no-loadscope-reorder`, which would put the groups
+first by their number of tests).
 
 `make durations` runs the suite with `--record-durations` and writes the file again (a run of some tests updates
 theirs and keeps the others').
@@ -14,8 +17,13 @@ theirs and keeps the others').
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 from collections import defaultdict
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -23,13 +31,29 @@ import pytest
 FILE = Path(__file__).with_name("durations.json")
 # Shorter tests are left in collection order: their place does not change the run's length.
 RECORD_FROM_SECONDS = 2.0
+# A test is busy when it, with the processes it works with (Azurite, the sandbox, `exoprov` children), computes for
+# at least this share of its time.
+BUSY_SHARE = 0.15
+_CPU = "cpu"  # the name of the CPU seconds a test process puts in each report's user_properties
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run recorded of one test (or a group, summed): its seconds, setup to teardown, and its CPU seconds."""
+
+    seconds: float
+    cpu: float
+
+    @property
+    def busy(self) -> bool:
+        return self.cpu >= BUSY_SHARE * self.seconds
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--record-durations",
         action="store_true",
-        help=f"write each test's duration (setup, call and teardown) to {FILE.name}, for the order of later runs",
+        help=f"write each test's seconds and CPU to {FILE.name}, for the order of later runs",
     )
 
 
@@ -38,21 +62,19 @@ def _plain(nodeid: str) -> str:
     return re.sub(r"@[^@\[\]]*$", "", nodeid)
 
 
-def _known() -> dict[str, float]:
+def _known() -> dict[str, Measured]:
     """What the file says; nothing when it is missing or unreadable (the header says so): the order is never worth a
     failed run."""
     try:
         known = json.loads(FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return {nodeid: Measured(float(seconds), float(cpu)) for nodeid, (seconds, cpu) in known.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
-    if isinstance(known, dict) and all(isinstance(s, int | float) for s in known.values()):
-        return known
-    return {}
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     if FILE.exists() and not _known():
-        return f"{FILE.name}: not a JSON object of seconds; tests run in collection order (make durations)"
+        return f"{FILE.name}: not a JSON object of [seconds, cpu]; tests run in collection order (make durations)"
     return None
 
 
@@ -61,32 +83,113 @@ def _group(item: pytest.Item) -> str | None:
     return str(mark.args[0]) if mark and mark.args else None
 
 
+def order(units: dict[str, Measured | None]) -> list[str]:
+    """The order to hand out units (tests or groups) in: the measured ones longest first, alternating between the
+    busy and the waiting ones (a busy one first), then the unmeasured ones as they came."""
+    measured = {key: m for key, m in units.items() if m is not None}
+    longest = sorted(measured, key=lambda key: -measured[key].seconds)
+    busy = [key for key in longest if measured[key].busy]
+    waiting = [key for key in longest if not measured[key].busy]
+    alternating = [key for pair in zip_longest(busy, waiting) for key in pair if key is not None]
+    return alternating + [key for key in units if key not in measured]
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook appends "@group" to the grouped tests' ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     known = _known()
-    seconds = {item.nodeid: known.get(item.nodeid, 0.0) for item in items}
-    by_group: dict[str, float] = defaultdict(float)
+    units: dict[str, Measured | None] = {}
+    members: dict[str, list[pytest.Item]] = defaultdict(list)
     for item in items:
-        if (group := _group(item)) is not None:
-            by_group[group] += seconds[item.nodeid]  # a group runs in one process: its length is the sum
-    items.sort(key=lambda item: -(by_group[g] if (g := _group(item)) is not None else seconds[item.nodeid]))
+        key = f"group {group}" if (group := _group(item)) is not None else item.nodeid
+        members[key].append(item)
+        measured = known.get(item.nodeid)
+        if measured is not None:  # a group runs in one process: its length is the sum
+            before = units.get(key) or Measured(0.0, 0.0)
+            units[key] = Measured(before.seconds + measured.seconds, before.cpu + measured.cpu)
+        else:
+            units.setdefault(key, None)
+    items[:] = [item for key in order(units) for item in members[key]]
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its descendants, live or reaped (from /proc, so that the session's Azurite and
+    sandbox count for the test they work for); where there is no /proc, of this process and its reaped children."""
+    try:
+        return _tree_cpu_seconds(os.getpid())
+    except OSError:
+        own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    ticks: dict[int, int] = {}
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid = int(entry.name)
+        children[int(fields[1])].append(pid)
+        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime, stime, and those of its reaped children
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += ticks.get(pid, 0)
+        stack += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    if item.config.getoption("record_durations"):
+        item.stash[_started] = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report carries the CPU the test process has spent on the test so far (the last one, the total)."""
+    report = yield
+    if _started in item.stash:
+        report.user_properties.append((_CPU, _cpu_seconds() - item.stash[_started]))
+    return report
+
+
+_started = pytest.StashKey[float]()
 
 
 class _Recorder:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.seconds[_plain(report.nodeid)] += report.duration
+        nodeid = _plain(report.nodeid)
+        self.seconds[nodeid] += report.duration
+        for name, value in report.user_properties:
+            if name == _CPU and isinstance(value, float):
+                self.cpu[nodeid] = max(self.cpu[nodeid], value)  # a running total: the teardown's is all
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus != 0:
             return  # a failed run's durations say little about a passing one
         # Merged into what the file knew, so that a run of some tests keeps the others' durations.
-        merged = {nodeid: s for nodeid, s in _known().items() if nodeid not in self.seconds}
-        merged |= {nodeid: round(s, 1) for nodeid, s in self.seconds.items() if s >= RECORD_FROM_SECONDS}
-        ordered = dict(sorted(merged.items(), key=lambda pair: (-pair[1], pair[0])))
-        FILE.write_text(json.dumps(ordered, indent=1) + "\n", encoding="utf-8")
+        merged = {nodeid: [m.seconds, m.cpu] for nodeid, m in _known().items() if nodeid not in self.seconds}
+        merged |= {
+            nodeid: [round(s, 1), round(self.cpu[nodeid], 1)]
+            for nodeid, s in self.seconds.items()
+            if s >= RECORD_FROM_SECONDS
+        }
+        lines = [f" {json.dumps(nodeid)}: {json.dumps(m)}" for nodeid, m in sorted(merged.items(), key=_longest_first)]
+        FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+
+
+def _longest_first(pair: tuple[str, list[float]]) -> tuple[float, str]:
+    return -pair[1][0], pair[0]
 
 
 def pytest_configure(config: pytest.Config) -> None:
