@@ -44,7 +44,7 @@ SETTINGS = {
 def main() -> int:
     run_dir = ROOT / ".run"
     shutil.rmtree(run_dir / "azurite", ignore_errors=True)
-    azurite = Azurite.on_free_ports(run_dir / "azurite")
+    azurite = Azurite.on_free_ports(run_dir / "azurite", in_memory=True)
     sandbox = SandboxProcess.start({"mailbox_delay": 3, "conversion_lag": 1})
     try:
         azurite.start()

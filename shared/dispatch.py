@@ -32,9 +32,10 @@ __all__ = ["WAIT_IN_PLACE_SECONDS", "Dispatcher"]
 log = logging.getLogger("exoprov.dispatch")
 
 DeliveryVerdict = Literal["current", "stale", "refused"]
-# A step that asks to run again this soon (a replication lag's first look, a short Retry-After) runs again in the
-# same delivery; longer waits go back through the queue, so that a delivery never holds a slot of the runtime long.
-WAIT_IN_PLACE_SECONDS = 2.0
+# A step that asks to run again this soon runs again in the same delivery: the first two looks of a wait for Entra's
+# replication (1 s, then 2 s), a short Retry-After. Longer waits go back through the queue, so that a delivery never
+# holds a slot of the runtime long.
+WAIT_IN_PLACE_SECONDS = 3.0
 
 
 class Dispatcher:
@@ -132,7 +133,7 @@ class Dispatcher:
 
     def _run_waiting_in_place(self, message: StepMessage) -> StepOutcome:
         """Run the step; while it asks to run again within what is left of WAIT_IN_PLACE_SECONDS, wait here, under
-        the request's hold, and run it again: a round trip through the queue costs about eight storage
+        the request's hold, and run it again: a round trip through the queue costs about nine storage
         transactions and a poll's latency, more than a short wait is worth."""
         left = WAIT_IN_PLACE_SECONDS
         outcome = self.chain.run(message)

@@ -33,7 +33,7 @@ def _provision_after_an_assignment_lagging(sandbox, caplog, lag: float) -> tuple
     return slept, sent, str(result["status"])
 
 
-def test_a_wait_within_two_seconds_is_slept_in_the_delivery_not_sent_through_the_queue(
+def test_a_wait_within_three_seconds_is_slept_in_the_delivery_not_sent_through_the_queue(
     chain_env, sandbox, caplog
 ) -> None:
     """The read-back's first 1 s look happens in the delivery: no license message goes back on the queue."""
@@ -43,12 +43,12 @@ def test_a_wait_within_two_seconds_is_slept_in_the_delivery_not_sent_through_the
     assert len(sent) == 1  # the accept step's; the wait did not send the license step again
 
 
-def test_a_wait_beyond_what_is_left_of_two_seconds_goes_back_through_the_queue(chain_env, sandbox, caplog) -> None:
-    """After the 1 s look in place, the 2 s one no longer fits: the message goes back, visible in 2 s."""
-    slept, sent, status = _provision_after_an_assignment_lagging(sandbox, caplog, lag=2.5)
+def test_a_wait_beyond_what_is_left_of_three_seconds_goes_back_through_the_queue(chain_env, sandbox, caplog) -> None:
+    """After the looks at 1 s and 2 s in place, the 4 s one no longer fits: the message goes back, visible in 4 s."""
+    slept, sent, status = _provision_after_an_assignment_lagging(sandbox, caplog, lag=5.0)
     assert status == "succeeded"
-    assert slept == [1.0]  # 1 s was slept; 2 s more would pass WAIT_IN_PLACE_SECONDS
-    assert len(sent) == 2 and sent[1].endswith("visible in 2 s")
+    assert slept == [1.0, 2.0] and sum(slept) == WAIT_IN_PLACE_SECONDS  # 4 s more would pass it
+    assert len(sent) == 2 and sent[1].endswith("visible in 4 s")
 
 
 @pytest.mark.parametrize("delay", [0.0, WAIT_IN_PLACE_SECONDS + 0.5])
