@@ -132,17 +132,32 @@ class Dispatcher:
                 self._later(queue, text, exc)
 
     def _run_waiting_in_place(self, message: StepMessage) -> StepOutcome:
-        """Run the step; while it asks to run again within what is left of WAIT_IN_PLACE_SECONDS, wait here, under
-        the request's hold, and run it again: a round trip through the queue costs about nine storage
-        transactions and a poll's latency, more than a short wait is worth."""
+        """Run the step; while it asks to run again after at most what is left of WAIT_IN_PLACE_SECONDS of sleep, wait
+        here, under the request's hold, and run it again: a round trip through the queue costs about eight storage
+        transactions and a poll's latency, more than a short wait is worth.
+
+        A run after the first that raises ends the loop with the outcome before it, its wait done, so that what the
+        earlier runs learned (an assignment made, a user first seen) is recorded; the next delivery meets the error.
+        """
         left = WAIT_IN_PLACE_SECONDS
         outcome = self.chain.run(message)
         while isinstance(outcome, Next) and outcome.message.step == message.step and 0 < outcome.delay <= left:
             left -= outcome.delay
             log.debug("request %s: waits %.1f s within this delivery", message.request_id, outcome.delay)
             self.sleep(outcome.delay)
-            message = outcome.message
-            outcome = self.chain.run(message)
+            try:
+                following = self.chain.run(outcome.message)
+            except Exception as exc:
+                log.warning(
+                    "request %s: %s step failed after a wait within its delivery (%s: %s); it runs again from the "
+                    "queue",
+                    message.request_id,
+                    message.step,
+                    type(exc).__name__,
+                    first_line(exc),
+                )
+                return dataclasses.replace(outcome, delay=0.0)  # its wait is over
+            outcome = following
         return outcome
 
     def publish(self, request_id: str, result_json: str, accepted_at: float | None = None) -> None:

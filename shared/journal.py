@@ -1,10 +1,10 @@
 """The change journal: every write exoprov makes, recorded as an intent before the call and an outcome after it.
 
 It lives in append blobs of the `exoprov-journal` container, one blob per session (a sweep or undo run, or one
-delivery of a chain step that writes), as JSON lines:
+run of a chain step that writes), as JSON lines:
 
     runs/{runId}.jsonl                               a sweep or an undo run
-    requests/{requestId}.journal/{sessionId}.jsonl   one step delivery of a provisioning request
+    requests/{requestId}.journal/{sessionId}.jsonl   one run of a step of a provisioning request
 
 A line is an intent (the whole entry, outcome `pending`), an outcome (`applied`, `failed`, `unknown`, `noop`)
 or a withdrawal (an intent whose write was never sent). The last line about an entry wins, so a late outcome
@@ -147,7 +147,7 @@ class Journal:
         return run_session(self, run_id, kind, **meta)
 
     def request_session(self, request_id: str) -> Session:
-        """The session of one step delivery of a request."""
+        """The session of one run of a step of a request."""
         name = f"{request_prefix(request_id)}{new_run_id()}.jsonl"
         return Session(self, name, "request", {"requestId": request_id}, {})
 
@@ -245,7 +245,8 @@ class Journal:
 
 @dataclass
 class Session:
-    """One process's record of one run or step delivery: intents go out at once, outcomes in the next append."""
+    """One process's record of one sweep or undo run, or one run of a step: intents go out at once, outcomes in the
+    next append."""
 
     journal: Journal | None  # None: a report-only run without storage, which must never write
     name: str

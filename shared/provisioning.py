@@ -58,7 +58,7 @@ TRANSIENT_RETRIES = 8  # a step's own retries of transient errors, before the qu
 # Waiting for Entra replication: seconds, not the minutes of POLL_*; first look again after 1 s, then 2, 4 ...
 LAG_POLL_FIRST_SECONDS = 1.0
 LAG_POLL_MAX_SECONDS = 30.0
-# The journal session of the step delivery this thread runs (the chain object is shared by every thread).
+# The journal session of the step run this thread runs (the chain object is shared by every thread).
 _SESSION: contextvars.ContextVar[Session] = contextvars.ContextVar("exoprov_step_session")
 
 

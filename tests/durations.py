@@ -21,7 +21,7 @@ import os
 import re
 import resource
 from collections import defaultdict
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -62,18 +62,22 @@ def _plain(nodeid: str) -> str:
     return re.sub(r"@[^@\[\]]*$", "", nodeid)
 
 
-def _known() -> dict[str, Measured]:
-    """What the file says; nothing when it is missing or unreadable (the header says so): the order is never worth a
+def _read() -> dict[str, Measured] | None:
+    """What the file says; None when it is missing or unreadable (the header says so): the order is never worth a
     failed run."""
     try:
         known = json.loads(FILE.read_text(encoding="utf-8"))
         return {nodeid: Measured(float(seconds), float(cpu)) for nodeid, (seconds, cpu) in known.items()}
     except (OSError, ValueError, TypeError, AttributeError):
-        return {}
+        return None
+
+
+def _known() -> dict[str, Measured]:
+    return _read() or {}
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    if FILE.exists() and not _known():
+    if FILE.exists() and _read() is None:
         return f"{FILE.name}: not a JSON object of [seconds, cpu]; tests run in collection order (make durations)"
     return None
 
@@ -143,44 +147,73 @@ def _tree_cpu_seconds(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.config.getoption("record_durations"):
-        item.stash[_started] = _cpu_seconds()
-    yield
+        item.stash[_started] = (_cpu_seconds(), _session_setup_cpu[0])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    if fixturedef.scope != "session" or not request.config.getoption("record_durations"):
+        return (yield)
+    started = _cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        _session_setup_cpu[0] += _cpu_seconds() - started
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Each phase's report carries the CPU the test process has spent on the test so far (the last one, the total)."""
+    """The teardown's report, the last of a test, carries the CPU its process tree spent on it, setup to teardown;
+    starting the session's Azurite and sandbox is not this test's work, only its turn to wait for it."""
     report = yield
-    if _started in item.stash:
-        report.user_properties.append((_CPU, _cpu_seconds() - item.stash[_started]))
+    if report.when == "teardown" and _started in item.stash:
+        cpu, session_setup = item.stash[_started]
+        spent = _cpu_seconds() - cpu - (_session_setup_cpu[0] - session_setup)
+        report.user_properties.append((_CPU, spent))
     return report
 
 
-_started = pytest.StashKey[float]()
+_started = pytest.StashKey[tuple[float, float]]()
+_session_setup_cpu = [0.0]  # the CPU this process has spent starting session-scoped fixtures so far
 
 
 class _Recorder:
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.seconds: dict[str, float] = defaultdict(float)
-        self.cpu: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = {}
+        self.collected: set[str] = set()
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected.update(item.nodeid for item in session.items)  # without xdist
+
+    def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
+        self.collected.update(_plain(nodeid) for nodeid in ids)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         nodeid = _plain(report.nodeid)
         self.seconds[nodeid] += report.duration
         for name, value in report.user_properties:
             if name == _CPU and isinstance(value, float):
-                self.cpu[nodeid] = max(self.cpu[nodeid], value)  # a running total: the teardown's is all
+                self.cpu[nodeid] = value
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus != 0:
             return  # a failed run's durations say little about a passing one
-        # Merged into what the file knew, so that a run of some tests keeps the others' durations.
-        merged = {nodeid: [m.seconds, m.cpu] for nodeid, m in _known().items() if nodeid not in self.seconds}
+        # Merged into what the file knew, so that a run of some tests keeps the others' durations; a run of the whole
+        # suite drops the tests it no longer has (renamed, removed).
+        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+            self.config.option.keyword or self.config.option.markexpr
+        )
+        kept = {nodeid: m for nodeid, m in _known().items() if not whole or nodeid in self.collected}
+        merged = {nodeid: [m.seconds, m.cpu] for nodeid, m in kept.items() if nodeid not in self.seconds}
         merged |= {
-            nodeid: [round(s, 1), round(self.cpu[nodeid], 1)]
+            nodeid: [round(s, 1), round(self.cpu.get(nodeid, 0.0), 1)]
             for nodeid, s in self.seconds.items()
             if s >= RECORD_FROM_SECONDS
         }
@@ -195,4 +228,4 @@ def _longest_first(pair: tuple[str, list[float]]) -> tuple[float, str]:
 def pytest_configure(config: pytest.Config) -> None:
     # Only the main process records: with xdist it receives every process's reports.
     if config.getoption("record_durations") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_Recorder(), "exoprov-durations-recorder")
+        config.pluginmanager.register(_Recorder(config), "exoprov-durations-recorder")

@@ -76,11 +76,6 @@ def provision_under(
     return figures
 
 
-@pytest.fixture(autouse=True)
-def _entra_lags(replication_lag: SandboxHandle) -> None:
-    """The fault suite runs with Entra's replication lag on (most tests go without it): faults and lag together."""
-
-
 @pytest.fixture
 def faulty(chain_env, sandbox: SandboxHandle, monkeypatch) -> SandboxHandle:
     monkeypatch.setenv("HTTP_MAX_ATTEMPTS", "8")

@@ -127,14 +127,14 @@ def test_journal_rejects_a_malformed_run_id(env, capsys) -> None:
     assert "20261129T205012Z-3fa2c1" in capsys.readouterr().err
 
 
-def test_the_chain_journals_each_write_of_a_request(chain_env, sandbox) -> None:
+def test_the_chain_journals_each_write_of_a_request(chain_env, replication_lag) -> None:
     """A shared mailbox: usageLocation, license add, both Set-Mailbox writes and the license removal are applied.
 
     A new user's first writes may be refused while Entra replicates it; those attempts are journaled as failed.
     """
     from tests.chain_helpers import collect_results, request, run_worker, submit
 
-    sandbox.add_user(upn="journal.shared@contoso.com")
+    replication_lag.add_user(upn="journal.shared@contoso.com")
     clients = fresh_clients()
     submit(clients, request("j-1", "journal.shared@contoso.com", mailboxType="Shared"))
     assert run_worker(clients) == 0

@@ -19,6 +19,6 @@ def test_long_tests_go_first_alternating_busy_and_waiting_then_the_unmeasured_as
     assert order(units) == ["busy-40", "wait-20", "busy-30", "wait-12", "busy-10", "new-b", "new-a"]
 
 
-def test_a_test_computing_for_a_sixth_of_its_time_is_busy() -> None:
-    """The share that makes a test busy counts its whole time, setup and teardown included."""
+def test_a_test_computing_for_15_percent_of_its_time_is_busy() -> None:
+    """BUSY_SHARE is of the test's whole time, setup and teardown included."""
     assert Measured(6.0, 1.0).busy and not Measured(10.0, 1.0).busy
