@@ -31,6 +31,7 @@ log = logging.getLogger("exoprov.ledger")
 STEP_LEASE_SECONDS = 15  # a dead worker's hold on a request lapses after this long (the service's minimum)
 RENEW_EVERY_SECONDS = 5.0  # a live worker renews its hold while a step runs, however long the step takes
 HOLD_WAIT_SECONDS = 3.0  # how long a delivery waits for another one's hold before it comes back later
+HOLD_FIRST_RETRY_SECONDS = 0.05  # then 0.1, 0.2 ... : about six tries in HOLD_WAIT_SECONDS, not sixty
 
 
 def digest(text: str) -> str:
@@ -117,8 +118,10 @@ class Ledger:
 
         blob = self._state_blob(request_id)
         # The usual holder is the step that just sent this very message and is noting so: it lets go in
-        # milliseconds. Only a hold that outlasts a short wait sends the message back for later.
+        # milliseconds, so the first look again is soon. Looks after it double apart (each is a storage
+        # transaction), and a hold that outlasts HOLD_WAIT_SECONDS sends the message back for later.
         deadline = time.monotonic() + HOLD_WAIT_SECONDS
+        pause = HOLD_FIRST_RETRY_SECONDS
         while True:
             try:
                 lease = blob.acquire_lease(lease_duration=STEP_LEASE_SECONDS)
@@ -126,9 +129,11 @@ class Ledger:
             except HttpResponseError as exc:
                 if exc.status_code != 409:
                     raise
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise RequestBusyError(f"request {request_id} is being worked on by another delivery") from exc
-                time.sleep(0.05)
+                time.sleep(min(pause, left))
+                pause *= 2
         done = threading.Event()
 
         def renew() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -270,3 +272,29 @@ def test_a_state_seen_before_the_hold_is_used_only_while_its_etag_holds(chain_en
     with ledger.hold("etag-check") as lease:
         now = ledger.read_held("etag-check", lease, seen)  # written since it was seen: read again
     assert now is not None and now.cursor == 1 and now.etag == moved.etag
+
+
+def test_a_hold_another_delivery_keeps_is_tried_again_at_doubling_gaps_then_given_up(chain_env, monkeypatch) -> None:
+    """Waiting out another delivery's hold costs about six tries of the lease in HOLD_WAIT_SECONDS, not sixty."""
+    from azure.storage.blob import BlobClient
+
+    from shared.errors import RequestBusyError
+    from shared.ledger import HOLD_WAIT_SECONDS
+
+    ledger = fresh_clients().dispatcher().ledger
+    assert ledger.claim("held", "message-1") is not None
+    tries: list[float] = []
+    acquire = BlobClient.acquire_lease
+
+    def counted(self: BlobClient, *args: Any, **kwargs: Any) -> Any:
+        tries.append(time.monotonic())
+        return acquire(self, *args, **kwargs)
+
+    busy = pytest.raises(RequestBusyError, match="held is being worked on by another delivery")
+    with ledger.hold("held"):  # the other delivery
+        monkeypatch.setattr(BlobClient, "acquire_lease", counted)
+        with busy, ledger.hold("held"):
+            pass
+    gaps = [round(later - earlier, 2) for earlier, later in zip(tries, tries[1:], strict=False)]
+    assert 5 <= len(tries) <= 8 and tries[-1] - tries[0] >= HOLD_WAIT_SECONDS - 0.1
+    assert gaps[0] < 0.2 and all(later > earlier for earlier, later in zip(gaps, gaps[1:-1], strict=False))
