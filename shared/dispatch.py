@@ -76,15 +76,16 @@ class Dispatcher:
                     if verdict == "refused":
                         return
                     assert state is not None
+                    recorded_now = False
                     if verdict == "current":
                         try:
                             outcome = self._run_waiting_in_place(message)
                         except Exception as exc:
                             self.ledger.note_error(state, f"{type(exc).__name__}: {first_line(exc)}", lease)
                             raise
-                        state = self._record(state, outcome, lease)
+                        state, recorded_now = self._record(state, outcome, lease)
                     # a stale delivery only repairs a send that was lost
-                    self._send_outbox(state, lease, message.accepted_at)
+                    self._send_outbox(state, lease, recorded_now, message.accepted_at)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
 
@@ -112,10 +113,10 @@ class Dispatcher:
                     state = self.ledger.read(request_id)
                     assert state is not None
                     if message is not None and self._verdict(state, message, text, origin) != "current":
-                        self._send_outbox(state, lease, accepted_at)
+                        self._send_outbox(state, lease, False, accepted_at)
                         return
                     if message is None and state.cursor > 0:
-                        self._send_outbox(state, lease)  # the request was accepted after all: its chain goes on
+                        self._send_outbox(state, lease, False)  # the request was accepted after all: it goes on
                         return
                     log.error("request %s gave up on %s after %d attempts", request_id, origin, MAX_DEQUEUE_COUNT)
                     why = f"; the last error: {state.last_error}" if state.last_error else ""
@@ -127,7 +128,8 @@ class Dispatcher:
                         f"own retries{why}. The logs under correlation id {request_id} say more; the request can "
                         "be sent again with a new requestId",
                     )
-                    self._send_outbox(self._record(state, Finish(failure), lease), lease, accepted_at)
+                    recorded, recorded_now = self._record(state, Finish(failure), lease)
+                    self._send_outbox(recorded, lease, recorded_now, accepted_at)
             except RequestBusyError as exc:
                 self._later(queue, text, exc)
 
@@ -160,29 +162,27 @@ class Dispatcher:
             outcome = following
         return outcome
 
-    def publish(self, request_id: str, result_json: str, accepted_at: float | None = None) -> None:
-        """Send a result, unless one was already sent for this request; a sent one is a `result` event too
-        (shared/events.py), timed from `accepted_at` (the chain's clock) when the caller knows it."""
-        state = self.ledger.result_state(request_id, result_json)
-        if state == "pending" and self._still_queued(result_json):
-            state = "sent"  # an attempt died between sending it and noting so; it is on the queue
-        if state == "sent":
+    def publish(self, request_id: str, result_json: str, recorded_now: bool, accepted_at: float | None = None) -> None:
+        """Send a result the ledger holds unsent. Unless this very delivery recorded it, an earlier attempt may have
+        sent it and died before noting so: then it is sent only if it is not on the queue. A sent result is a
+        `result` event too (shared/events.py), timed from `accepted_at` (the chain's clock) when the caller knows it.
+        """
+        if not recorded_now and self._still_queued(result_json):
             log.info("result for %s was already sent; not sending again", request_id)
-        else:
-            self.storage.send(RESULTS, result_json)
-            result = json.loads(result_json)
-            code = (result.get("error") or {}).get("code")
-            log.info("result for %s: %s %s", request_id, result["status"], code or "")
-            seconds = None if accepted_at is None else round(max(0.0, self.chain.clock() - accepted_at), 3)
-            emit(
-                "result",
-                requestId=request_id,
-                status=result["status"],
-                code=code,
-                mailboxType=result.get("mailboxType"),
-                seconds=seconds,
-            )
-        self.ledger.result_sent(request_id)
+            return
+        self.storage.send(RESULTS, result_json)
+        result = json.loads(result_json)
+        code = (result.get("error") or {}).get("code")
+        log.info("result for %s: %s %s", request_id, result["status"], code or "")
+        seconds = None if accepted_at is None else round(max(0.0, self.chain.clock() - accepted_at), 3)
+        emit(
+            "result",
+            requestId=request_id,
+            status=result["status"],
+            code=code,
+            mailboxType=result.get("mailboxType"),
+            seconds=seconds,
+        )
 
     def _still_queued(self, result_json: str) -> bool:
         """Whether this very result waits on the results queue (only the first 32 messages can be seen)."""
@@ -207,11 +207,12 @@ class Dispatcher:
             with self.ledger.hold(request_id) as lease:
                 state = self.ledger.read_held(request_id, lease, state)
                 assert state is not None
+                recorded_now = False
                 if state.cursor > 0:
                     log.info("request %s: a redelivery of its request; the chain already goes on", request_id)
                 else:
-                    state = self._record(state, outcome, lease)
-                self._send_outbox(state, lease)
+                    state, recorded_now = self._record(state, outcome, lease)
+                self._send_outbox(state, lease, recorded_now)
 
     def _decode(self, queue: str, body: bytes | str) -> str | None:
         """The message's text; None (and parked) when it is too large to be a message of the chain."""
@@ -256,8 +257,9 @@ class Dispatcher:
         )
         return "refused"
 
-    def _record(self, state: ChainState, outcome: StepOutcome, lease: object) -> ChainState:
-        """Write the outcome to the ledger before anything is sent; the state whose outbox goes out next."""
+    def _record(self, state: ChainState, outcome: StepOutcome, lease: object) -> tuple[ChainState, bool]:
+        """Write the outcome to the ledger before anything is sent: the state whose outbox goes out next, and
+        whether this call recorded it (else an earlier attempt did, and may have sent it)."""
         if isinstance(outcome, Finish):
             recorded = self.ledger.advance(
                 state, Outbox(RESULTS, outcome.result.dumps(), 0.0), finished=True, lease=lease
@@ -267,7 +269,7 @@ class Dispatcher:
             box = Outbox(STEP_QUEUES[following.step], following.dumps(), outcome.delay)
             recorded = self.ledger.advance(state, box, lease=lease)
         if recorded is not None:
-            return recorded
+            return recorded, True
         now = self.ledger.read(state.request_id)
         if now is None or now.cursor <= state.cursor:
             # Nobody moved the chain on: the hold lapsed (a storage restart, a step past its lease).
@@ -275,7 +277,7 @@ class Dispatcher:
         # Moved on: by our own write whose answer was lost and retried, or by another delivery. Either way
         # what the ledger holds now is what must go out, so it is sent rather than dropped.
         log.info("request %s: the ledger had moved on to step message %d already", state.request_id, now.cursor)
-        return now
+        return now, False
 
     def _park(self, text: str, why: str) -> None:
         """Keep a message no step may run on provision-unreadable, for a person; never a result."""
@@ -287,14 +289,17 @@ class Dispatcher:
         log.info("%s; this message comes back in %d s", why, STEP_LEASE_SECONDS)
         self.storage.send(queue, text, STEP_LEASE_SECONDS)
 
-    def _send_outbox(self, state: ChainState, lease: object, accepted_at: float | None = None) -> None:
+    def _send_outbox(
+        self, state: ChainState, lease: object, recorded_now: bool, accepted_at: float | None = None
+    ) -> None:
         """Send the recorded outcome unless it is known to be sent; only under the request's hold, so once.
-        `accepted_at` is when the chain accepted the request, when the caller knows it (for the result event)."""
+        `recorded_now`: this delivery recorded it; `accepted_at` is when the chain accepted the request, when the
+        caller knows it (for the result event)."""
         box = state.outbox
         if box is None or box.sent:
             return
         if box.queue == RESULTS:
-            self.publish(state.request_id, box.text, accepted_at)
+            self.publish(state.request_id, box.text, recorded_now, accepted_at)
         else:
             self.storage.send(box.queue, box.text, box.delay)
         self.ledger.mark_sent(state, lease)

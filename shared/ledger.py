@@ -5,7 +5,7 @@ one step message it expects next, and the message that follows until it is known
 A step runs only for the expected message, under a blob lease, and its outcome is recorded with a
 conditional write before it is sent. So a redelivered message converges on the first delivery's result,
 a crash between recording and sending is repaired by the next delivery, and a message that no accepted
-request led to (a forged or stale one) is refused. `results/{id}.json` marks a result as sent.
+request led to (a forged or stale one) is refused. The outbox's `sent` also marks the result as sent.
 
 Blob names end in `.json`: a requestId may be `.` or `..`, which are not blob names on their own.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from shared.errors import RequestBusyError, first_line
 
-__all__ = ["STEP_LEASE_SECONDS", "ChainState", "Ledger", "Outbox", "digest"]
+__all__ = ["HOLD_WAIT_SECONDS", "STEP_LEASE_SECONDS", "ChainState", "Ledger", "Outbox", "digest"]
 
 log = logging.getLogger("exoprov.ledger")
 
@@ -176,20 +176,6 @@ class Ledger:
         """Note that the outbox went out, so that a later delivery does not send it again."""
         assert state.outbox is not None
         self._write(state, replace(state, outbox=replace(state.outbox, sent=True)), lease)
-
-    def result_state(self, request_id: str, result_json: str) -> str:
-        """ "new" (and now marked pending), "pending" (an earlier attempt may have sent it) or "sent"."""
-        from azure.core.exceptions import ResourceExistsError
-
-        blob = self._container.get_blob_client(f"results/{request_id}.json")
-        try:
-            blob.upload_blob(result_json.encode(), overwrite=False, metadata={"state": "pending"})
-            return "new"
-        except ResourceExistsError:
-            return "sent" if blob.get_blob_properties().metadata.get("state") == "sent" else "pending"
-
-    def result_sent(self, request_id: str) -> None:
-        self._container.get_blob_client(f"results/{request_id}.json").set_blob_metadata({"state": "sent"})
 
     def _write(self, before: ChainState, after: ChainState, lease: Any) -> ChainState | None:
         from azure.core import MatchConditions

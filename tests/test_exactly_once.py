@@ -298,3 +298,37 @@ def test_a_hold_another_delivery_keeps_is_tried_again_at_doubling_gaps_then_give
     gaps = [round(later - earlier, 2) for earlier, later in zip(tries, tries[1:], strict=False)]
     assert 5 <= len(tries) <= 8 and tries[-1] - tries[0] >= HOLD_WAIT_SECONDS - 0.1
     assert gaps[0] < 0.2 and all(later > earlier for earlier, later in zip(gaps, gaps[1:-1], strict=False))
+
+
+@pytest.mark.parametrize("dies", ["before the send", "after the send"])
+def test_a_result_whose_delivery_died_around_its_send_reaches_the_requester_once(
+    chain_env, monkeypatch, dies: str
+) -> None:
+    """The result was recorded, then the delivery died before sending it or before noting it sent: each
+    redelivery looks for it on the results queue first, so it is sent once either way."""
+    from shared.ledger import Ledger
+
+    clients = fresh_clients()
+    dispatcher, storage = clients.dispatcher(), clients.storage()
+    real_send, real_mark = storage.send, Ledger.mark_sent
+
+    def send(name: str, text: str, delay: float = 0.0) -> None:
+        if name == RESULTS and dies == "before the send":
+            monkeypatch.setattr(storage, "send", real_send)
+            raise ConnectionError("the worker died before the send")
+        real_send(name, text, delay)
+
+    def mark_sent(self: Ledger, state: Any, lease: Any = None) -> None:
+        if state.outbox.queue == RESULTS and dies == "after the send":
+            monkeypatch.setattr(Ledger, "mark_sent", real_mark)
+            raise ConnectionError("the worker died after the send")
+        real_mark(self, state, lease)
+
+    monkeypatch.setattr(storage, "send", send)
+    monkeypatch.setattr(Ledger, "mark_sent", mark_sent)
+    text = json.dumps(request("died", "not-a-upn"))  # ends at once with invalid_request
+    with pytest.raises(ConnectionError, match=dies):
+        dispatcher.handle(REQUESTS, text, "message-1")
+    dispatcher.handle(REQUESTS, text, "message-1")
+    dispatcher.handle(REQUESTS, text, "message-1")
+    assert [r["error"]["code"] for r in collect_results(clients)["died"]] == ["invalid_request"]
