@@ -47,7 +47,7 @@ def test_a_wait_within_three_seconds_is_slept_in_the_delivery_not_sent_through_t
 
 def test_a_wait_beyond_what_is_left_of_three_seconds_goes_back_through_the_queue(chain_env, sandbox, caplog) -> None:
     """After the looks at 1 s and 2 s in place, the 4 s one no longer fits: the message goes back, visible in 4 s."""
-    slept, sent, status = _provision_after_an_assignment_lagging(sandbox, caplog, lag=5.0)
+    slept, sent, status = _provision_after_an_assignment_lagging(sandbox, caplog, lag=6.0)  # the look at 3 s: stale
     assert status == "succeeded"
     assert slept == [1.0, 2.0] and sum(slept) == WAIT_IN_PLACE_SECONDS  # 4 s more would pass it
     assert len(sent) == 2 and sent[1].endswith("visible in 4 s")
