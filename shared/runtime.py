@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from shared.enforcement import Report
 from shared.errors import ExoprovError
 from shared.events import emit
-from shared.runs import could_not_start, run_sweep
 from shared.wiring import process_clients
+
+if TYPE_CHECKING:
+    from shared.enforcement import Report
 
 __all__ = ["handle_poison_message", "handle_queue_message", "run_scheduled_readiness", "run_scheduled_sweep"]
 
@@ -18,6 +20,10 @@ log = logging.getLogger("exoprov.runtime")
 def run_scheduled_sweep() -> Report:
     """One sweep in ENFORCE_MODE with the process's clients; the report is logged as one line (and as the
     `run` event the alerts read, by `run_sweep`)."""
+    # Imported here: a process that only runs the chain (a queue trigger's cold start, `exoprov worker --no-sweep`)
+    # never loads the sweep (about 60 ms).
+    from shared.runs import could_not_start, run_sweep
+
     try:
         clients = process_clients()
     except ExoprovError as exc:
