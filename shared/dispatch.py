@@ -164,10 +164,11 @@ class Dispatcher:
 
     def publish(self, request_id: str, result_json: str, recorded_now: bool, accepted_at: float | None = None) -> None:
         """Send a result the ledger holds unsent. Unless this very delivery recorded it, an earlier attempt may have
-        sent it and died before noting so: then it is sent only if it is not on the queue. A sent result is a
-        `result` event too (shared/events.py), timed from `accepted_at` (the chain's clock) when the caller knows it.
+        sent it and died before noting so, or noted it beside the state (its hold lapsed): then it is sent only if
+        it is not noted and not on the queue. A sent result is a `result` event too (shared/events.py), timed from
+        `accepted_at` (the chain's clock) when the caller knows it.
         """
-        if not recorded_now and self._still_queued(result_json):
+        if not recorded_now and (self.ledger.result_noted_sent(request_id) or self._still_queued(result_json)):
             log.info("result for %s was already sent; not sending again", request_id)
             return
         self.storage.send(RESULTS, result_json)
@@ -298,11 +299,14 @@ class Dispatcher:
         box = state.outbox
         if box is None or box.sent:
             return
-        if box.queue == RESULTS:
-            self.publish(state.request_id, box.text, recorded_now, accepted_at)
-        else:
+        if box.queue != RESULTS:
             self.storage.send(box.queue, box.text, box.delay)
-        self.ledger.mark_sent(state, lease)
+            self.ledger.mark_sent(state, lease)
+            return
+        self.publish(state.request_id, box.text, recorded_now, accepted_at)
+        if not self.ledger.mark_sent(state, lease):
+            log.warning("request %s: the hold lapsed before the result was noted sent; noted beside", state.request_id)
+            self.ledger.note_result_sent(state.request_id)
 
 
 def _check_contract(message: StepMessage, chain: Chain) -> None:

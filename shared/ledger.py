@@ -5,7 +5,8 @@ one step message it expects next, and the message that follows until it is known
 A step runs only for the expected message, under a blob lease, and its outcome is recorded with a
 conditional write before it is sent. So a redelivered message converges on the first delivery's result,
 a crash between recording and sending is repaired by the next delivery, and a message that no accepted
-request led to (a forged or stale one) is refused. The outbox's `sent` also marks the result as sent.
+request led to (a forged or stale one) is refused. The outbox's `sent` also marks the result as sent; when the
+state cannot take that mark (the hold lapsed meanwhile), `results/{id}.json` takes it.
 
 Blob names end in `.json`: a requestId may be `.` or `..`, which are not blob names on their own.
 """
@@ -31,7 +32,7 @@ log = logging.getLogger("exoprov.ledger")
 STEP_LEASE_SECONDS = 15  # a dead worker's hold on a request lapses after this long (the service's minimum)
 RENEW_EVERY_SECONDS = 5.0  # a live worker renews its hold while a step runs, however long the step takes
 HOLD_WAIT_SECONDS = 3.0  # how long a delivery waits for another one's hold before it comes back later
-HOLD_FIRST_RETRY_SECONDS = 0.05  # then 0.1, 0.2 ... : about six tries in HOLD_WAIT_SECONDS, not sixty
+HOLD_FIRST_RETRY_SECONDS = 0.05  # then 0.1, 0.2 ... : seven tries in HOLD_WAIT_SECONDS, not sixty
 
 
 def digest(text: str) -> str:
@@ -76,7 +77,7 @@ class ChainState:
 
 
 class Ledger:
-    """Chain states and result markers in the ledger container."""
+    """Chain states in the ledger container (and, rarely, a result's sent mark beside them)."""
 
     def __init__(self, container: Any) -> None:
         self._container = container
@@ -172,10 +173,26 @@ class Ledger:
         """Remember why the expected step failed, so that the result of a request that gives up can say it."""
         self._write(state, replace(state, last_error=error[:500]), lease)
 
-    def mark_sent(self, state: ChainState, lease: Any = None) -> None:
-        """Note that the outbox went out, so that a later delivery does not send it again."""
+    def mark_sent(self, state: ChainState, lease: Any = None) -> bool:
+        """Note that the outbox went out, so that a later delivery does not send it again; False when the state
+        did not take it (the hold lapsed, and another delivery holds the request now)."""
         assert state.outbox is not None
-        self._write(state, replace(state, outbox=replace(state.outbox, sent=True)), lease)
+        return self._write(state, replace(state, outbox=replace(state.outbox, sent=True)), lease) is not None
+
+    def note_result_sent(self, request_id: str) -> None:
+        """Mark the request's result sent outside its state, for when the state could not take it (`mark_sent`):
+        the delivery that holds the request now must not send the result again once the requester took it."""
+        self._container.get_blob_client(f"results/{request_id}.json").upload_blob(b"", overwrite=True)
+
+    def result_noted_sent(self, request_id: str) -> bool:
+        """Whether `note_result_sent` marked the request's result sent."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._container.get_blob_client(f"results/{request_id}.json").get_blob_properties()
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def _write(self, before: ChainState, after: ChainState, lease: Any) -> ChainState | None:
         from azure.core import MatchConditions
