@@ -113,10 +113,10 @@ class Dispatcher:
                     state = self.ledger.read(request_id)
                     assert state is not None
                     if message is not None and self._verdict(state, message, text, origin) != "current":
-                        self._send_outbox(state, lease, False, accepted_at)
+                        self._send_outbox(state, lease, recorded_now=False, accepted_at=accepted_at)
                         return
                     if message is None and state.cursor > 0:
-                        self._send_outbox(state, lease, False)  # the request was accepted after all: it goes on
+                        self._send_outbox(state, lease, recorded_now=False)  # accepted after all: it goes on
                         return
                     log.error("request %s gave up on %s after %d attempts", request_id, origin, MAX_DEQUEUE_COUNT)
                     why = f"; the last error: {state.last_error}" if state.last_error else ""

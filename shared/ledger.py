@@ -182,14 +182,14 @@ class Ledger:
     def note_result_sent(self, request_id: str) -> None:
         """Mark the request's result sent outside its state, for when the state could not take it (`mark_sent`):
         the delivery that holds the request now must not send the result again once the requester took it."""
-        self._container.get_blob_client(f"results/{request_id}.json").upload_blob(b"", overwrite=True)
+        self._result_blob(request_id).upload_blob(b"", overwrite=True)
 
     def result_noted_sent(self, request_id: str) -> bool:
         """Whether `note_result_sent` marked the request's result sent."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            self._container.get_blob_client(f"results/{request_id}.json").get_blob_properties()
+            self._result_blob(request_id).get_blob_properties()
         except ResourceNotFoundError:
             return False
         return True
@@ -217,3 +217,6 @@ class Ledger:
 
     def _state_blob(self, request_id: str) -> Any:
         return self._container.get_blob_client(f"requests/{request_id}.json")
+
+    def _result_blob(self, request_id: str) -> Any:
+        return self._container.get_blob_client(f"results/{request_id}.json")

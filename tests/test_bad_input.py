@@ -15,9 +15,10 @@ from shared.dispatch import Dispatcher
 from shared.errors import InvalidRequestError
 from shared.messages import MAX_MESSAGE_BYTES, Request, decode_body, parse_request
 from shared.provisioning import UnreadableMessage
-from shared.queues import CHAIN_QUEUES, POISON_QUEUES, REQUESTS, RESULTS, UNREADABLE
+from shared.queues import CHAIN_QUEUES, POISON_QUEUES, REQUESTS, UNREADABLE
 from shared.settings import Settings
 from tests.chain_helpers import collect_results, fresh_clients
+from tests.conftest import empty_storage
 
 SETTINGS = Settings.from_env({"ALLOWED_LICENSES": "EXCHANGESTANDARD", "DEFAULT_LICENSE": "EXCHANGESTANDARD"})
 FIELDS = ["requestId", "userPrincipalName", "mailboxType", "license", "usageLocation", "cloudManaged", "keepLicense"]
@@ -166,7 +167,4 @@ def test_no_message_crashes_a_step(body: bytes | str, queue: str) -> None:
     parked = storage.pending((UNREADABLE, *POISON_QUEUES))
     results = collect_results(clients)
     assert parked + sum(len(r) for r in results.values()) + storage.pending(CHAIN_QUEUES) >= 1
-    for name in (*CHAIN_QUEUES, UNREADABLE, RESULTS, *POISON_QUEUES):
-        storage.queue(name).clear_messages()
-    for blob in storage.ledger_container.list_blobs():
-        storage.ledger_container.delete_blob(blob.name)
+    empty_storage(storage)  # the next example starts from empty queues and an empty ledger
