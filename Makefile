@@ -47,20 +47,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-# Eleven processes on two cores: much of the suite waits (leases, deadlines, subprocess workers), so more of them
-# overlap; measured on 2 cores (pytest alone, in the order of tests/durations.py): 8 processes 99 s (the cores 17%
-# idle), 10 86 to 93 s (91 on average of 5 runs), 11 88 to 92 s (89.6 on average of 7), 12 95 s (3% idle: each
-# process more costs memory and about 2 s of CPU to start).
+# Twelve processes on two cores: much of the suite waits (leases, deadlines, subprocess workers), so more of them
+# overlap. They share two Azurites, an account each (tests/storage_accounts.py), so a process more costs only its
+# start and collection (about 1 s of CPU). Measured on 2 cores (pytest alone, in the order of tests/durations.py):
+# 10 processes 85 s, 11 79 to 80 s, 12 77 to 78 s, 13 78 to 85 s, 14 87 s.
 # loadgroup, not load: the browser tests share one Chromium on one worker (xdist_group "chromium");
 # --no-loadscope-reorder keeps the order of tests/durations.py.
 pytest: setup chromium
-	$(BIN)/pytest -n 11 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n 12 --dist loadgroup --no-loadscope-reorder
 
 # The suite once more, writing each long test's seconds and CPU seconds to tests/durations.json: the next runs start
 # the long ones first, busy and waiting ones in turn (see tests/durations.py). Worth it after adding or renaming long
 # tests; commit the file.
 durations: setup chromium
-	$(BIN)/pytest -n 11 --dist loadgroup --no-loadscope-reorder --record-durations
+	$(BIN)/pytest -n 12 --dist loadgroup --no-loadscope-reorder --record-durations
 
 # The readiness page tests open the page in Debian's chromium (Playwright's browser download is not reachable).
 # A cheap check when it is there; installs it with apt-get (as root or by sudo -n) when not. Not needed by `make run`.

@@ -1,7 +1,8 @@
 """Azurite, the local Azure Storage emulator, installed by `make` into node_modules and run on loopback.
 
 Data lives in a folder, so stopping and restarting Azurite keeps the queues; the test suite's own Azurites keep it
-in memory instead (cheaper per call), and a test that restarts storage starts a folder-backed one of its own.
+in memory instead (cheaper per call), and a test that restarts storage starts a folder-backed one of its own. One
+Azurite can serve several storage accounts (the test suite gives each of its processes one of its own).
 """
 
 from __future__ import annotations
@@ -31,17 +32,28 @@ class Azurite:
     process: subprocess.Popen[bytes] | None = None
     # Keep the data in memory (about a sixth less CPU per call); lost when Azurite stops, so not for restarts.
     in_memory: bool = False
+    # The accounts it serves, each with the development key, instead of the development account.
+    accounts: tuple[str, ...] = ()
 
     @property
     def connection_string(self) -> str:
+        return self.account_connection_string(self.accounts[0] if self.accounts else DEV_ACCOUNT)
+
+    def account_connection_string(self, account: str) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{DEV_ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{DEV_ACCOUNT};"
+            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={DEV_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{account};"
         )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start Azurite on its ports; on ports chosen by the system (0) the first time, the same ones after."""
+        self.spawn()
+        self.wait_until_listening(timeout)
+
+    def spawn(self) -> None:
+        """Start Azurite's process without waiting for it to listen (`wait_until_listening`), so that several boot
+        at once."""
         if not AZURITE.exists():
             raise RuntimeError(f"{AZURITE} is missing; run 'make setup' (it installs Azurite with npm)")
         self.location.mkdir(parents=True, exist_ok=True)
@@ -69,18 +81,23 @@ class Azurite:
                 "0",
             ],
             cwd=self.location,  # where an in-memory Azurite would put any file it still writes
-            env=_node_environment(),
+            env=_node_environment(self.accounts),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._log = log
+        self._log, self._said_before = log, said_before
+
+    def wait_until_listening(self, timeout: float = 30.0) -> None:
+        """Wait until the spawned Azurite says where its blob and queue services listen."""
+        assert self.process is not None, "spawn() first"
+        log_path = self.location / "azurite.log"
         deadline = time.monotonic() + timeout
-        while (ports := _listening_on(log_path, said_before)) is None:
+        while (ports := _listening_on(log_path, self._said_before)) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Azurite did not start; see {log_path}")
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.blob_port, self.queue_port = ports
 
     def stop(self) -> None:
@@ -94,20 +111,24 @@ class Azurite:
         self.process = None
 
     @classmethod
-    def on_free_ports(cls, location: Path, *, in_memory: bool = False) -> Azurite:
+    def on_free_ports(cls, location: Path, *, in_memory: bool = False, accounts: tuple[str, ...] = ()) -> Azurite:
         """An Azurite that takes the ports the system gives it when it starts: a port probed free beforehand can
         be taken meanwhile (by another Azurite, or as the local end of any outgoing connection)."""
-        return cls(location, 0, 0, in_memory=in_memory)
+        return cls(location, 0, 0, in_memory=in_memory, accounts=accounts)
 
 
-def _node_environment() -> dict[str, str]:
+def _node_environment(accounts: tuple[str, ...] = ()) -> dict[str, str]:
     """The environment, with a larger young generation for Node: Azurite allocates much per request, and V8's
     default (16 MB semi-spaces) collects it often; 32 MB took 9% less of Azurite's CPU per storage call (measured
-    on the chain's calls, 2 cores)."""
+    on the chain's calls, 2 cores). With `accounts`, Azurite's AZURITE_ACCOUNTS lists them."""
     options = os.environ.get("NODE_OPTIONS", "")
     if "--max-semi-space-size" not in options and "--max_semi_space_size" not in options:
         options = f"{options} --max-semi-space-size=32".strip()
-    return {**os.environ, "NODE_OPTIONS": options}
+    environment = {**os.environ, "NODE_OPTIONS": options}
+    environment.pop("AZURITE_ACCOUNTS", None)  # the development account unless we name others
+    if accounts:
+        environment["AZURITE_ACCOUNTS"] = ";".join(f"{account}:{DEV_KEY}" for account in accounts)
+    return environment
 
 
 def free_port() -> int:

@@ -131,7 +131,8 @@ class Worker:
                 log.info("all queues are empty; %d message(s) handled", self.handled)
                 return EXIT_OK
             if timeout is not None and self.clock() - started > timeout:
-                left = self._pending()
+                # After a failed poll, counting would only spend the storage SDK's retries (seconds) past the timeout.
+                left = -1 if trouble else self._pending()
                 queued = str(left) if left >= 0 else "an unknown number of"  # storage could not say
                 log.error("timed out after %.0f s with %s message(s) still queued", timeout, queued)
                 self.stop()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from hypothesis import settings as hypothesis_settings
 
-from sandbox.azurite import Azurite
 from sandbox.control import SandboxControl
 from sandbox.faults import Knobs
 from sandbox.main import SandboxProcess
@@ -22,9 +22,12 @@ from shared.queues import CHAIN_QUEUES, POISON_QUEUES, RESULTS, UNREADABLE, Stor
 from shared.settings import SETTINGS, Settings
 from shared.wiring import Clients, reset_process_clients
 
+if TYPE_CHECKING:
+    from tests.storage_accounts import StorageAccount
+
 ROOT = Path(__file__).resolve().parent.parent
-# The suite's order: longest tests first, from tests/durations.json.
-pytest_plugins = ["tests.durations"]
+# The suite's order (longest tests first, from tests/durations.json) and its storage accounts (one per process).
+pytest_plugins = ["tests.durations", "tests.storage_accounts"]
 # The same examples on every run (CI must not flake), and no per-example deadline on a shared 2-core machine.
 hypothesis_settings.register_profile("exoprov", derandomize=True, deadline=None, max_examples=150)
 hypothesis_settings.load_profile("exoprov")
@@ -74,7 +77,7 @@ def replication_lag(sandbox: SandboxHandle) -> SandboxHandle:
 
 
 @pytest.fixture
-def env(sandbox: SandboxHandle, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(sandbox: SandboxHandle, azurite: StorageAccount, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Settings that point at the sandbox and an empty journal, with short waits; tests add their own on top."""
     for name in APP_SETTINGS:
         monkeypatch.delenv(name, raising=False)
@@ -100,18 +103,6 @@ def clients(settings: Settings) -> Clients:
     return Clients.from_settings(settings)
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite on free loopback ports for the whole session, its data in memory (a test that restarts storage
-    starts its own, folder-backed one)."""
-    emulator = Azurite.on_free_ports(tmp_path_factory.mktemp("azurite"), in_memory=True)
-    emulator.start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
 CHAIN_SETTINGS = {
     "ALLOWED_LICENSES": "EXCHANGESTANDARD,EXCHANGEENTERPRISE",
     "DEFAULT_LICENSE": "EXCHANGESTANDARD",
@@ -128,7 +119,7 @@ CHAIN_SETTINGS = {
 
 
 @pytest.fixture
-def chain_env(env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def chain_env(env: dict[str, str], azurite: StorageAccount, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Settings for the chain (short waits) over empty queues and an empty ledger."""
     values = {**CHAIN_SETTINGS, "AzureWebJobsStorage": azurite.connection_string}
     for name, value in values.items():
@@ -202,6 +193,12 @@ def record_figures(figures: dict[str, Any]) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the main process: a fresh table for this run
         FIGURES_FILE.unlink(missing_ok=True)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What import and collection made (modules, test items, hypothesis and playwright) lives as long as the
+    # process: leave it out of every garbage collection from here on, the final five of pytest's included.
+    gc.freeze()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

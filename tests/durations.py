@@ -11,7 +11,8 @@ their sum. The Makefile turns off xdist's own reordering (`--no-loadscope-reorde
 first by their number of tests).
 
 `make durations` runs the suite with `--record-durations` and writes the file again (a run of some tests updates
-theirs and keeps the others').
+theirs and keeps the others'). A recording run gives each process an Azurite of its own (tests/storage_accounts.py),
+so that a test's CPU seconds include the storage work it causes.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from pathlib import Path
 import pytest
 
 FILE = Path(__file__).with_name("durations.json")
-# Shorter tests are left in collection order: their place does not change the run's length.
-RECORD_FROM_SECONDS = 2.0
+# Shorter tests are left in collection order: their place barely changes the run's length.
+RECORD_FROM_SECONDS = 1.0
 # A test is busy when it, with the processes it works with (Azurite, the sandbox, `exoprov` children), computes for
 # at least this share of its time.
 BUSY_SHARE = 0.15
