@@ -96,7 +96,8 @@ class Azurite:
         while (ports := _listening_on(log_path, self._said_before)) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Azurite did not start; see {log_path}")
+                said = log_path.read_bytes()[self._said_before :].decode("utf-8", "replace").strip()[-600:]
+                raise RuntimeError(f"Azurite did not start; see {log_path}; it said: {said or 'nothing'}")
             time.sleep(0.05)
         self.blob_port, self.queue_port = ports
 

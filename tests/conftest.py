@@ -197,7 +197,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # What import and collection made (modules, test items, hypothesis and playwright) lives as long as the
-    # process: leave it out of every garbage collection from here on, the final five of pytest's included.
+    # process: leave it out of every garbage collection from here on, the final five of pytest's included (4.2 s
+    # of the suite's CPU went to collecting garbage, 2.9 s after). Collected first, so that no cycle dead by now
+    # is frozen with its warnings unsaid.
+    gc.collect()
     gc.freeze()
 
 

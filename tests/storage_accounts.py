@@ -41,7 +41,8 @@ def azurite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """This process's storage account for the whole session, its data in memory: the one the main process gave
     it, or one on an Azurite of its own (a test that restarts storage starts its own, folder-backed one)."""
     given = getattr(request.config, "workerinput", {}).get(_WORKERINPUT_KEY)
-    if given:  # None without xdist, or for a process xdist started again beyond the accounts made at the start
+    if given:  # None without xdist, when recording durations, or for a process xdist started again beyond the
+        # accounts made at the start
         yield StorageAccount(given)
         return
     emulator = Azurite.on_free_ports(tmp_path_factory.mktemp("azurite"), in_memory=True)
@@ -54,29 +55,36 @@ def azurite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def pytest_configure(config: pytest.Config) -> None:
     workers = getattr(config.option, "numprocesses", None)
-    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 1:
+    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 1 or config.option.collectonly:
         return
     if config.getoption("record_durations", False):
         # Recording each test's CPU (tests/durations.py) counts the processes it works with, storage included:
         # only an Azurite of the process's own is one of them.
         return
-    config.pluginmanager.register(_SharedAzurites(workers), "exoprov-shared-azurites")
+    shared = _SharedAzurites(workers)
+    config.add_cleanup(shared.stop)  # before the first spawn, so that a failed start stops what it started
+    shared.spawn()
+    config.pluginmanager.register(shared, "exoprov-shared-azurites")
 
 
 class _SharedAzurites:
-    """The main process's Azurites: spawned at configure, so that they boot while xdist starts its processes."""
+    """The main process's Azurites: spawned at configure, so that they boot together, and waited for when xdist
+    configures its first process."""
 
     def __init__(self, workers: int) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="exoprov-azurites-"))
         # Twice the processes: xdist names a process it starts again after a crash gw<n> with a new n.
         accounts = [f"exoprovgw{n}" for n in range(2 * workers)]
+        count = min(SHARED_AZURITES, workers)
         self.emulators = [
-            Azurite.on_free_ports(self.root / str(i), in_memory=True, accounts=tuple(accounts[i::SHARED_AZURITES]))
-            for i in range(min(SHARED_AZURITES, workers))
+            Azurite.on_free_ports(self.root / str(i), in_memory=True, accounts=tuple(accounts[i::count]))
+            for i in range(count)
         ]
+        self.listening = False
+
+    def spawn(self) -> None:
         for emulator in self.emulators:
             emulator.spawn()
-        self.listening = False
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -89,7 +97,7 @@ class _SharedAzurites:
             if account in emulator.accounts:
                 node.workerinput[_WORKERINPUT_KEY] = emulator.account_connection_string(account)
 
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
+    def stop(self) -> None:
         for emulator in self.emulators:
             emulator.stop()
         shutil.rmtree(self.root, ignore_errors=True)
