@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
 
-.PHONY: setup run test lint typecheck bytecode pytest durations chromium bench sandbox clean
+.PHONY: setup run test lint typecheck pytest durations chromium bench sandbox clean
 
 setup: $(STAMP) $(NODE)
 
@@ -37,15 +37,8 @@ run:
 # soon as Python's are in (a fresh clone: about 15 s less than one after the other); then the suite, alone, with its
 # output live. `run` and `test` each call make again: name one of them per `make -j` command, or both install at once.
 test:
-	@$(MAKE) --no-print-directory -j4 lint typecheck bytecode $(NODE) chromium
+	@$(MAKE) --no-print-directory -j4 lint typecheck $(NODE) chromium
 	@$(MAKE) --no-print-directory pytest
-
-# The project compiled and the tests rewritten once, beside the type check, instead of in each of pytest's twelve
-# processes at once (and in each sandbox and `exoprov` they start): on a fresh clone, pytest took 87 to 92 s without
-# this and 80 s with it once set up. Nothing to do after the first time (the caches land in __pycache__/).
-bytecode: $(STAMP)
-	@$(BIN)/python -m compileall -q shared sandbox bench functions function_app.py
-	@$(BIN)/pytest --collect-only -q -p no:cacheprovider > /dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
