@@ -139,7 +139,7 @@ class Worker:
                 return EXIT_TIMEOUT
             if self.progress and self.clock() - last_progress >= self.progress_every:
                 last_progress = self.clock()
-                counts = (self.handled, self._pending())
+                counts = (self.handled, -1 if trouble else self._pending())  # as for the timeout, just above
                 # An idle worker says so once a minute, not every two seconds.
                 if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
                     last_counts, last_said = counts, self.clock()

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, cast
 
+import pytest
+
 from shared.dispatch import Dispatcher
 from shared.queues import POISON_SUFFIX, REQUESTS, STEP_QUEUES
 from tests.chain_helpers import (
@@ -235,6 +237,44 @@ def test_the_timeout_still_ends_a_worker_whose_storage_does_not_answer(env, monk
 
     monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage()[0])
     storage = fresh_clients().storage()
+    counted = _counted(storage, monkeypatch)
+    worker = Worker(storage, cast(Dispatcher, _Relay(storage, 0)), concurrency=1, retry_seconds=0, lease_seconds=30)
+    assert worker.run(timeout=1) == 3
+    assert any("an unknown number of message(s) still queued" in r.getMessage() for r in caplog.records)
+    assert counted == []
+
+
+def test_a_worker_whose_poll_failed_reports_an_unknown_number_queued_without_counting(env, monkeypatch) -> None:
+    """Storage gone: the progress line says an unknown number is queued (not -1), and the worker does not first
+    count the queues it just failed to read."""
+    from shared.cli import format_worker_progress
+    from shared.worker import Worker
+
+    monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage()[0])
+    storage = fresh_clients().storage()
+    counted = _counted(storage, monkeypatch)
+    said: list[str] = []
+
+    def progress(handled: int, queued: int) -> None:
+        said.append(format_worker_progress(handled, queued))
+        worker.stop()
+
+    worker = Worker(
+        storage,
+        cast(Dispatcher, _Relay(storage, 0)),
+        concurrency=1,
+        retry_seconds=0,
+        lease_seconds=30,
+        progress=progress,
+        progress_every=0,
+    )
+    assert worker.run(timeout=60) == 0
+    assert said == ["progress: 0 message(s) handled, an unknown number of message(s) queued (waiting ones included)"]
+    assert counted == []
+
+
+def _counted(storage: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Every count of the queues `storage` is asked for from now on (each answered 0, without a call)."""
     counted: list[tuple[str, ...]] = []
 
     def pending(queues: tuple[str, ...]) -> int:
@@ -242,7 +282,4 @@ def test_the_timeout_still_ends_a_worker_whose_storage_does_not_answer(env, monk
         return 0
 
     monkeypatch.setattr(storage, "pending", pending)
-    worker = Worker(storage, cast(Dispatcher, _Relay(storage, 0)), concurrency=1, retry_seconds=0, lease_seconds=30)
-    assert worker.run(timeout=1) == 3
-    assert any("an unknown number of message(s) still queued" in r.getMessage() for r in caplog.records)
-    assert counted == []
+    return counted
