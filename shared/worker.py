@@ -144,7 +144,8 @@ class Worker:
                 if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
                     last_counts, last_said = counts, self.clock()
                     self.progress(*counts)
-            self._wake.wait(IDLE_POLL_MAX if trouble else 0.0 if took else self._until_due())
+            if not self._stopping:  # a stop on this thread (a progress callback, a signal handler) sets no wake
+                self._wake.wait(IDLE_POLL_MAX if trouble else 0.0 if took else self._until_due())
         return EXIT_OK
 
     def _all_queues(self) -> tuple[str, ...]:
