@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from shared.enforcement import Report
 
-__all__ = ["format_kind", "format_report", "format_undo", "format_worker_progress", "main"]
+__all__ = ["format_kind", "format_report", "format_undo", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BRAKE, EXIT_NOT_READY, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 CANDIDATES_SHOWN = 20  # a table lists this many candidates; --json gives all (--csv: every mailbox candidate)
@@ -354,7 +354,7 @@ def _worker(until_idle: bool, timeout: float | None, with_sweep: bool, with_read
     from shared.cron import Schedule
     from shared.runtime import run_scheduled_readiness, run_scheduled_sweep
     from shared.wiring import process_clients
-    from shared.worker import Job, Worker
+    from shared.worker import Job, Worker, progress_line
 
     clients = process_clients()
     settings = clients.settings
@@ -374,7 +374,7 @@ def _worker(until_idle: bool, timeout: float | None, with_sweep: bool, with_read
             )
             if wanted
         ),
-        progress=lambda handled, queued: print(format_worker_progress(handled, queued), file=sys.stderr),
+        progress=lambda handled, queued: print(progress_line(handled, queued), file=sys.stderr),
     )
     worker.install_signal_handlers()
     print(
@@ -499,12 +499,6 @@ def format_entries(entries: list[dict[str, Any]]) -> str:
         for row in (header, *rows)
     ]
     return "\n".join(line.rstrip() for line in lines) + f"\n{len(entries)} entries"
-
-
-def format_worker_progress(handled: int, queued: int) -> str:
-    """The worker's progress line; `queued` is -1 when storage could not say."""
-    count = str(queued) if queued >= 0 else "an unknown number of"
-    return f"progress: {handled} message(s) handled, {count} message(s) queued (waiting ones included)"
 
 
 def _value(value: Any) -> str:

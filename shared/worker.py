@@ -26,7 +26,15 @@ from shared.errors import ExoprovError, StorageUnavailableError, first_line
 from shared.logs import correlation_scope
 from shared.queues import CHAIN_QUEUES, MAX_DEQUEUE_COUNT, POISON_QUEUES, POISON_SUFFIX, UNREADABLE, Storage
 
-__all__ = ["IDLE_POLL_MAX", "IDLE_POLL_MIN", "POISON_POLL_MAX", "Job", "Worker", "poll_gap"]
+__all__ = [
+    "IDLE_POLL_MAX",
+    "IDLE_POLL_MIN",
+    "POISON_POLL_MAX",
+    "Job",
+    "Worker",
+    "poll_gap",
+    "progress_line",
+]
 
 log = logging.getLogger("exoprov.worker")
 
@@ -131,15 +139,13 @@ class Worker:
                 log.info("all queues are empty; %d message(s) handled", self.handled)
                 return EXIT_OK
             if timeout is not None and self.clock() - started > timeout:
-                # After a failed poll, counting would only spend the storage SDK's retries (seconds) past the timeout.
-                left = -1 if trouble else self._pending()
-                queued = str(left) if left >= 0 else "an unknown number of"  # storage could not say
+                queued = _queued_count(self._pending_unless(trouble))
                 log.error("timed out after %.0f s with %s message(s) still queued", timeout, queued)
                 self.stop()
                 return EXIT_TIMEOUT
             if self.progress and self.clock() - last_progress >= self.progress_every:
                 last_progress = self.clock()
-                counts = (self.handled, -1 if trouble else self._pending())  # as for the timeout, just above
+                counts = (self.handled, self._pending_unless(trouble))
                 # An idle worker says so once a minute, not every two seconds.
                 if counts != last_counts or self.clock() - last_said >= IDLE_PROGRESS_SECONDS:
                     last_counts, last_said = counts, self.clock()
@@ -163,6 +169,11 @@ class Worker:
         except Exception as exc:
             log.warning("cannot count the queues (%s)", first_line(exc))
             return -1
+
+    def _pending_unless(self, poll_failed: bool) -> int:
+        """`_pending()`, or -1 at once after a failed poll: a count would only spend the storage SDK's retries (seconds)
+        again."""
+        return -1 if poll_failed else self._pending()
 
     def _idle(self) -> bool:
         """No message queued anywhere. Counting costs a call per queue, so not while one of our own messages is
@@ -298,6 +309,17 @@ class Worker:
         client.delete_message(settle)
         with self._handled_lock:
             self.handled += 1
+
+
+def _queued_count(queued: int) -> str:
+    """A count of queued messages for a person: the number, or "an unknown number of" where storage could not say
+    (-1)."""
+    return str(queued) if queued >= 0 else "an unknown number of"
+
+
+def progress_line(handled: int, queued: int) -> str:
+    """The worker's progress line, as `exoprov worker` prints it."""
+    return f"progress: {handled} message(s) handled, {_queued_count(queued)} message(s) queued (waiting ones included)"
 
 
 def poll_gap(queue: str, last_gap: float, *, got: int, asked: int, ours_due: bool) -> float:

@@ -249,8 +249,7 @@ def test_a_worker_whose_poll_failed_reports_an_unknown_number_queued_without_cou
     count the queues it just failed to read."""
     from azure.core.exceptions import ServiceRequestError
 
-    from shared.cli import format_worker_progress
-    from shared.worker import Worker
+    from shared.worker import Worker, progress_line
 
     storage = fresh_clients().storage()
     queue = storage.queue
@@ -272,7 +271,7 @@ def test_a_worker_whose_poll_failed_reports_an_unknown_number_queued_without_cou
     said: list[str] = []
 
     def progress(handled: int, queued: int) -> None:
-        said.append(format_worker_progress(handled, queued))
+        said.append(progress_line(handled, queued))
         worker.stop()
 
     worker = Worker(
